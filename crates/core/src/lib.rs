@@ -1,0 +1,41 @@
+//! Core traits and building blocks of catena.
+//!
+//! - Data model: [`Message`], [`ChatRequest`], [`ChatResponse`], [`ChatChunk`], [`Document`].
+//! - Traits: [`Llm`], [`Embedder`], [`VectorStore`], [`Retriever`], [`Chain`].
+//! - Building blocks: [`loader`]s, [`splitter`]s, [`prompt`] templates, [`chain`] combinators, [`rag`].
+//!
+//! This crate knows no HTTP and no vendor: providers and stores live in `catena-providers` and
+//! `catena-vectorstores` and depend on this crate only.
+
+#![warn(missing_docs)]
+
+pub mod chain;
+pub mod document;
+pub mod embed;
+pub mod error;
+pub mod llm;
+pub mod loader;
+pub mod message;
+pub mod prompt;
+pub mod rag;
+pub mod retriever;
+pub mod splitter;
+pub mod telemetry;
+pub mod vectorstore;
+
+pub use chain::*;
+pub use document::{stable_id, Document, Metadata, ScoredDocument, SOURCE_KEY, START_INDEX_KEY};
+pub use embed::{BatchedEmbedder, Embedder};
+pub use error::{Error, Result};
+pub use llm::{collect_stream, Capabilities, ChatStream, Llm};
+pub use message::{
+    ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ContentPart, FinishReason, Message, ResponseFormat,
+    Role, ToolCall, ToolCallDelta, ToolChoice, ToolDefinition, Usage,
+};
+pub use prompt::*;
+pub use rag::*;
+pub use retriever::{mmr_select, MmrRetriever, Retriever, VectorRetriever};
+pub use vectorstore::{EmbeddedDocument, Filter, SearchRequest, VectorStore};
+
+/// Re-exported so users can write `#[async_trait]` impls of catena traits without adding the crate.
+pub use async_trait::async_trait;

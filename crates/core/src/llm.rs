@@ -1,0 +1,171 @@
+//! The [`Llm`] trait: one interface for every chat model, remote or local, and [`Capabilities`], the data that
+//! says what a backend can do so that nothing is silently downgraded.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::message::{ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ResponseFormat};
+
+/// A stream of chat chunks. It owns everything it needs (`'static`), so it outlives the call that made it.
+pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send + 'static>>;
+
+/// What a chat backend supports. Providers fill this in; [`Capabilities::check`] turns a request that asks for
+/// more into an [`Error::Unsupported`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// The backend's name, used in error messages.
+    pub backend: String,
+    /// Token-by-token streaming.
+    pub streaming: bool,
+    /// Usage counts in streamed responses.
+    pub streaming_usage: bool,
+    /// Tool (function) calling.
+    pub tools: bool,
+    /// `tool_choice = required` / a named tool.
+    pub forced_tool_choice: bool,
+    /// `response_format = json_object`.
+    pub json_object: bool,
+    /// `response_format = json_schema` (the OpenAI form).
+    pub json_schema: bool,
+    /// Reproducible sampling with a seed.
+    pub seed: bool,
+    /// Image content parts.
+    pub images: bool,
+}
+
+impl Capabilities {
+    /// A backend that supports nothing beyond plain chat.
+    pub fn minimal(backend: impl Into<String>) -> Self {
+        Capabilities {
+            backend: backend.into(),
+            streaming: false,
+            streaming_usage: false,
+            tools: false,
+            forced_tool_choice: false,
+            json_object: false,
+            json_schema: false,
+            seed: false,
+            images: false,
+        }
+    }
+
+    /// Checks that `request` only asks for supported features.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] naming the first unsupported feature and what to do instead.
+    pub fn check(&self, request: &ChatRequest, streaming: bool) -> Result<()> {
+        let fail = |cap: &str, hint: &str| Err(Error::unsupported(&self.backend, cap, hint));
+        if streaming && !self.streaming {
+            return fail("streaming", "call `chat` instead of `stream`");
+        }
+        if !request.tools.is_empty() && !self.tools {
+            return fail("tool calling", "remove `tools` from the request or use a backend with tool support");
+        }
+        if let Some(choice) = &request.tool_choice {
+            use crate::message::ToolChoice;
+            if matches!(choice, ToolChoice::Required | ToolChoice::Tool(_)) && !self.forced_tool_choice {
+                return fail("forced tool choice", "use `ToolChoice::Auto`");
+            }
+        }
+        match &request.response_format {
+            Some(ResponseFormat::JsonObject) if !self.json_object => {
+                return fail("response_format json_object", "ask for JSON in the prompt and validate the answer");
+            }
+            Some(ResponseFormat::JsonSchema { .. }) if !self.json_schema => {
+                return fail(
+                    "response_format json_schema",
+                    "use ResponseFormat::JsonObject if supported, or validate the answer against the schema",
+                );
+            }
+            _ => {}
+        }
+        if request.seed.is_some() && !self.seed {
+            return fail("seed", "remove the seed from the request");
+        }
+        if !self.images {
+            let has_image = request
+                .messages
+                .iter()
+                .any(|m| m.content.iter().any(|p| matches!(p, crate::message::ContentPart::ImageUrl { .. })));
+            if has_image {
+                return fail("image inputs", "send text only");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A chat model. Object safe: use it as `Arc<dyn Llm>`.
+///
+/// Implementations must make `stream` fold (with [`ChatResponseBuilder`]) into the same [`ChatResponse`] that
+/// `chat` returns for the same request, usage included, and must reject unsupported requests with
+/// [`Error::Unsupported`] (see [`Capabilities::check`]) rather than ignore parts of them.
+#[async_trait]
+pub trait Llm: Send + Sync {
+    /// What this backend supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The model used when a request names none.
+    fn default_model(&self) -> Option<String>;
+
+    /// Sends the request and waits for the whole answer.
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse>;
+
+    /// Sends the request and streams the answer.
+    async fn stream(&self, request: ChatRequest) -> Result<ChatStream>;
+}
+
+#[async_trait]
+impl<T: Llm + ?Sized> Llm for Arc<T> {
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    fn default_model(&self) -> Option<String> {
+        (**self).default_model()
+    }
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
+        (**self).chat(request).await
+    }
+    async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
+        (**self).stream(request).await
+    }
+}
+
+/// Drains a chat stream into the response it represents.
+///
+/// # Errors
+/// The first error the stream yields.
+pub async fn collect_stream(mut stream: ChatStream) -> Result<ChatResponse> {
+    let mut builder = ChatResponseBuilder::default();
+    while let Some(chunk) = stream.next().await {
+        builder.push(&chunk?);
+    }
+    Ok(builder.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+
+    #[test]
+    fn check_rejects_unsupported_features() {
+        let caps = Capabilities { streaming: true, ..Capabilities::minimal("test") };
+        let req = ChatRequest::new(vec![Message::user("hi")]);
+        assert!(caps.check(&req, true).is_ok());
+        let schema = req.clone().with_response_format(ResponseFormat::JsonSchema {
+            name: "x".into(),
+            schema: serde_json::json!({}),
+            strict: true,
+        });
+        let err = caps.check(&schema, false).unwrap_err().to_string();
+        assert!(err.contains("json_schema"), "{err}");
+        let seeded = req.with_seed(1);
+        assert!(matches!(caps.check(&seeded, false), Err(Error::Unsupported { .. })));
+    }
+}

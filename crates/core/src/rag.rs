@@ -1,0 +1,1 @@
+//! rag (being written).

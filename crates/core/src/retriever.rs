@@ -1,0 +1,253 @@
+//! The [`Retriever`] trait, [`VectorRetriever`] (embed the query, search a store) and [`MmrRetriever`]
+//! (maximal marginal relevance: relevant but not redundant results).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use tracing::Instrument;
+
+use crate::document::ScoredDocument;
+use crate::embed::Embedder;
+use crate::error::{Error, Result};
+use crate::vectorstore::{Filter, SearchRequest, VectorStore};
+
+/// Finds the documents relevant to a query, best first.
+#[async_trait]
+pub trait Retriever: Send + Sync {
+    /// Returns the relevant documents for `query`, best first.
+    async fn retrieve(&self, query: &str) -> Result<Vec<ScoredDocument>>;
+}
+
+#[async_trait]
+impl<T: Retriever + ?Sized> Retriever for Arc<T> {
+    async fn retrieve(&self, query: &str) -> Result<Vec<ScoredDocument>> {
+        (**self).retrieve(query).await
+    }
+}
+
+/// Embeds the query and returns the `k` nearest documents from a store.
+#[derive(Clone)]
+pub struct VectorRetriever {
+    embedder: Arc<dyn Embedder>,
+    store: Arc<dyn VectorStore>,
+    k: usize,
+    filter: Option<Filter>,
+    min_score: Option<f32>,
+}
+
+impl std::fmt::Debug for VectorRetriever {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VectorRetriever")
+            .field("embedder", &self.embedder.model_name())
+            .field("k", &self.k)
+            .field("filter", &self.filter)
+            .field("min_score", &self.min_score)
+            .finish()
+    }
+}
+
+impl VectorRetriever {
+    /// A retriever returning the 4 nearest documents.
+    pub fn new(embedder: Arc<dyn Embedder>, store: Arc<dyn VectorStore>) -> Self {
+        VectorRetriever { embedder, store, k: 4, filter: None, min_score: None }
+    }
+    /// Sets how many documents to return.
+    pub fn with_k(mut self, k: usize) -> Self {
+        self.k = k;
+        self
+    }
+    /// Only returns documents matching `filter`.
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+    /// Only returns documents scoring at least `min_score`.
+    pub fn with_min_score(mut self, min_score: f32) -> Self {
+        self.min_score = Some(min_score);
+        self
+    }
+}
+
+async fn embed_and_search(
+    embedder: &dyn Embedder,
+    store: &dyn VectorStore,
+    query: &str,
+    request: impl FnOnce(Vec<f32>) -> SearchRequest,
+) -> Result<(Vec<f32>, Vec<ScoredDocument>)> {
+    let span = tracing::info_span!(
+        "retrieval",
+        gen_ai.operation.name = "retrieval",
+        gen_ai.request.model = %embedder.model_name(),
+        catena.retrieval.results = tracing::field::Empty,
+        catena.latency_ms = tracing::field::Empty,
+    );
+    async move {
+        let start = Instant::now();
+        let vector = embedder.embed_query(query).await?;
+        let hits = store.search(request(vector.clone())).await?;
+        let span = tracing::Span::current();
+        span.record("catena.retrieval.results", hits.len());
+        span.record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
+        Ok((vector, hits))
+    }
+    .instrument(span)
+    .await
+}
+
+#[async_trait]
+impl Retriever for VectorRetriever {
+    async fn retrieve(&self, query: &str) -> Result<Vec<ScoredDocument>> {
+        embed_and_search(self.embedder.as_ref(), self.store.as_ref(), query, |vector| SearchRequest {
+            vector,
+            k: self.k,
+            filter: self.filter.clone(),
+            min_score: self.min_score,
+            include_vectors: false,
+        })
+        .await
+        .map(|(_, hits)| hits)
+    }
+}
+
+/// Maximal marginal relevance: fetches `fetch_k` candidates, then picks `k` of them one at a time, each
+/// maximising `lambda * sim(query, d) - (1 - lambda) * max sim(d, already picked)`. `lambda = 1` is plain
+/// similarity search; `lambda = 0` is maximal diversity.
+#[derive(Clone)]
+pub struct MmrRetriever {
+    embedder: Arc<dyn Embedder>,
+    store: Arc<dyn VectorStore>,
+    k: usize,
+    fetch_k: usize,
+    lambda: f32,
+    filter: Option<Filter>,
+}
+
+impl MmrRetriever {
+    /// An MMR retriever with `k = 4`, `fetch_k = 20`, `lambda = 0.5`.
+    pub fn new(embedder: Arc<dyn Embedder>, store: Arc<dyn VectorStore>) -> Self {
+        MmrRetriever { embedder, store, k: 4, fetch_k: 20, lambda: 0.5, filter: None }
+    }
+    /// Sets how many documents to return.
+    pub fn with_k(mut self, k: usize) -> Self {
+        self.k = k;
+        self
+    }
+    /// Sets how many candidates to fetch before re-ranking.
+    pub fn with_fetch_k(mut self, fetch_k: usize) -> Self {
+        self.fetch_k = fetch_k;
+        self
+    }
+    /// Sets the relevance/diversity trade-off, in `[0, 1]`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `lambda` is outside `[0, 1]`.
+    pub fn with_lambda(mut self, lambda: f32) -> Result<Self> {
+        if !(0.0..=1.0).contains(&lambda) {
+            return Err(Error::InvalidInput(format!("MMR lambda must be in [0, 1], got {lambda}")));
+        }
+        self.lambda = lambda;
+        Ok(self)
+    }
+    /// Only considers documents matching `filter`.
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+}
+
+impl std::fmt::Debug for MmrRetriever {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MmrRetriever")
+            .field("k", &self.k)
+            .field("fetch_k", &self.fetch_k)
+            .field("lambda", &self.lambda)
+            .finish()
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt())
+    }
+}
+
+/// Picks `k` indices of `candidates` by maximal marginal relevance to `query`.
+pub fn mmr_select(query: &[f32], candidates: &[Vec<f32>], k: usize, lambda: f32) -> Vec<usize> {
+    let relevance: Vec<f32> = candidates.iter().map(|c| cosine(query, c)).collect();
+    let mut picked: Vec<usize> = Vec::with_capacity(k);
+    let mut max_sim = vec![f32::NEG_INFINITY; candidates.len()];
+    while picked.len() < k.min(candidates.len()) {
+        let mut best: Option<(usize, f32)> = None;
+        for i in 0..candidates.len() {
+            if picked.contains(&i) {
+                continue;
+            }
+            let redundancy = if picked.is_empty() { 0.0 } else { max_sim[i] };
+            let score = lambda * relevance[i] - (1.0 - lambda) * redundancy;
+            if best.is_none_or(|(_, s)| score > s) {
+                best = Some((i, score));
+            }
+        }
+        let Some((i, _)) = best else { break };
+        picked.push(i);
+        for (j, c) in candidates.iter().enumerate() {
+            max_sim[j] = max_sim[j].max(cosine(&candidates[i], c));
+        }
+    }
+    picked
+}
+
+#[async_trait]
+impl Retriever for MmrRetriever {
+    async fn retrieve(&self, query: &str) -> Result<Vec<ScoredDocument>> {
+        let (query_vec, hits) = embed_and_search(self.embedder.as_ref(), self.store.as_ref(), query, |vector| SearchRequest {
+            vector,
+            k: self.fetch_k.max(self.k),
+            filter: self.filter.clone(),
+            min_score: None,
+            include_vectors: true,
+        })
+        .await?;
+        let vectors: Vec<Vec<f32>> = hits.iter().map(|h| h.vector.clone().unwrap_or_default()).collect();
+        if vectors.iter().any(Vec::is_empty) {
+            return Err(Error::Store {
+                store: "mmr".into(),
+                message: "the store did not return vectors although include_vectors was set".into(),
+            });
+        }
+        let order = mmr_select(&query_vec, &vectors, self.k, self.lambda);
+        let mut hits: Vec<Option<ScoredDocument>> = hits.into_iter().map(Some).collect();
+        Ok(order
+            .into_iter()
+            .filter_map(|i| hits[i].take())
+            .map(|mut h| {
+                h.vector = None;
+                h
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mmr_prefers_diverse_results() {
+        let q = vec![1.0, 0.0];
+        // Two near-duplicates close to the query and one different but still relevant vector.
+        let c = vec![vec![1.0, 0.05], vec![1.0, 0.06], vec![0.7, 0.7]];
+        assert_eq!(mmr_select(&q, &c, 2, 1.0), vec![0, 1]);
+        assert_eq!(mmr_select(&q, &c, 2, 0.5), vec![0, 2]);
+        assert_eq!(mmr_select(&q, &c, 5, 0.5).len(), 3);
+    }
+}
