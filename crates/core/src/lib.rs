@@ -24,6 +24,7 @@ pub mod telemetry;
 pub mod vectorstore;
 
 pub use chain::*;
+pub use loader::*;
 pub use document::{stable_id, Document, Metadata, ScoredDocument, SOURCE_KEY, START_INDEX_KEY};
 pub use embed::{BatchedEmbedder, Embedder};
 pub use error::{Error, Result};
@@ -34,6 +35,7 @@ pub use message::{
 };
 pub use prompt::*;
 pub use rag::*;
+pub use splitter::*;
 pub use retriever::{mmr_select, MmrRetriever, Retriever, VectorRetriever};
 pub use vectorstore::{EmbeddedDocument, Filter, SearchRequest, VectorStore};
 

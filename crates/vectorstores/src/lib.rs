@@ -1,1 +1,1 @@
-//! x
+//! In-memory store (being written).

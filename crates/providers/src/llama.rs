@@ -1,0 +1,1 @@
+//! Local GGUF generation (being written).
