@@ -1,1 +1,27 @@
-//! catena
+//! # catena
+//!
+//! Build LLM applications in Rust: typed, composable chains; retrieval-augmented generation; providers for
+//! OpenAI and every OpenAI-compatible server; vector stores; tracing of every run.
+//!
+//! This facade re-exports [`catena_core`] at its root, and the provider and vector-store crates as
+//! [`providers`] and [`vectorstores`] behind the features of the same names (both on by default).
+//!
+//! ```
+//! use catena::{chain_fn, Chain};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> catena::Result<()> {
+//! let greet = chain_fn(|name: String| async move { Ok(format!("Hello, {name}!")) });
+//! assert_eq!(greet.invoke("Ferris".into()).await?, "Hello, Ferris!");
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub use catena_core::*;
+
+/// Model providers (`catena-providers`).
+#[cfg(feature = "providers")]
+pub use catena_providers as providers;
+
+/// Vector stores (`catena-vectorstores`).
+#[cfg(feature = "vectorstores")]
+pub use catena_vectorstores as vectorstores;

@@ -1,1 +1,738 @@
-//! chain (being written).
+//! Typed, composable chains: the [`Chain`] trait and its combinators.
+//!
+//! A chain maps a typed `Input` to a typed `Output` (`invoke`), many inputs at once (`batch`), or streams
+//! typed `Chunk`s (`stream`). Chains compose with [`Chain::then`], [`Chain::map`], [`parallel`],
+//! [`Chain::with_retry`] and [`Chain::with_fallback`]; an async closure becomes a chain with [`chain_fn`].
+//!
+//! Streaming flows through composition: in `a.then(b)`, `a` runs to completion and `b` streams, so the last
+//! streaming step streams the whole chain. A step that cannot stream (a closure, a `map`) emits its whole output
+//! as one chunk and says so through [`Chain::streams_incrementally`].
+//!
+//! Every step runs inside a `tracing` span (`gen_ai.operation.name = "chain"`, `catena.chain.step`,
+//! `catena.latency_ms`); there are no callbacks.
+//!
+//! ```
+//! use catena_core::{chain_fn, Chain, Error};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Error> {
+//! let parse = chain_fn(|s: String| async move { s.trim().parse::<i64>().map_err(Error::chain) });
+//! let double = parse.then(chain_fn(|n: i64| async move { Ok(n * 2) })).map(|n| format!("= {n}"));
+//! assert_eq!(double.invoke(" 21 ".to_string()).await?, "= 42");
+//! let all = double.batch(vec!["1".into(), "x".into(), "3".into()], 2).await;
+//! assert!(all[1].is_err());
+//! assert_eq!(all[2].as_ref().unwrap(), "= 6");
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::{Stream, StreamExt, TryStreamExt};
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+
+/// A stream of chain chunks, borrowing the chain.
+pub type ChainStream<'a, T> = Pin<Box<dyn Stream<Item = Result<T>> + Send + 'a>>;
+
+/// A shared, type-erased chain.
+pub type BoxChain<I, O, C = O> = Arc<dyn Chain<Input = I, Output = O, Chunk = C>>;
+
+/// Wraps a future's result as a one-chunk stream: what a step that cannot stream incrementally returns.
+pub fn stream_once<'a, T, F>(fut: F) -> ChainStream<'a, T>
+where
+    F: Future<Output = Result<T>> + Send + 'a,
+    T: Send + 'a,
+{
+    Box::pin(futures::stream::once(fut))
+}
+
+/// A typed step of work.
+#[async_trait]
+pub trait Chain: Send + Sync {
+    /// What the chain takes.
+    type Input: Send + 'static;
+    /// What the chain returns.
+    type Output: Send + 'static;
+    /// What the chain streams (text deltas for a model step; the whole output for most other steps).
+    type Chunk: Send + 'static;
+
+    /// Runs the chain on one input.
+    async fn invoke(&self, input: Self::Input) -> Result<Self::Output>;
+
+    /// Runs the chain and streams its output in chunks.
+    fn stream(&self, input: Self::Input) -> ChainStream<'_, Self::Chunk>;
+
+    /// Whether `stream` yields incremental chunks (`true`) or the whole output at once (`false`).
+    fn streams_incrementally(&self) -> bool {
+        false
+    }
+
+    /// Runs the chain on many inputs, at most `max_concurrency` at once, returning one result per input in input
+    /// order. One failing input does not fail the others.
+    async fn batch(&self, inputs: Vec<Self::Input>, max_concurrency: usize) -> Vec<Result<Self::Output>> {
+        futures::stream::iter(inputs.into_iter().map(|i| self.invoke(i)))
+            .buffered(max_concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// Feeds this chain's output into `next`.
+    fn then<N>(self, next: N) -> Then<Self, N>
+    where
+        Self: Sized,
+        N: Chain<Input = Self::Output>,
+    {
+        Then { first: self, second: next }
+    }
+
+    /// Transforms the output with a plain function. In a stream, `f` sees the whole output (one chunk).
+    fn map<O, F>(self, f: F) -> Map<Self, F>
+    where
+        Self: Sized,
+        F: Fn(Self::Output) -> O + Send + Sync,
+        O: Send + 'static,
+    {
+        Map { inner: self, f }
+    }
+
+    /// Transforms each streamed chunk (and, on `invoke`, the output) with `f`, keeping the stream incremental.
+    fn map_chunks<F>(self, f: F) -> MapChunks<Self, F>
+    where
+        Self: Sized + Chain<Chunk = <Self as Chain>::Output>,
+        F: Fn(Self::Output) -> Self::Output + Send + Sync,
+    {
+        MapChunks { inner: self, f }
+    }
+
+    /// Retries failed invocations that are retryable ([`Error::is_retryable`]) with exponential backoff and
+    /// jitter, honouring a server's `Retry-After`.
+    fn with_retry(self, policy: RetryPolicy) -> Retry<Self>
+    where
+        Self: Sized,
+        Self::Input: Clone,
+    {
+        Retry { inner: self, policy }
+    }
+
+    /// Runs `fallback` when this chain fails.
+    fn with_fallback<F>(self, fallback: F) -> Fallback<Self, F>
+    where
+        Self: Sized,
+        Self::Input: Clone,
+        F: Chain<Input = Self::Input, Output = Self::Output, Chunk = Self::Chunk>,
+    {
+        Fallback { primary: self, fallback }
+    }
+
+    /// Names this step in traces.
+    fn named(self, name: impl Into<String>) -> Named<Self>
+    where
+        Self: Sized,
+    {
+        Named { inner: self, name: name.into() }
+    }
+
+    /// Erases the chain's type so chains of different types can be stored together.
+    fn boxed(self) -> BoxChain<Self::Input, Self::Output, Self::Chunk>
+    where
+        Self: Sized + 'static,
+    {
+        Arc::new(self)
+    }
+}
+
+#[async_trait]
+impl<C: Chain + ?Sized> Chain for Arc<C> {
+    type Input = C::Input;
+    type Output = C::Output;
+    type Chunk = C::Chunk;
+    async fn invoke(&self, input: Self::Input) -> Result<Self::Output> {
+        (**self).invoke(input).await
+    }
+    fn stream(&self, input: Self::Input) -> ChainStream<'_, Self::Chunk> {
+        (**self).stream(input)
+    }
+    fn streams_incrementally(&self) -> bool {
+        (**self).streams_incrementally()
+    }
+}
+
+fn step_span(step: &str) -> tracing::Span {
+    tracing::info_span!(
+        "chain",
+        gen_ai.operation.name = "chain",
+        catena.chain.step = step,
+        catena.latency_ms = tracing::field::Empty,
+    )
+}
+
+async fn timed<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
+    let start = Instant::now();
+    let out = fut.await;
+    tracing::Span::current().record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
+    if let Err(e) = &out {
+        tracing::warn!(error = %e, "chain step failed");
+    }
+    out
+}
+
+/// An async closure as a chain. Build it with [`chain_fn`].
+pub struct FnChain<F, I, O> {
+    f: F,
+    name: &'static str,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+impl<F, I, O> std::fmt::Debug for FnChain<F, I, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FnChain({})", self.name)
+    }
+}
+
+impl<F: Clone, I, O> Clone for FnChain<F, I, O> {
+    fn clone(&self) -> Self {
+        FnChain { f: self.f.clone(), name: self.name, _types: PhantomData }
+    }
+}
+
+/// Makes a chain from an async closure `|input| async move { ... Ok(output) }`.
+///
+/// ```
+/// use catena_core::{chain_fn, Chain};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let shout = chain_fn(|s: String| async move { Ok(s.to_uppercase()) });
+/// assert_eq!(shout.invoke("hi".into()).await.unwrap(), "HI");
+/// # }
+/// ```
+pub fn chain_fn<F, Fut, I, O>(f: F) -> FnChain<F, I, O>
+where
+    F: Fn(I) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<O>> + Send,
+    I: Send + 'static,
+    O: Send + 'static,
+{
+    FnChain { f, name: "fn", _types: PhantomData }
+}
+
+#[async_trait]
+impl<F, Fut, I, O> Chain for FnChain<F, I, O>
+where
+    F: Fn(I) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<O>> + Send,
+    I: Send + 'static,
+    O: Send + 'static,
+{
+    type Input = I;
+    type Output = O;
+    type Chunk = O;
+    async fn invoke(&self, input: I) -> Result<O> {
+        timed((self.f)(input)).instrument(step_span(self.name)).await
+    }
+    fn stream(&self, input: I) -> ChainStream<'_, O> {
+        stream_once(self.invoke(input))
+    }
+}
+
+/// `first` then `second`. Built by [`Chain::then`].
+#[derive(Debug, Clone)]
+pub struct Then<A, B> {
+    first: A,
+    second: B,
+}
+
+#[async_trait]
+impl<A, B> Chain for Then<A, B>
+where
+    A: Chain,
+    B: Chain<Input = A::Output>,
+{
+    type Input = A::Input;
+    type Output = B::Output;
+    type Chunk = B::Chunk;
+    async fn invoke(&self, input: A::Input) -> Result<B::Output> {
+        let mid = self.first.invoke(input).await?;
+        self.second.invoke(mid).await
+    }
+    fn stream(&self, input: A::Input) -> ChainStream<'_, B::Chunk> {
+        let second = &self.second;
+        Box::pin(futures::stream::once(self.first.invoke(input)).map_ok(move |mid| second.stream(mid)).try_flatten())
+    }
+    fn streams_incrementally(&self) -> bool {
+        self.second.streams_incrementally()
+    }
+}
+
+/// The output transformed by a function. Built by [`Chain::map`].
+#[derive(Debug, Clone)]
+pub struct Map<C, F> {
+    inner: C,
+    f: F,
+}
+
+#[async_trait]
+impl<C, F, O> Chain for Map<C, F>
+where
+    C: Chain,
+    F: Fn(C::Output) -> O + Send + Sync,
+    O: Send + 'static,
+{
+    type Input = C::Input;
+    type Output = O;
+    type Chunk = O;
+    async fn invoke(&self, input: C::Input) -> Result<O> {
+        let out = self.inner.invoke(input).await?;
+        let span = step_span("map");
+        let _enter = span.enter();
+        Ok((self.f)(out))
+    }
+    fn stream(&self, input: C::Input) -> ChainStream<'_, O> {
+        stream_once(self.invoke(input))
+    }
+}
+
+/// Each chunk transformed by a function. Built by [`Chain::map_chunks`].
+#[derive(Debug, Clone)]
+pub struct MapChunks<C, F> {
+    inner: C,
+    f: F,
+}
+
+#[async_trait]
+impl<C, F> Chain for MapChunks<C, F>
+where
+    C: Chain<Chunk = <C as Chain>::Output>,
+    F: Fn(C::Output) -> C::Output + Send + Sync,
+{
+    type Input = C::Input;
+    type Output = C::Output;
+    type Chunk = C::Output;
+    async fn invoke(&self, input: C::Input) -> Result<C::Output> {
+        Ok((self.f)(self.inner.invoke(input).await?))
+    }
+    fn stream(&self, input: C::Input) -> ChainStream<'_, C::Output> {
+        Box::pin(self.inner.stream(input).map_ok(|c| (self.f)(c)))
+    }
+    fn streams_incrementally(&self) -> bool {
+        self.inner.streams_incrementally()
+    }
+}
+
+/// A step with a name in traces. Built by [`Chain::named`].
+#[derive(Debug, Clone)]
+pub struct Named<C> {
+    inner: C,
+    name: String,
+}
+
+#[async_trait]
+impl<C: Chain> Chain for Named<C> {
+    type Input = C::Input;
+    type Output = C::Output;
+    type Chunk = C::Chunk;
+    async fn invoke(&self, input: C::Input) -> Result<C::Output> {
+        timed(self.inner.invoke(input)).instrument(step_span(&self.name)).await
+    }
+    fn stream(&self, input: C::Input) -> ChainStream<'_, C::Chunk> {
+        let span = step_span(&self.name);
+        let mut inner = self.inner.stream(input);
+        Box::pin(futures::stream::poll_fn(move |cx| {
+            let _entered = span.enter();
+            inner.as_mut().poll_next(cx)
+        }))
+    }
+    fn streams_incrementally(&self) -> bool {
+        self.inner.streams_incrementally()
+    }
+}
+
+/// How [`Retry`] retries: exponential backoff from `initial_backoff`, times `multiplier` per attempt, capped at
+/// `max_backoff`, with full jitter (a random delay between half and all of the backoff) when `jitter` is set. A
+/// server's `Retry-After` replaces the computed delay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Total attempts, including the first (at least 1).
+    pub max_attempts: usize,
+    /// Delay before the second attempt.
+    pub initial_backoff: Duration,
+    /// Upper bound on any delay.
+    pub max_backoff: Duration,
+    /// Growth factor per attempt.
+    pub multiplier: f64,
+    /// Randomise delays to avoid synchronized retries.
+    pub jitter: bool,
+}
+
+impl RetryPolicy {
+    /// `max_attempts` attempts, 200 ms initial backoff doubling up to 10 s, with jitter.
+    pub fn new(max_attempts: usize) -> Self {
+        RetryPolicy {
+            max_attempts: max_attempts.max(1),
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: true,
+        }
+    }
+    /// Sets the initial backoff.
+    pub fn with_initial_backoff(mut self, d: Duration) -> Self {
+        self.initial_backoff = d;
+        self
+    }
+    /// Sets the maximum backoff.
+    pub fn with_max_backoff(mut self, d: Duration) -> Self {
+        self.max_backoff = d;
+        self
+    }
+    /// Turns jitter on or off.
+    pub fn with_jitter(mut self, jitter: bool) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The delay before attempt `attempt + 1` (attempt counts from 1) after `error`.
+    pub fn delay(&self, attempt: usize, error: &Error) -> Duration {
+        if let Some(d) = error.retry_after() {
+            return d.min(self.max_backoff.max(d));
+        }
+        let exp = self.multiplier.powi(attempt.saturating_sub(1) as i32);
+        let base = self.initial_backoff.as_secs_f64() * exp;
+        let capped = base.min(self.max_backoff.as_secs_f64());
+        let secs = if self.jitter { capped * (0.5 + 0.5 * fastrand::f64()) } else { capped };
+        Duration::from_secs_f64(secs)
+    }
+}
+
+/// Retries a chain. Built by [`Chain::with_retry`].
+#[derive(Debug, Clone)]
+pub struct Retry<C> {
+    inner: C,
+    policy: RetryPolicy,
+}
+
+#[async_trait]
+impl<C> Chain for Retry<C>
+where
+    C: Chain,
+    C::Input: Clone,
+{
+    type Input = C::Input;
+    type Output = C::Output;
+    type Chunk = C::Chunk;
+    async fn invoke(&self, input: C::Input) -> Result<C::Output> {
+        let mut attempt = 1;
+        loop {
+            match self.inner.invoke(input.clone()).await {
+                Ok(out) => return Ok(out),
+                Err(e) if e.is_retryable() && attempt < self.policy.max_attempts => {
+                    let delay = self.policy.delay(attempt, &e);
+                    tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = %e, "retrying chain step");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) if attempt > 1 => return Err(Error::Exhausted { attempts: attempt, last: Box::new(e) }),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    /// Retries only while no chunk has been produced: once output has reached the caller, an error is passed on.
+    fn stream(&self, input: C::Input) -> ChainStream<'_, C::Chunk> {
+        let start = async move {
+            let mut attempt = 1;
+            loop {
+                let mut s = self.inner.stream(input.clone());
+                match s.next().await {
+                    Some(Err(e)) if e.is_retryable() && attempt < self.policy.max_attempts => {
+                        let delay = self.policy.delay(attempt, &e);
+                        tracing::warn!(attempt, error = %e, "retrying chain stream");
+                        tokio::time::sleep(delay).await;
+                        attempt += 1;
+                    }
+                    first => {
+                        let head = futures::stream::iter(first);
+                        return Ok::<_, Error>(head.chain(s));
+                    }
+                }
+            }
+        };
+        Box::pin(futures::stream::once(start).try_flatten())
+    }
+    fn streams_incrementally(&self) -> bool {
+        self.inner.streams_incrementally()
+    }
+}
+
+/// A chain with a fallback. Built by [`Chain::with_fallback`].
+#[derive(Debug, Clone)]
+pub struct Fallback<P, F> {
+    primary: P,
+    fallback: F,
+}
+
+#[async_trait]
+impl<P, F> Chain for Fallback<P, F>
+where
+    P: Chain,
+    P::Input: Clone,
+    F: Chain<Input = P::Input, Output = P::Output, Chunk = P::Chunk>,
+{
+    type Input = P::Input;
+    type Output = P::Output;
+    type Chunk = P::Chunk;
+    async fn invoke(&self, input: P::Input) -> Result<P::Output> {
+        match self.primary.invoke(input.clone()).await {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                tracing::warn!(error = %e, "primary chain failed; using fallback");
+                self.fallback.invoke(input).await
+            }
+        }
+    }
+    /// Falls back only when the primary fails before its first chunk.
+    fn stream(&self, input: P::Input) -> ChainStream<'_, P::Chunk> {
+        let start = async move {
+            let mut s = self.primary.stream(input.clone());
+            match s.next().await {
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "primary chain stream failed; using fallback");
+                    Ok::<_, Error>(self.fallback.stream(input))
+                }
+                first => Ok(Box::pin(futures::stream::iter(first).chain(s)) as ChainStream<'_, P::Chunk>),
+            }
+        };
+        Box::pin(futures::stream::once(start).try_flatten())
+    }
+    fn streams_incrementally(&self) -> bool {
+        self.primary.streams_incrementally()
+    }
+}
+
+/// Runs several chains on (a clone of) the same input concurrently. Build it with [`parallel`] from a tuple of
+/// chains (output: a tuple) or with [`parallel_map`] from named chains (output: a map).
+#[derive(Debug, Clone)]
+pub struct Parallel<T> {
+    branches: T,
+}
+
+/// Fans one input out to a tuple of 2 to 4 chains, run concurrently; the output is the tuple of their outputs.
+///
+/// ```
+/// use catena_core::{chain_fn, parallel, Chain};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let both = parallel((
+///     chain_fn(|s: String| async move { Ok(s.len()) }),
+///     chain_fn(|s: String| async move { Ok(s.to_uppercase()) }),
+/// ));
+/// assert_eq!(both.invoke("abc".into()).await.unwrap(), (3, "ABC".to_string()));
+/// # }
+/// ```
+pub fn parallel<T>(branches: T) -> Parallel<T> {
+    Parallel { branches }
+}
+
+macro_rules! parallel_tuple {
+    ($($c:ident $o:ident $idx:tt),+) => {
+        #[async_trait]
+        impl<I, $($c),+> Chain for Parallel<($($c,)+)>
+        where
+            I: Clone + Send + Sync + 'static,
+            $($c: Chain<Input = I>,)+
+        {
+            type Input = I;
+            type Output = ($($c::Output,)+);
+            type Chunk = ($($c::Output,)+);
+            async fn invoke(&self, input: I) -> Result<Self::Output> {
+                futures::try_join!($(self.branches.$idx.invoke(input.clone())),+)
+            }
+            fn stream(&self, input: I) -> ChainStream<'_, Self::Chunk> {
+                stream_once(self.invoke(input))
+            }
+        }
+    };
+}
+parallel_tuple!(A a 0, B b 1);
+parallel_tuple!(A a 0, B b 1, C c 2);
+parallel_tuple!(A a 0, B b 1, C c 2, D d 3);
+
+/// Named chains of one type run concurrently on the same input. Built by [`parallel_map`].
+pub struct ParallelMap<I, O, C> {
+    branches: BTreeMap<String, BoxChain<I, O, C>>,
+}
+
+impl<I, O, C> std::fmt::Debug for ParallelMap<I, O, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParallelMap").field("branches", &self.branches.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+/// Fans one input out to named chains, run concurrently; the output maps each name to its chain's output.
+pub fn parallel_map<I, O, C>(branches: impl IntoIterator<Item = (String, BoxChain<I, O, C>)>) -> ParallelMap<I, O, C> {
+    ParallelMap { branches: branches.into_iter().collect() }
+}
+
+#[async_trait]
+impl<I, O, C> Chain for ParallelMap<I, O, C>
+where
+    I: Clone + Send + Sync + 'static,
+    O: Send + 'static,
+    C: Send + 'static,
+{
+    type Input = I;
+    type Output = BTreeMap<String, O>;
+    type Chunk = BTreeMap<String, O>;
+    async fn invoke(&self, input: I) -> Result<Self::Output> {
+        let futs = self.branches.iter().map(|(name, chain)| {
+            let input = input.clone();
+            async move { chain.invoke(input).await.map(|o| (name.clone(), o)) }
+        });
+        Ok(futures::future::try_join_all(futs).await?.into_iter().collect())
+    }
+    fn stream(&self, input: I) -> ChainStream<'_, Self::Chunk> {
+        stream_once(self.invoke(input))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A chain that streams its input string as one chunk per character: a real incremental stream.
+    struct Chars;
+
+    #[async_trait]
+    impl Chain for Chars {
+        type Input = String;
+        type Output = String;
+        type Chunk = String;
+        async fn invoke(&self, input: String) -> Result<String> {
+            Ok(input)
+        }
+        fn stream(&self, input: String) -> ChainStream<'_, String> {
+            Box::pin(futures::stream::iter(input.chars().map(|c| Ok(c.to_string())).collect::<Vec<_>>()))
+        }
+        fn streams_incrementally(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn streaming_flows_through_then() {
+        let c =
+            chain_fn(|n: u32| async move { Ok("ab".repeat(n as usize)) }).then(Chars).map_chunks(|s| s.to_uppercase());
+        assert!(c.streams_incrementally());
+        let chunks: Vec<String> = c.stream(2).try_collect().await.unwrap();
+        assert_eq!(chunks, vec!["A", "B", "A", "B"]);
+        assert_eq!(c.invoke(1).await.unwrap(), "AB");
+    }
+
+    #[tokio::test]
+    async fn map_buffers_and_says_so() {
+        let c = Chars.map(|s| s.len());
+        assert!(!c.streams_incrementally());
+        let chunks: Vec<usize> = c.stream("abc".into()).try_collect().await.unwrap();
+        assert_eq!(chunks, vec![3]);
+    }
+
+    #[tokio::test]
+    async fn batch_keeps_order_and_bounds_concurrency() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (r, p) = (running.clone(), peak.clone());
+        let c = chain_fn(move |n: u64| {
+            let (r, p) = (r.clone(), p.clone());
+            async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30 - n * 2)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                if n == 3 {
+                    Err(Error::InvalidInput("three".into()))
+                } else {
+                    Ok(n * 10)
+                }
+            }
+        });
+        let out = c.batch((0..10).collect(), 3).await;
+        assert_eq!(out.len(), 10);
+        assert!(out[3].is_err());
+        assert_eq!(*out[9].as_ref().unwrap(), 90);
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn retry_only_retryable_errors() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = calls.clone();
+        let flaky = chain_fn(move |_: ()| {
+            let k = k.clone();
+            async move {
+                if k.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(Error::Http { provider: "t".into(), status: 503, body: String::new(), retry_after: None })
+                } else {
+                    Ok("ok")
+                }
+            }
+        })
+        .with_retry(RetryPolicy::new(5).with_initial_backoff(Duration::from_millis(1)));
+        assert_eq!(flaky.invoke(()).await.unwrap(), "ok");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        let calls = Arc::new(AtomicUsize::new(0));
+        let k = calls.clone();
+        let fatal = chain_fn(move |_: ()| {
+            let k = k.clone();
+            async move {
+                k.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(Error::Http { provider: "t".into(), status: 400, body: "bad".into(), retry_after: None })
+            }
+        })
+        .with_retry(RetryPolicy::new(5).with_initial_backoff(Duration::from_millis(1)));
+        assert!(matches!(fatal.invoke(()).await, Err(Error::Http { status: 400, .. })));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn retry_delay_grows_and_honours_retry_after() {
+        let p = RetryPolicy::new(5).with_jitter(false);
+        let e = Error::Timeout(Duration::from_secs(1));
+        assert_eq!(p.delay(1, &e), Duration::from_millis(200));
+        assert_eq!(p.delay(3, &e), Duration::from_millis(800));
+        assert_eq!(p.delay(30, &e), Duration::from_secs(10));
+        let ra = Error::Http {
+            provider: "t".into(),
+            status: 429,
+            body: String::new(),
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(p.delay(1, &ra), Duration::from_secs(3));
+        let j = RetryPolicy::new(5);
+        for _ in 0..50 {
+            let d = j.delay(2, &e);
+            assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400), "{d:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn fallback_and_parallel() {
+        let failing = chain_fn(|_: String| async move { Err::<String, _>(Error::InvalidInput("no".into())) });
+        let backup = chain_fn(|s: String| async move { Ok(format!("backup {s}")) });
+        let c = failing.with_fallback(backup);
+        assert_eq!(c.invoke("x".into()).await.unwrap(), "backup x");
+        let streamed: Vec<String> = c.stream("y".into()).try_collect().await.unwrap();
+        assert_eq!(streamed, vec!["backup y"]);
+
+        let len = chain_fn(|s: String| async move { Ok(s.len()) }).boxed();
+        let words = chain_fn(|s: String| async move { Ok(s.split(' ').count()) }).boxed();
+        let m = parallel_map([("len".to_string(), len), ("words".to_string(), words)]);
+        let out = m.invoke("a b c".into()).await.unwrap();
+        assert_eq!(out["len"], 5);
+        assert_eq!(out["words"], 3);
+        let t = parallel((Chars, chain_fn(|s: String| async move { Ok(s.len()) }), Chars.map(|s| s + "!")));
+        assert_eq!(t.invoke("hi".into()).await.unwrap(), ("hi".to_string(), 2, "hi!".to_string()));
+    }
+}

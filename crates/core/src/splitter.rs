@@ -1,1 +1,0 @@
-//! splitter (being written).
