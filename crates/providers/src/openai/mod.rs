@@ -1,0 +1,1134 @@
+//! OpenAI and every server that speaks its chat-completions and embeddings API: vLLM, Ollama (`/v1`),
+//! llama-cpp-python's server, llama.cpp's `llama-server`, LM Studio, Mistral, Groq, ...
+//!
+//! - [`OpenAiClient`] implements [`Llm`] (`POST /chat/completions`, plain and streamed as Server-Sent Events).
+//! - [`OpenAiEmbedder`] implements [`Embedder`] (`POST /embeddings`).
+//! - [`Compat`] names the server family. It decides the [`Capabilities`] the client reports (requests asking for
+//!   more fail with [`Error::Unsupported`] before anything is sent) and the wire [`Quirks`] it works around.
+//!
+//! Every call runs in a `tracing` span (`chat` or `embedding`) with the OpenTelemetry GenAI fields of
+//! [`catena_core::telemetry`]; the API key never appears in spans, errors, `Debug` or `Display` output.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use catena_core::{ChatRequest, Embedder, Llm, Message};
+//! use catena_providers::openai::{Compat, OpenAiClient};
+//!
+//! # async fn run() -> catena_core::Result<()> {
+//! // A local llama-cpp-python server; no key needed.
+//! let client = OpenAiClient::builder()
+//!     .base_url("http://127.0.0.1:8000/v1")
+//!     .compat(Compat::LlamaCpp)
+//!     .model("qwen2.5-0.5b-instruct")
+//!     .build()?;
+//!
+//! let answer = client.chat(ChatRequest::new(vec![Message::user("Say hi")]).with_max_tokens(16)).await?;
+//! println!("{answer}");
+//!
+//! // Or configure from OPENAI_BASE_URL, OPENAI_API_KEY and CATENA_MODEL.
+//! let from_env = OpenAiClient::from_env()?;
+//! let embedder = from_env.embedder("text-embedding-3-small", 1536);
+//! let vectors = embedder.embed_documents(&["a".to_string(), "b".to_string()]).await?;
+//! assert_eq!(vectors.len(), 2);
+//! # Ok(()) }
+//! ```
+
+mod sse;
+mod stream;
+mod wire;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use catena_core::{
+    async_trait, Capabilities, ChatRequest, ChatResponse, ChatStream, Embedder, Error, FinishReason, Llm,
+    ResponseFormat, Result, ToolChoice,
+};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use serde_json::Value;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
+
+use self::stream::SseChatStream;
+use self::wire::StreamUsage;
+
+/// OpenAI's API root, the default of [`OpenAiBuilder`] and of [`OpenAiClient::from_env`].
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The timeout a builder starts with (see [`OpenAiBuilder::timeout`]): 300 seconds, long enough for a CPU-bound
+/// local server to write a few hundred tokens.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// An API key. Its `Debug` and `Display` print `[redacted]`, so it cannot leak through logs or error messages.
+///
+/// ```
+/// use catena_providers::openai::ApiKey;
+/// let key = ApiKey::new("sk-secret");
+/// assert_eq!(format!("{key:?} {key}"), "[redacted] [redacted]");
+/// assert_eq!(key.expose(), "sk-secret");
+/// ```
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<String>) -> Self {
+        ApiKey(key.into())
+    }
+
+    /// The key itself, for sending it. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl From<String> for ApiKey {
+    fn from(key: String) -> Self {
+        ApiKey(key)
+    }
+}
+
+impl From<&str> for ApiKey {
+    fn from(key: &str) -> Self {
+        ApiKey(key.to_string())
+    }
+}
+
+/// The family of OpenAI-compatible server on the other end. It fixes the [`Capabilities`] and [`Quirks`] a
+/// client starts with; [`OpenAiBuilder::capabilities`] and [`OpenAiBuilder::quirks`] override them.
+///
+/// | profile | streaming usage | tools | forced tool choice | json_object | json_schema | seed | images |
+/// |---|---|---|---|---|---|---|---|
+/// | `OpenAi` | yes | yes | yes | yes | yes | yes | yes |
+/// | `Vllm` | yes | yes | yes | yes | yes | yes | yes |
+/// | `Ollama` | yes | yes | no | yes | yes | yes | yes |
+/// | `LlamaCpp` | no | yes | named tool only | yes (+ schema via [`ChatOptions`]) | no | yes | no |
+/// | `Generic` | no | yes | no | yes | no | yes | no |
+///
+/// All profiles stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Compat {
+    /// OpenAI itself (`api.openai.com`): every feature; sends `max_completion_tokens`.
+    OpenAi,
+    /// vLLM's OpenAI server (guided decoding backs `json_schema`).
+    Vllm,
+    /// Ollama's `/v1` endpoints. Ollama ignores `tool_choice`, so forcing a tool is reported unsupported.
+    Ollama,
+    /// llama-cpp-python's server (`python -m llama_cpp.server`). It rejects `content: null` next to tool calls
+    /// (the client sends `""`), answers OpenAI's `json_schema` response format with HTTP 500 (reported
+    /// unsupported), accepts `{"type": "json_object", "schema": ...}` (see [`ChatOptions::with_json_object_schema`]),
+    /// treats `tool_choice: "required"` as `auto` (reported unsupported; name the tool instead) and sends no usage
+    /// in streams.
+    LlamaCpp,
+    /// Any other server: plain chat, streaming, tools, `json_object` and `seed`; override the capabilities if the
+    /// server can do more.
+    Generic,
+}
+
+impl Compat {
+    /// The `gen_ai.system` value recorded in spans: `openai`, `vllm`, `ollama`, `llama.cpp`, `openai_compatible`.
+    pub fn system(self) -> &'static str {
+        match self {
+            Compat::OpenAi => "openai",
+            Compat::Vllm => "vllm",
+            Compat::Ollama => "ollama",
+            Compat::LlamaCpp => "llama.cpp",
+            Compat::Generic => "openai_compatible",
+        }
+    }
+
+    /// What servers of this family support (see the table on [`Compat`]).
+    pub fn capabilities(self) -> Capabilities {
+        let all = Capabilities {
+            backend: self.system().to_string(),
+            streaming: true,
+            streaming_usage: true,
+            tools: true,
+            forced_tool_choice: true,
+            json_object: true,
+            json_schema: true,
+            seed: true,
+            images: true,
+        };
+        match self {
+            Compat::OpenAi | Compat::Vllm => all,
+            Compat::Ollama => Capabilities { forced_tool_choice: false, ..all },
+            Compat::LlamaCpp => Capabilities { streaming_usage: false, json_schema: false, images: false, ..all },
+            Compat::Generic => Capabilities {
+                streaming_usage: false,
+                forced_tool_choice: false,
+                json_schema: false,
+                images: false,
+                ..all
+            },
+        }
+    }
+
+    /// The wire differences of this family.
+    pub fn quirks(self) -> Quirks {
+        Quirks {
+            empty_content_with_tool_calls: self == Compat::LlamaCpp,
+            max_tokens_field: if self == Compat::OpenAi {
+                MaxTokensField::MaxCompletionTokens
+            } else {
+                MaxTokensField::MaxTokens
+            },
+            tool_choice_required: !matches!(self, Compat::LlamaCpp | Compat::Ollama | Compat::Generic),
+            json_object_schema: self == Compat::LlamaCpp,
+        }
+    }
+}
+
+impl fmt::Display for Compat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.system())
+    }
+}
+
+impl FromStr for Compat {
+    type Err = Error;
+
+    /// Parses `openai`, `vllm`, `ollama`, `llama.cpp` (or `llamacpp`, `llama-cpp`) and `generic` (or
+    /// `openai_compatible`), ignoring case.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "openai" => Ok(Compat::OpenAi),
+            "vllm" => Ok(Compat::Vllm),
+            "ollama" => Ok(Compat::Ollama),
+            "llama.cpp" | "llamacpp" | "llama-cpp" | "llama_cpp" => Ok(Compat::LlamaCpp),
+            "generic" | "openai_compatible" | "openai-compatible" => Ok(Compat::Generic),
+            _ => Err(Error::config(
+                "CATENA_COMPAT",
+                format!("is `{s}`, which is not a known server family"),
+                "use one of openai, vllm, ollama, llama.cpp, generic",
+            )),
+        }
+    }
+}
+
+/// Which field carries [`ChatRequest::max_tokens`] on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MaxTokensField {
+    /// `max_tokens`: every compatible server.
+    MaxTokens,
+    /// `max_completion_tokens`: OpenAI, where `max_tokens` is deprecated and rejected by reasoning models.
+    MaxCompletionTokens,
+}
+
+/// Wire-format differences between server families. Start from [`Compat::quirks`] and change fields.
+///
+/// ```
+/// use catena_providers::openai::Compat;
+/// let mut quirks = Compat::Generic.quirks();
+/// quirks.empty_content_with_tool_calls = true;
+/// assert!(!Compat::OpenAi.quirks().empty_content_with_tool_calls);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Quirks {
+    /// Send `"content": ""` instead of `null` in assistant messages that only carry tool calls.
+    pub empty_content_with_tool_calls: bool,
+    /// The field for the token limit.
+    pub max_tokens_field: MaxTokensField,
+    /// The server honours `tool_choice: "required"`; when false such requests fail with [`Error::Unsupported`].
+    pub tool_choice_required: bool,
+    /// The server accepts `{"type": "json_object", "schema": ...}` ([`ChatOptions::with_json_object_schema`]).
+    pub json_object_schema: bool,
+}
+
+/// Per-request options that only OpenAI-compatible servers understand, beyond the provider-neutral
+/// [`ChatRequest`]. Pass them to [`OpenAiClient::chat_with`] or [`OpenAiClient::stream_with`].
+///
+/// ```
+/// use catena_providers::openai::ChatOptions;
+/// let options = ChatOptions::new().with_json_object_schema(serde_json::json!({"type": "object"}));
+/// assert!(options.json_object_schema().is_some());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ChatOptions {
+    json_object_schema: Option<Value>,
+}
+
+impl ChatOptions {
+    /// No options.
+    pub fn new() -> Self {
+        ChatOptions::default()
+    }
+
+    /// Sends `response_format: {"type": "json_object", "schema": schema}`: llama-cpp-python turns the schema into
+    /// a grammar, so the answer is JSON valid against it. Requires [`Quirks::json_object_schema`] and a request
+    /// whose `response_format` is unset or [`ResponseFormat::JsonObject`].
+    pub fn with_json_object_schema(mut self, schema: Value) -> Self {
+        self.json_object_schema = Some(schema);
+        self
+    }
+
+    /// The schema set by [`ChatOptions::with_json_object_schema`].
+    pub fn json_object_schema(&self) -> Option<&Value> {
+        self.json_object_schema.as_ref()
+    }
+}
+
+/// Configures an [`OpenAiClient`]. Start with [`OpenAiClient::builder`] (OpenAI's URL, [`Compat::OpenAi`],
+/// [`DEFAULT_TIMEOUT`], no key, no model) or [`OpenAiBuilder::from_env`].
+///
+/// ```
+/// use std::time::Duration;
+/// use catena_providers::openai::{Compat, OpenAiClient};
+/// let client = OpenAiClient::builder()
+///     .base_url("http://127.0.0.1:11434/v1")
+///     .compat(Compat::Ollama)
+///     .model("llama3.2")
+///     .embedding_model("nomic-embed-text")
+///     .embedding_dimensions(768)
+///     .timeout(Duration::from_secs(60))
+///     .header("x-request-source", "docs")
+///     .build()
+///     .unwrap();
+/// assert_eq!(client.to_string(), "ollama at http://127.0.0.1:11434/v1 (model llama3.2)");
+/// ```
+#[derive(Clone)]
+pub struct OpenAiBuilder {
+    base_url: String,
+    api_key: Option<ApiKey>,
+    model: Option<String>,
+    embedding_model: Option<String>,
+    embedding_dimensions: Option<usize>,
+    timeout: Duration,
+    headers: Vec<(String, String)>,
+    compat: Compat,
+    quirks: Option<Quirks>,
+    capabilities: Option<Capabilities>,
+}
+
+impl fmt::Debug for OpenAiBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiBuilder")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key)
+            .field("model", &self.model)
+            .field("embedding_model", &self.embedding_model)
+            .field("embedding_dimensions", &self.embedding_dimensions)
+            .field("timeout", &self.timeout)
+            .field("headers", &self.headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>())
+            .field("compat", &self.compat)
+            .field("quirks", &self.quirks)
+            .field("capabilities", &self.capabilities)
+            .finish()
+    }
+}
+
+impl Default for OpenAiBuilder {
+    fn default() -> Self {
+        OpenAiBuilder::new()
+    }
+}
+
+fn env_var(name: &str) -> Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v.trim().to_string())),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(Error::config(name, "is not valid UTF-8", format!("set {name} to a UTF-8 value")))
+        }
+    }
+}
+
+impl OpenAiBuilder {
+    /// OpenAI's URL ([`OPENAI_BASE_URL`]), [`Compat::OpenAi`], [`DEFAULT_TIMEOUT`], no key, no model, no extra
+    /// headers.
+    pub fn new() -> Self {
+        OpenAiBuilder {
+            base_url: OPENAI_BASE_URL.to_string(),
+            api_key: None,
+            model: None,
+            embedding_model: None,
+            embedding_dimensions: None,
+            timeout: DEFAULT_TIMEOUT,
+            headers: Vec::new(),
+            compat: Compat::OpenAi,
+            quirks: None,
+            capabilities: None,
+        }
+    }
+
+    /// A builder configured from the environment:
+    ///
+    /// | variable | sets | when unset |
+    /// |---|---|---|
+    /// | `OPENAI_BASE_URL` | [`base_url`](Self::base_url) | [`OPENAI_BASE_URL`] |
+    /// | `OPENAI_API_KEY` | [`api_key`](Self::api_key) | no key (required by `api.openai.com`) |
+    /// | `CATENA_MODEL` | [`model`](Self::model) | no default model |
+    /// | `CATENA_EMBEDDING_MODEL` | [`embedding_model`](Self::embedding_model) | none |
+    /// | `CATENA_EMBEDDING_DIMENSIONS` | [`embedding_dimensions`](Self::embedding_dimensions) | none |
+    /// | `CATENA_COMPAT` | [`compat`](Self::compat) (`openai`, `vllm`, `ollama`, `llama.cpp`, `generic`) | `openai` for `api.openai.com`, `generic` for any other URL |
+    ///
+    /// Empty variables count as unset.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable when one is not UTF-8 or does not parse.
+    pub fn from_env() -> Result<Self> {
+        let mut b = OpenAiBuilder::new();
+        if let Some(url) = env_var("OPENAI_BASE_URL")? {
+            b.base_url = url;
+        }
+        b.api_key = env_var("OPENAI_API_KEY")?.map(ApiKey::from);
+        b.model = env_var("CATENA_MODEL")?;
+        b.embedding_model = env_var("CATENA_EMBEDDING_MODEL")?;
+        if let Some(dims) = env_var("CATENA_EMBEDDING_DIMENSIONS")? {
+            b.embedding_dimensions = Some(dims.parse().map_err(|_| {
+                Error::config(
+                    "CATENA_EMBEDDING_DIMENSIONS",
+                    format!("is `{dims}`, not a positive integer"),
+                    "set it to the length of the embedding model's vectors, for example 1536",
+                )
+            })?);
+        }
+        b.compat = match env_var("CATENA_COMPAT")? {
+            Some(c) => c.parse()?,
+            None if is_openai_host(&b.base_url) => Compat::OpenAi,
+            None => Compat::Generic,
+        };
+        Ok(b)
+    }
+
+    /// The API root, up to and including the version segment (`https://api.openai.com/v1`,
+    /// `http://127.0.0.1:8000/v1`); `/chat/completions` and `/embeddings` are appended to it.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// The key sent as `Authorization: Bearer <key>`. Local servers usually need none.
+    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// The chat model used when a request names none.
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// The embedding model of [`OpenAiClient::default_embedder`].
+    pub fn embedding_model(mut self, model: impl Into<String>) -> Self {
+        self.embedding_model = Some(model.into());
+        self
+    }
+
+    /// The vector length of the embedding model of [`OpenAiClient::default_embedder`].
+    pub fn embedding_dimensions(mut self, dimensions: usize) -> Self {
+        self.embedding_dimensions = Some(dimensions);
+        self
+    }
+
+    /// The longest a call may take: the whole of a `chat` or embedding request, connecting, and the silence
+    /// between two streamed chunks (a stream as a whole may take longer). Exceeding it gives [`Error::Timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Adds a header sent with every request (`OpenAI-Organization`, `api-key` for Azure, ...). Its value is
+    /// never printed.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The server family (default [`Compat::OpenAi`]).
+    pub fn compat(mut self, compat: Compat) -> Self {
+        self.compat = compat;
+        self
+    }
+
+    /// Replaces the wire quirks of the [`compat`](Self::compat) profile.
+    pub fn quirks(mut self, quirks: Quirks) -> Self {
+        self.quirks = Some(quirks);
+        self
+    }
+
+    /// Replaces the capabilities of the [`compat`](Self::compat) profile, for a server that can do more (or less)
+    /// than its family. Streams ask for usage (`stream_options`) exactly when `streaming_usage` is set.
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = Some(capabilities);
+        self
+    }
+
+    /// Checks the configuration and builds the client.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the base URL is not an `http(s)` URL, `api.openai.com` is used without a key
+    /// (naming `OPENAI_API_KEY`), a header name or value is invalid, the timeout or embedding dimensions are 0.
+    pub fn build(self) -> Result<OpenAiClient> {
+        let base_url = self.base_url.trim().trim_end_matches('/').to_string();
+        let parsed = reqwest::Url::parse(&base_url).map_err(|e| {
+            Error::config(
+                "base_url (OPENAI_BASE_URL)",
+                format!("is `{base_url}`, which is not a valid URL ({e})"),
+                "pass the API root, for example http://127.0.0.1:8000/v1",
+            )
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(Error::config(
+                "base_url (OPENAI_BASE_URL)",
+                format!("is `{base_url}`, which is not an http(s) URL with a host"),
+                "pass the API root, for example http://127.0.0.1:8000/v1",
+            ));
+        }
+        if self.api_key.is_none() && is_openai_host(&base_url) {
+            return Err(Error::config(
+                "OPENAI_API_KEY",
+                "is not set, and api.openai.com requires a key",
+                "export OPENAI_API_KEY=<your key> or call OpenAiBuilder::api_key; for a local server set \
+                 OPENAI_BASE_URL (or OpenAiBuilder::base_url) to its URL",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(Error::config("timeout", "is 0", "pass a positive duration to OpenAiBuilder::timeout"));
+        }
+        if self.embedding_dimensions == Some(0) {
+            return Err(Error::config(
+                "embedding_dimensions (CATENA_EMBEDDING_DIMENSIONS)",
+                "is 0",
+                "set it to the length of the embedding model's vectors",
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in &self.headers {
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                Error::config(format!("header `{name}`"), "is not a valid header name", "use letters, digits and '-'")
+            })?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| {
+                Error::config(
+                    format!("header `{name}`"),
+                    "has a value with characters not allowed in HTTP headers",
+                    "use visible ASCII characters",
+                )
+            })?;
+            value.set_sensitive(true);
+            headers.append(header, value);
+        }
+        if let Some(key) = &self.api_key {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+                Error::config(
+                    "api_key (OPENAI_API_KEY)",
+                    "contains characters not allowed in HTTP headers",
+                    "check the key for line breaks or stray characters",
+                )
+            })?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(self.timeout)
+            .read_timeout(self.timeout)
+            .build()
+            .map_err(|e| Error::config("HTTP client", format!("could not be built ({e})"), "report this as a bug"))?;
+        let system = self.compat.system();
+        let capabilities = self.capabilities.unwrap_or_else(|| Capabilities {
+            backend: format!("{system} at {base_url}"),
+            ..self.compat.capabilities()
+        });
+        Ok(OpenAiClient {
+            inner: Arc::new(Inner {
+                http,
+                chat_url: format!("{base_url}/chat/completions"),
+                embeddings_url: format!("{base_url}/embeddings"),
+                server_address: parsed.host_str().unwrap_or_default().to_string(),
+                provider: format!("{system} at {base_url}"),
+                base_url,
+                has_api_key: self.api_key.is_some(),
+                header_names: self.headers.into_iter().map(|(name, _)| name).collect(),
+                model: self.model,
+                embedding_model: self.embedding_model,
+                embedding_dimensions: self.embedding_dimensions,
+                timeout: self.timeout,
+                compat: self.compat,
+                quirks: self.quirks.unwrap_or_else(|| self.compat.quirks()),
+                capabilities,
+            }),
+        })
+    }
+}
+
+fn is_openai_host(url: &str) -> bool {
+    reqwest::Url::parse(url.trim()).ok().and_then(|u| u.host_str().map(|h| h.eq_ignore_ascii_case("api.openai.com")))
+        == Some(true)
+}
+
+/// Shared state of a client and its embedders and streams.
+pub(crate) struct Inner {
+    http: reqwest::Client,
+    base_url: String,
+    chat_url: String,
+    embeddings_url: String,
+    server_address: String,
+    /// `"<system> at <base url>"`, the `provider` of errors.
+    pub(crate) provider: String,
+    has_api_key: bool,
+    header_names: Vec<String>,
+    model: Option<String>,
+    embedding_model: Option<String>,
+    embedding_dimensions: Option<usize>,
+    timeout: Duration,
+    compat: Compat,
+    quirks: Quirks,
+    capabilities: Capabilities,
+}
+
+impl Inner {
+    /// Maps a `reqwest` failure that has no HTTP status to [`Error::Timeout`] or [`Error::Transport`].
+    pub(crate) fn transport_error(&self, e: reqwest::Error) -> Error {
+        if e.is_timeout() {
+            return Error::Timeout(self.timeout);
+        }
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        Error::Transport { provider: self.provider.clone(), message, source: Some(Box::new(e)) }
+    }
+
+    /// POSTs a JSON body; returns the response when its status is 2xx, [`Error::Http`] otherwise.
+    async fn post(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        accept: &'static str,
+        whole_call_timeout: bool,
+    ) -> Result<reqwest::Response> {
+        let mut request =
+            self.http.post(url).header(CONTENT_TYPE, "application/json").header(ACCEPT, accept).body(body);
+        if whole_call_timeout {
+            request = request.timeout(self.timeout);
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = parse_retry_after(response.headers(), SystemTime::now());
+        let body = match response.bytes().await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => format!("(the error body could not be read: {e})"),
+        };
+        Err(Error::Http { provider: self.provider.clone(), status: status.as_u16(), body, retry_after })
+    }
+}
+
+/// Reads `retry-after-ms` (milliseconds, sent by OpenAI and Azure) or `Retry-After` (seconds or an HTTP date).
+fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let seconds = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
+    if let Some(ms) = header("retry-after-ms").and_then(seconds) {
+        return Some(Duration::from_secs_f64(ms / 1e3));
+    }
+    let value = header(RETRY_AFTER.as_str())?;
+    if let Some(s) = seconds(value) {
+        return Some(Duration::from_secs_f64(s));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The wire string of a finish reason, as recorded in `gen_ai.response.finish_reasons`.
+pub(crate) fn finish_reason_wire(reason: &FinishReason) -> &str {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
+        FinishReason::Other(s) => s,
+    }
+}
+
+/// Records `error.type` on a span: the HTTP status, or the kind of failure.
+pub(crate) fn record_error(span: &Span, error: &Error) {
+    let kind = match error {
+        Error::Http { status, .. } => status.to_string(),
+        Error::Transport { .. } => "transport".to_string(),
+        Error::Timeout(_) => "timeout".to_string(),
+        Error::Decode { .. } => "decode".to_string(),
+        Error::Unsupported { .. } => "unsupported".to_string(),
+        Error::Config { .. } => "config".to_string(),
+        Error::InvalidInput(_) => "invalid_input".to_string(),
+        _ => "other".to_string(),
+    };
+    span.record("error.type", kind.as_str());
+}
+
+fn record_response(span: &Span, response: &ChatResponse) {
+    span.record("gen_ai.response.model", response.model.as_str());
+    if let Some(u) = response.usage {
+        span.record("gen_ai.usage.input_tokens", u.input_tokens);
+        span.record("gen_ai.usage.output_tokens", u.output_tokens);
+    }
+    if let Some(r) = &response.finish_reason {
+        span.record("gen_ai.response.finish_reasons", finish_reason_wire(r));
+    }
+}
+
+/// A client for OpenAI or an OpenAI-compatible server. Cheap to clone (one `Arc`), `Send + Sync`; clones share
+/// the connection pool.
+///
+/// Build it with [`OpenAiClient::builder`] or [`OpenAiClient::from_env`]; use it as an [`Llm`], and get
+/// [`OpenAiEmbedder`]s from it with [`OpenAiClient::embedder`], [`OpenAiClient::default_embedder`] or
+/// [`OpenAiClient::discover_embedder`].
+#[derive(Clone)]
+pub struct OpenAiClient {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for OpenAiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("OpenAiClient")
+            .field("base_url", &i.base_url)
+            .field("compat", &i.compat)
+            .field("model", &i.model)
+            .field("embedding_model", &i.embedding_model)
+            .field("embedding_dimensions", &i.embedding_dimensions)
+            .field("api_key", &if i.has_api_key { Some("[redacted]") } else { None })
+            .field("headers", &i.header_names)
+            .field("timeout", &i.timeout)
+            .field("quirks", &i.quirks)
+            .field("capabilities", &i.capabilities)
+            .finish()
+    }
+}
+
+/// `<system> at <base url> (model <model>)`, for example `llama.cpp at http://127.0.0.1:8000/v1 (model qwen)`.
+impl fmt::Display for OpenAiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.inner.provider)?;
+        match &self.inner.model {
+            Some(m) => write!(f, " (model {m})"),
+            None => write!(f, " (no default model)"),
+        }
+    }
+}
+
+/// A request checked and encoded, ready to send.
+struct Prepared {
+    model: String,
+    body: Vec<u8>,
+}
+
+impl OpenAiClient {
+    /// A builder with OpenAI's URL, [`Compat::OpenAi`] and [`DEFAULT_TIMEOUT`]; see [`OpenAiBuilder`].
+    pub fn builder() -> OpenAiBuilder {
+        OpenAiBuilder::new()
+    }
+
+    /// A client configured from the environment; see [`OpenAiBuilder::from_env`] for the variables.
+    ///
+    /// # Errors
+    /// [`Error::Config`]: `OPENAI_API_KEY` is not set while `OPENAI_BASE_URL` is unset or points at
+    /// `api.openai.com`, or a variable does not parse.
+    pub fn from_env() -> Result<Self> {
+        OpenAiBuilder::from_env()?.build()
+    }
+
+    /// The API root requests go to (without a trailing `/`).
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// The server family this client was built for.
+    pub fn compat(&self) -> Compat {
+        self.inner.compat
+    }
+
+    /// The wire quirks in effect.
+    pub fn quirks(&self) -> Quirks {
+        self.inner.quirks
+    }
+
+    /// Sends a chat request with OpenAI-compatible [`ChatOptions`] and waits for the whole answer.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] (before sending) when the request asks for more than [`Llm::capabilities`];
+    /// [`Error::Config`] when neither the request nor the client names a model; [`Error::InvalidInput`] for
+    /// messages the wire format cannot carry; [`Error::Http`] for non-2xx answers (body and `Retry-After` kept);
+    /// [`Error::Transport`] / [`Error::Timeout`] when no answer came; [`Error::Decode`] for unexpected bodies.
+    pub async fn chat_with(&self, request: ChatRequest, options: &ChatOptions) -> Result<ChatResponse> {
+        let span = self.chat_span(&request, false);
+        let start = Instant::now();
+        let result = async {
+            let prepared = self.prepare(&request, options, false)?;
+            span.record("gen_ai.request.model", prepared.model.as_str());
+            let response = self.inner.post(&self.inner.chat_url, prepared.body, "application/json", true).await?;
+            let bytes = response.bytes().await.map_err(|e| self.inner.transport_error(e))?;
+            wire::decode_chat(&self.inner.provider, &bytes)
+        }
+        .instrument(span.clone())
+        .await;
+        span.record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
+        match &result {
+            Ok(response) => record_response(&span, response),
+            Err(e) => record_error(&span, e),
+        }
+        result
+    }
+
+    /// Sends a chat request with OpenAI-compatible [`ChatOptions`] and streams the answer. The stream owns a clone
+    /// of the client; dropping it closes the connection, which stops generation on the server.
+    ///
+    /// # Errors
+    /// As [`OpenAiClient::chat_with`], for everything up to the response headers; later failures are items of
+    /// the stream. A server that answers with JSON instead of an event stream gives [`Error::Decode`].
+    pub async fn stream_with(&self, request: ChatRequest, options: &ChatOptions) -> Result<ChatStream> {
+        let span = self.chat_span(&request, true);
+        let start = Instant::now();
+        let result = async {
+            let prepared = self.prepare(&request, options, true)?;
+            span.record("gen_ai.request.model", prepared.model.as_str());
+            let response = self.inner.post(&self.inner.chat_url, prepared.body, "text/event-stream", false).await?;
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if content_type.starts_with("application/json") {
+                return Err(Error::Decode {
+                    provider: self.inner.provider.clone(),
+                    message: "asked for a stream but the server answered with one JSON document; it does not \
+                              stream: set `streaming: false` in OpenAiBuilder::capabilities and call `chat`"
+                        .into(),
+                });
+            }
+            Ok(response)
+        }
+        .instrument(span.clone())
+        .await;
+        match result {
+            Ok(response) => Ok(Box::pin(SseChatStream::new(response.bytes_stream(), self.inner.clone(), span, start))),
+            Err(e) => {
+                span.record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
+                record_error(&span, &e);
+                Err(e)
+            }
+        }
+    }
+
+    fn chat_span(&self, request: &ChatRequest, streaming: bool) -> Span {
+        tracing::info_span!(
+            "chat",
+            gen_ai.operation.name = "chat",
+            gen_ai.system = self.inner.compat.system(),
+            gen_ai.request.model = Empty,
+            gen_ai.request.temperature = request.temperature.map(f64::from),
+            gen_ai.request.max_tokens = request.max_tokens,
+            gen_ai.response.model = Empty,
+            gen_ai.usage.input_tokens = Empty,
+            gen_ai.usage.output_tokens = Empty,
+            gen_ai.response.finish_reasons = Empty,
+            server.address = self.inner.server_address.as_str(),
+            catena.stream = streaming,
+            catena.latency_ms = Empty,
+            catena.cancelled = Empty,
+            error.type = Empty,
+        )
+    }
+
+    /// Checks the request against capabilities and quirks, resolves the model and encodes the body.
+    fn prepare(&self, request: &ChatRequest, options: &ChatOptions, streaming: bool) -> Result<Prepared> {
+        let inner = &self.inner;
+        let caps = &inner.capabilities;
+        if let Some(schema) = &options.json_object_schema {
+            if !inner.quirks.json_object_schema {
+                return Err(Error::unsupported(
+                    &caps.backend,
+                    "response_format json_object with a schema",
+                    "use ResponseFormat::JsonSchema if the server supports it, or enable Quirks::json_object_schema",
+                ));
+            }
+            if !schema.is_object() && !schema.is_boolean() {
+                return Err(Error::InvalidInput(
+                    "ChatOptions::with_json_object_schema needs a JSON Schema (an object or a boolean)".into(),
+                ));
+            }
+            if !matches!(request.response_format, None | Some(ResponseFormat::JsonObject)) {
+                return Err(Error::InvalidInput(
+                    "ChatOptions::with_json_object_schema sets the response format; leave ChatRequest::response_format \
+                     unset or JsonObject"
+                        .into(),
+                ));
+            }
+            let mut checked = request.clone();
+            checked.response_format = Some(ResponseFormat::JsonObject);
+            caps.check(&checked, streaming)?;
+        } else {
+            caps.check(request, streaming)?;
+        }
+        if request.tool_choice == Some(ToolChoice::Required) && !inner.quirks.tool_choice_required {
+            return Err(Error::unsupported(
+                &caps.backend,
+                "tool_choice = required",
+                "name the tool with ToolChoice::Tool(name), or use ToolChoice::Auto",
+            ));
+        }
+        let model = match (&request.model, &inner.model) {
+            (Some(m), _) | (None, Some(m)) => m.clone(),
+            (None, None) => {
+                return Err(Error::config(
+                    "CATENA_MODEL",
+                    "is not set and the request names no model",
+                    "export CATENA_MODEL=<model>, call OpenAiBuilder::model(\"<model>\"), or use \
+                     ChatRequest::with_model",
+                ))
+            }
+        };
+        let stream =
+            streaming.then_some(if caps.streaming_usage { StreamUsage::Requested } else { StreamUsage::NotRequested });
+        let wire = wire::encode_chat(request, &model, &inner.quirks, options, stream)?;
+        let body = serde_json::to_vec(&wire)?;
+        Ok(Prepared { model, body })
+    }
+
+    /// An embedder for `model`, whose vectors have `dimensions` entries (every answer is checked against it).
+    pub fn embedder(&self, model: impl Into<String>, dimensions: usize) -> OpenAiEmbedder {
+        OpenAiEmbedder { client: self.clone(), model: model.into(), dimensions, send_dimensions: false }
+    }
+
+    /// The embedder configured with [`OpenAiBuilder::embedding_model`] and [`OpenAiBuilder::embedding_dimensions`]
+    /// (or `CATENA_EMBEDDING_MODEL` and `CATENA_EMBEDDING_DIMENSIONS`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming whichever of the two is missing.
+    pub fn default_embedder(&self) -> Result<OpenAiEmbedder> {
+        let model = self.inner.embedding_model.clone().ok_or_else(|| {
+            Error::config(
+                "CATENA_EMBEDDING_MODEL",
+                "is not set",
+                "export CATENA_EMBEDDING_MODEL=<model> or call OpenAiBuilder::embedding_model",
+            )
+        })?;
+        let dimensions = self.inner.embedding_dimensions.ok_or_else(|| {
+            Error::config(
+                "CATENA_EMBEDDING_DIMENSIONS",
+                "is not set",
+                "export CATENA_EMBEDDING_DIMENSIONS=<n>, call OpenAiBuilder::embedding_dimensions, or use \
+                 OpenAiClient::discover_embedder to ask the server",
+            )
+        })?;
+        Ok(self.embedder(model, dimensions))
+    }
+
+    /// An embedder for `model` whose dimensions are learnt by embedding one short probe text now.
+    ///
+    /// # Errors
+    /// Whatever the probe request fails with; [`Error::Decode`] if the server returns an empty vector.
+    pub async fn discover_embedder(&self, model: impl Into<String>) -> Result<OpenAiEmbedder> {
+        let model = model.into();
+        let probe = self.embed_checked(&model, &["dimension probe".to_string()], None, None).await?;
+        let dimensions = probe.first().map_or(0, Vec::len);
+        if dimensions == 0 {
+            return Err(Error::Decode {
+                provider: self.inner.provider.clone(),
+                message: format!("embedding model `{model}` returned an empty vector for the probe text"),
+            });
+        }
+        Ok(self.embedder(model, dimensions))
+    }
+
+    /// One `/embeddings` call; `expected` is the vector length every answer must have.
+    async fn embed_checked(
+        &self,
+        model: &str,
+        texts: &[String],
+        request_dimensions: Option<usize>,
+        expected: Option<usize>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let inner = &self.inner;
+        let span = tracing::info_span!(
+            "embedding",
+            gen_ai.operation.name = "embeddings",
+            gen_ai.system = inner.compat.system(),
+            gen_ai.request.model = model,
+            gen_ai.response.model = Empty,
+            gen_ai.usage.input_tokens = Empty,
+            server.address = inner.server_address.as_str(),
+            catena.batch.size = texts.len(),
+            catena.latency_ms = Empty,
+            error.type = Empty,
+        );
+        let start = Instant::now();
+        let result = async {
+            let body =
+                serde_json::to_vec(&wire::EmbeddingRequest { model, input: texts, dimensions: request_dimensions })?;
+            let response = inner.post(&inner.embeddings_url, body, "application/json", true).await?;
+            let bytes = response.bytes().await.map_err(|e| inner.transport_error(e))?;
+            let decoded = wire::decode_embeddings(&inner.provider, &bytes, texts.len())?;
+            if let Some(m) = &decoded.model {
+                Span::current().record("gen_ai.response.model", m.as_str());
+            }
+            if let Some(t) = decoded.input_tokens {
+                Span::current().record("gen_ai.usage.input_tokens", t);
+            }
+            if let Some(dims) = expected {
+                if let Some((i, v)) = decoded.vectors.iter().enumerate().find(|(_, v)| v.len() != dims) {
+                    return Err(Error::Decode {
+                        provider: inner.provider.clone(),
+                        message: format!(
+                            "embedding model `{model}` returned a vector of length {} for input {i}, but the embedder \
+                             was built for {dims} dimensions; pass the model's real dimensions or use \
+                             OpenAiClient::discover_embedder",
+                            v.len()
+                        ),
+                    });
+                }
+            }
+            Ok(decoded.vectors)
+        }
+        .instrument(span.clone())
+        .await;
+        span.record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
+        if let Err(e) = &result {
+            record_error(&span, e);
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Llm for OpenAiClient {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities.clone()
+    }
+
+    fn default_model(&self) -> Option<String> {
+        self.inner.model.clone()
+    }
+
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
+        self.chat_with(request, &ChatOptions::default()).await
+    }
+
+    async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
+        self.stream_with(request, &ChatOptions::default()).await
+    }
+}
+
+/// Embeddings from an OpenAI-compatible `/embeddings` endpoint. Get one from [`OpenAiClient::embedder`],
+/// [`OpenAiClient::default_embedder`] or [`OpenAiClient::discover_embedder`].
+///
+/// `embed_documents` sends all texts in one request (wrap it in [`catena_core::BatchedEmbedder`] to split large
+/// inputs) and returns vectors in input order, whatever order the server lists them in.
+#[derive(Debug, Clone)]
+pub struct OpenAiEmbedder {
+    client: OpenAiClient,
+    model: String,
+    dimensions: usize,
+    send_dimensions: bool,
+}
+
+impl OpenAiEmbedder {
+    /// Also sends `dimensions` in every request, asking models that can shorten their vectors (OpenAI's
+    /// `text-embedding-3-*`) for exactly [`Embedder::dimensions`] entries. Servers that do not know the field may
+    /// reject it.
+    pub fn with_requested_dimensions(mut self) -> Self {
+        self.send_dimensions = true;
+        self
+    }
+
+    /// The client this embedder sends requests with.
+    pub fn client(&self) -> &OpenAiClient {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl Embedder for OpenAiEmbedder {
+    async fn embed_documents(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let request_dimensions = self.send_dimensions.then_some(self.dimensions);
+        self.client.embed_checked(&self.model, texts, request_dimensions, Some(self.dimensions)).await
+    }
+
+    async fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
+        let mut vectors = self.embed_documents(&[text.to_string()]).await?;
+        vectors.pop().ok_or_else(|| Error::Decode {
+            provider: self.client.inner.provider.clone(),
+            message: "no vector returned for the query".into(),
+        })
+    }
+
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    fn model_name(&self) -> String {
+        self.model.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut h = HeaderMap::new();
+        assert_eq!(parse_retry_after(&h, now), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(parse_retry_after(&h, now), Some(Duration::from_secs(7)));
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&httpdate::fmt_http_date(now + Duration::from_secs(30))).unwrap());
+        assert_eq!(parse_retry_after(&h, now), Some(Duration::from_secs(30)));
+        h.insert(RETRY_AFTER, HeaderValue::from_str(&httpdate::fmt_http_date(now - Duration::from_secs(30))).unwrap());
+        assert_eq!(parse_retry_after(&h, now), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(parse_retry_after(&h, now), None);
+        h.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(parse_retry_after(&h, now), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn compat_parses_and_profiles_differ() {
+        assert_eq!("LLAMA.CPP".parse::<Compat>().unwrap(), Compat::LlamaCpp);
+        assert!("nope".parse::<Compat>().unwrap_err().to_string().contains("CATENA_COMPAT"));
+        assert!(!Compat::LlamaCpp.capabilities().json_schema);
+        assert!(Compat::OpenAi.capabilities().json_schema);
+        assert_eq!(Compat::OpenAi.quirks().max_tokens_field, MaxTokensField::MaxCompletionTokens);
+    }
+
+    #[test]
+    fn builder_rejects_bad_settings() {
+        let err = OpenAiClient::builder().build().unwrap_err().to_string();
+        assert!(err.contains("OPENAI_API_KEY"), "{err}");
+        let err = OpenAiClient::builder().base_url("not a url").build().unwrap_err().to_string();
+        assert!(err.contains("base_url"), "{err}");
+        let err = OpenAiClient::builder().base_url("http://h/v1").header("bad header", "x").build().unwrap_err();
+        assert!(err.to_string().contains("bad header"), "{err}");
+        let ok = OpenAiClient::builder().base_url("http://h/v1/").build().unwrap();
+        assert_eq!(ok.base_url(), "http://h/v1");
+    }
+}

@@ -1,0 +1,409 @@
+//! End-to-end tests of [`OpenAiClient`] (profile [`Compat::LlamaCpp`]) against the real llama-cpp-python server,
+//! `python3 -m llama_cpp.server`, serving a tiny random-weight llama GGUF written by `scripts/tiny_gguf.py`.
+//! Nothing is mocked: one real server per test binary on 127.0.0.1 (see `support`), shared by all tests.
+//! Install the peer with `bash .ci/setup-llama-server.sh`; without it these tests fail, naming that script.
+//!
+//! # What the server does on the wire (llama-cpp-python 0.3.36, measured with curl and Python)
+//!
+//! Started as `python3 -m llama_cpp.server --model tiny.gguf --model_alias tiny --host 127.0.0.1 --port P
+//! --interrupt_requests false --embedding true` (no `--chat_format`: the GGUF's ChatML jinja template is used).
+//! Ready (`GET /v1/models` answers) about 2.5 s after spawning.
+//!
+//! Chat:
+//! - Non-streamed: `{"id":"chatcmpl-<uuid>","object":"chat.completion","created":N,"model":M,"choices":[{"index":0,
+//!   "message":{"content":"...","role":"assistant"},"logprobs":null,"finish_reason":"length"}],"usage":{
+//!   "prompt_tokens":14,"completion_tokens":12,"total_tokens":26}}`. `model` echoes the request's `model` (any
+//!   name is accepted; unknown names use the loaded model); without one it is the model *path*, not the alias.
+//! - `n` is ignored (one choice); unknown fields (`stream_options`, `parallel_tool_calls`) are ignored.
+//! - `max_tokens` absent or <= 0 means unlimited (up to n_ctx). `max_completion_tokens` is ignored, so a client
+//!   that sends only that field gets unlimited generation.
+//! - `stop` (string or list) works: finish_reason `stop`, the stop text is cut; `completion_tokens` still counts
+//!   the tokens of the stop sequence.
+//! - `seed` with temperature > 0 reproduces the same text; temperature 0 is greedy.
+//! - Content must be a plain string: an array of text parts fails with HTTP 500 (user message: jinja error
+//!   `can only concatenate str (not "list") to str`; system/assistant messages: validation error).
+//! - An assistant message with `"content": null` next to `tool_calls` is rejected (HTTP 500, validation error);
+//!   `"content": ""` or no `content` key works. A `tool` message needs `tool_call_id`.
+//!
+//! Errors: every error is HTTP 500 `{"error":{"message":"...","type":"internal_server_error","param":null,
+//! "code":null}}`, request validation errors included (they are not retryable although 5xx). A malformed JSON
+//! body gives 500 `text/plain` "Internal Server Error". **An invalid GBNF `grammar` kills the server process**
+//! (llama.cpp prints `parse: error parsing grammar`, the connection drops): these tests never send one. A streamed
+//! request whose prompt fails to render answers 200 `text/event-stream` with an empty body (no `[DONE]`).
+//!
+//! Streaming (SSE): `data: {json}\n\n` (LF only, no `event:` or `id:` lines), closed by `data: [DONE]\n\n`;
+//! sse-starlette sends `: ping - <datetime>` comments every 15 s during long generations. Text streams start
+//! with `delta: {"role":"assistant"}`, then one chunk per token `delta: {"content":"..."}` (possibly `""`), then
+//! `delta: {}` with the finish_reason. **No usage chunk**, even with `stream_options.include_usage`. Folded
+//! text equals the non-streamed text (checked on 18 prompt/temperature/seed combinations). With the default
+//! `--interrupt_requests true`, a request arriving during a stream ends that stream with `[DONE]` and no
+//! finish_reason, hence `false` here, where requests then run one after the other.
+//!
+//! Tool calls (GGUF template): a *named* `tool_choice` `{"type":"function","function":{"name":N}}` constrains the
+//! output with a grammar built from the tool's `parameters` schema (`$ref`/`$defs`, `enum`, `oneOf`+`const` work;
+//! integer `minimum`/`maximum` are not enforced): `"message":{"content":null,"tool_calls":[{"id":
+//! "call__0_<name>_cmpl-<uuid>","type":"function","function":{"name":N,"arguments":"{ \"city\": \"Lima\", ...}"}}],
+//! "role":"assistant","function_call":{...the same...}}`, finish_reason `tool_calls`. `tool_choice` `"required"`,
+//! `"auto"`, `"none"` or absent are all ignored (plain text; a template that does not mention tools does not
+//! even show them to the model). Streamed tool calls repeat `id` and `name` in every fragment, next to a legacy
+//! `function_call` delta; the last chunk has an all-null delta and finish_reason `tool_calls`. With
+//! `--chat_format chatml-function-calling`, named tools work the same, `"auto"` lets the model choose (its
+//! `function_call.name` then ends with a stray `:`; `tool_calls` is right) and `"required"` is an HTTP 500.
+//!
+//! Structured output: `response_format {"type":"json_object"}` alone constrains to JSON but a weak model may run
+//! to max_tokens inside a string; `{"type":"json_object","schema":{...}}` constrains to the schema (finish
+//! `stop`); `{"type":"json_schema",...}` is an HTTP 500 validation error ("Input should be 'text' or
+//! 'json_object'"). A top-level `grammar` (GBNF) field works, streamed or not.
+//!
+//! Embeddings (`--embedding true`; chat answers are unchanged): `{"object":"list","data":[{"object":"embedding",
+//! "embedding":[128 floats],"index":0},...],"model":M,"usage":{"prompt_tokens":6,"total_tokens":6}}`, input order
+//! kept, dimension = the GGUF's `llama.embedding_length`, mean pooling (GGUF `llama.pooling_type`), not
+//! normalised. `input: []` and `input: [""]` fail with HTTP 500 "llama_decode returned -1"; `encoding_format` and
+//! `dimensions` are ignored. Without `--embedding true`: 500 "Llama model must be created with embedding=True".
+//!
+//! The tiny model never ends an answer by itself (its output weights for control tokens are zero), so every
+//! unconstrained answer stops at `max_tokens` or a stop sequence, and it never emits partial UTF-8.
+
+mod support;
+
+use catena_core::{
+    collect_stream, ChatRequest, Embedder, Error, FinishReason, Llm, Message, ResponseFormat, ToolCall, ToolChoice,
+    ToolDefinition,
+};
+use catena_providers::openai::{ChatOptions, Compat, OpenAiClient};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// A client for the shared server, with the llama.cpp profile.
+fn client() -> OpenAiClient {
+    let server = support::shared_server();
+    OpenAiClient::builder()
+        .base_url(server.base_url())
+        .compat(Compat::LlamaCpp)
+        .model(server.model())
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .expect("client builds")
+}
+
+fn ask(text: &str) -> ChatRequest {
+    ChatRequest::new(vec![Message::system("You are terse."), Message::user(text)])
+}
+
+#[tokio::test]
+async fn chat_returns_text_usage_and_length() {
+    let client = client();
+    let response =
+        client.chat(ask("Tell me about ownership.").with_temperature(0.0).with_max_tokens(16)).await.unwrap();
+    assert!(!response.text().trim().is_empty(), "{response}");
+    assert_eq!(response.message.role, catena_core::Role::Assistant);
+    assert!(response.message.tool_calls.is_empty());
+    // The tiny model never stops by itself: the token limit ends every unconstrained answer.
+    assert_eq!(response.finish_reason, Some(FinishReason::Length), "{response}");
+    let usage = response.usage.expect("non-streamed answers carry usage");
+    assert_eq!(usage.output_tokens, 16, "{usage:?}");
+    assert!(usage.input_tokens > 0);
+    assert_eq!(usage.total_tokens, usage.input_tokens + usage.output_tokens);
+    assert_eq!(response.model, support::TINY_ALIAS, "the server echoes the requested model");
+    assert!(response.raw["id"].as_str().is_some_and(|id| id.starts_with("chatcmpl-")), "{}", response.raw);
+
+    // A longer prompt is counted as more input tokens.
+    let long = client
+        .chat(ask(&"Tell me about ownership. ".repeat(4)).with_temperature(0.0).with_max_tokens(1))
+        .await
+        .unwrap();
+    assert!(long.usage.unwrap().input_tokens > usage.input_tokens + 10, "{long:?}");
+    assert_eq!(long.usage.unwrap().output_tokens, 1);
+}
+
+#[tokio::test]
+async fn stream_folds_to_the_same_answer_as_chat() {
+    let client = client();
+    for (prompt, temperature, seed) in
+        [("Explain borrowing.", 0.0, None), ("What is a trait?", 0.8, Some(42)), ("ünïcødé ☃ 日本語", 1.0, Some(7))]
+    {
+        let mut request = ask(prompt).with_temperature(temperature).with_max_tokens(24);
+        if let Some(seed) = seed {
+            request = request.with_seed(seed);
+        }
+        let chat = client.chat(request.clone()).await.unwrap();
+        let streamed = collect_stream(client.stream(request).await.unwrap()).await.unwrap();
+        assert_eq!(streamed.text(), chat.text(), "prompt {prompt:?}");
+        assert_eq!(streamed.finish_reason, chat.finish_reason);
+        assert_eq!(streamed.finish_reason, Some(FinishReason::Length));
+        assert_eq!(streamed.model, chat.model);
+        assert!(streamed.message.tool_calls.is_empty());
+        // llama-cpp-python sends no usage in streams; the profile says so instead of inventing numbers.
+        assert!(!client.capabilities().streaming_usage);
+        assert_eq!(streamed.usage, None);
+        // It really streamed: a role chunk, one chunk per token and a final chunk.
+        let chunks = streamed.raw.as_array().expect("raw chunks").len();
+        assert!(chunks >= 24, "only {chunks} chunks for 24 tokens");
+    }
+}
+
+#[tokio::test]
+async fn seed_makes_sampling_reproducible() {
+    let client = client();
+    let request = |seed| ask("Name a crate.").with_temperature(5.0).with_max_tokens(12).with_seed(seed);
+    let first = client.chat(request(1)).await.unwrap().text();
+    assert_eq!(client.chat(request(1)).await.unwrap().text(), first, "same seed, same text");
+    let mut others = Vec::new();
+    for seed in 2..=4 {
+        others.push(client.chat(request(seed)).await.unwrap().text());
+    }
+    assert!(others.iter().any(|t| *t != first), "four seeds gave the same text {first:?}: the seed is ignored");
+}
+
+#[tokio::test]
+async fn max_tokens_one_gives_length() {
+    let response = client().chat(ask("Hi").with_max_tokens(1)).await.unwrap();
+    assert_eq!(response.finish_reason, Some(FinishReason::Length));
+    assert_eq!(response.usage.unwrap().output_tokens, 1);
+    assert!(!response.text().is_empty());
+}
+
+#[tokio::test]
+async fn stop_sequence_cuts_the_answer() {
+    let client = client();
+    let request = ask("Write some Rust.").with_temperature(0.0).with_max_tokens(32);
+    let full = client.chat(request.clone()).await.unwrap().text();
+    // A stop string taken from the middle of the greedy answer: the same greedy run must stop right before its
+    // first occurrence.
+    let chars: Vec<char> = full.chars().collect();
+    assert!(chars.len() >= 20, "answer too short to pick a stop sequence: {full:?}");
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 3].iter().collect();
+    let expected = &full[..full.find(&stop).expect("the stop string comes from the text")];
+
+    let cut = client.chat(request.clone().with_stop(stop.clone())).await.unwrap();
+    assert_eq!(cut.text(), expected, "stop {stop:?} in {full:?}");
+    assert_eq!(cut.finish_reason, Some(FinishReason::Stop));
+
+    let streamed = collect_stream(client.stream(request.with_stop(stop.clone())).await.unwrap()).await.unwrap();
+    assert_eq!(streamed.text(), expected, "streamed, stop {stop:?}");
+    assert_eq!(streamed.finish_reason, Some(FinishReason::Stop));
+}
+
+#[derive(Debug, Deserialize, JsonSchema, PartialEq)]
+enum City {
+    Oslo,
+    Paris,
+    Lima,
+}
+
+#[derive(Debug, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Unit {
+    Celsius,
+    Fahrenheit,
+}
+
+/// Arguments of the test tool. Enums and booleans only: the server's grammar does not bound integers or string
+/// lengths, and a random model could fill a string until max_tokens.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct WeatherArgs {
+    city: City,
+    unit: Unit,
+    with_forecast: bool,
+}
+
+fn weather_tool() -> ToolDefinition {
+    ToolDefinition::for_type::<WeatherArgs>("get_weather", "Current weather in a city")
+}
+
+fn weather_request() -> ChatRequest {
+    ask("What is the weather in Oslo?")
+        .with_tool(weather_tool())
+        .with_tool_choice(ToolChoice::Tool("get_weather".into()))
+        .with_temperature(0.0)
+        .with_max_tokens(128)
+}
+
+fn check_weather_call(call: &ToolCall) {
+    assert_eq!(call.name, "get_weather");
+    assert!(!call.id.is_empty());
+    // Valid against the schema: the enums and the boolean deserialize, and no other property is present.
+    call.parse_arguments::<WeatherArgs>().unwrap_or_else(|e| panic!("{e}: {}", call.arguments));
+    let value: Value = serde_json::from_str(&call.arguments).unwrap();
+    assert_eq!(value.as_object().map(|o| o.len()), Some(3), "exactly the schema's properties: {value}");
+}
+
+#[tokio::test]
+async fn forced_tool_call_matches_the_schema() {
+    let client = client();
+    let response = client.chat(weather_request()).await.unwrap();
+    assert_eq!(response.finish_reason, Some(FinishReason::ToolCalls), "{response}");
+    assert_eq!(response.message.tool_calls.len(), 1, "{response}");
+    assert_eq!(response.text(), "", "the server answers content: null next to tool calls");
+    let call = &response.message.tool_calls[0];
+    check_weather_call(call);
+
+    // Streamed fragments (id and name repeated in each) fold into the same call.
+    let streamed = collect_stream(client.stream(weather_request()).await.unwrap()).await.unwrap();
+    assert_eq!(streamed.finish_reason, Some(FinishReason::ToolCalls));
+    assert_eq!(streamed.message.tool_calls.len(), 1, "{streamed}");
+    let streamed_call = &streamed.message.tool_calls[0];
+    check_weather_call(streamed_call);
+    assert_eq!(streamed_call.arguments, call.arguments);
+
+    // The result goes back to the model: the assistant turn carries only tool calls (sent with content "", as
+    // this server rejects null) and the tool message answers it by id.
+    let mut followup = weather_request();
+    followup.tool_choice = None;
+    followup.messages.push(response.message.clone());
+    followup.messages.push(Message::tool_result(call.id.clone(), "12 degrees, light rain"));
+    followup.max_tokens = Some(8);
+    let answer = client.chat(followup).await.unwrap();
+    assert!(!answer.text().is_empty(), "{answer}");
+    assert_eq!(answer.finish_reason, Some(FinishReason::Length));
+}
+
+#[tokio::test]
+async fn tool_choice_required_is_rejected_before_sending() {
+    let request = weather_request().with_tool_choice(ToolChoice::Required);
+    // The server would silently answer with text; the client refuses instead.
+    let err = client().chat(request.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    // Nothing is sent: a client pointing at a closed port reports the same error, not a transport failure.
+    let err = closed_port_client().chat(request).await.unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+}
+
+#[derive(Debug, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Color {
+    Red,
+    Green,
+    Blue,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct Verdict {
+    ok: bool,
+    color: Color,
+}
+
+#[tokio::test]
+async fn json_object_with_schema_is_valid_against_it() {
+    let client = client();
+    let schema = schemars::schema_for!(Verdict).to_value();
+    let options = ChatOptions::new().with_json_object_schema(schema);
+    let request = ask("Is the sky blue? Answer in JSON.").with_temperature(0.0).with_max_tokens(64);
+    let response = client.chat_with(request.clone(), &options).await.unwrap();
+    assert_eq!(response.finish_reason, Some(FinishReason::Stop), "{response}");
+    serde_json::from_str::<Verdict>(&response.text()).unwrap_or_else(|e| panic!("{e}: {response}"));
+
+    let streamed = collect_stream(client.stream_with(request, &options).await.unwrap()).await.unwrap();
+    assert_eq!(streamed.text(), response.text());
+    assert_eq!(streamed.finish_reason, Some(FinishReason::Stop));
+}
+
+#[tokio::test]
+async fn json_schema_is_rejected_by_capabilities() {
+    let server = support::shared_server();
+    let schema = schemars::schema_for!(Verdict).to_value();
+    let format = ResponseFormat::JsonSchema { name: "verdict".into(), schema: schema.clone(), strict: true };
+    let request = ask("Is the sky blue?").with_max_tokens(16).with_response_format(format);
+    assert!(!client().capabilities().json_schema);
+    let err = client().chat(request.clone()).await.unwrap_err();
+    assert!(matches!(&err, Error::Unsupported { capability, .. } if capability.contains("json_schema")), "{err}");
+    let err = closed_port_client().chat(request).await.unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "nothing must be sent: {err}");
+
+    // Why: the server itself answers OpenAI's json_schema format with HTTP 500.
+    let raw = reqwest::Client::new()
+        .post(format!("{}/chat/completions", server.base_url()))
+        .header("content-type", "application/json")
+        .body(
+            json!({
+                "model": server.model(),
+                "messages": [{"role": "user", "content": "Is the sky blue?"}],
+                "max_tokens": 8,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}},
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 500);
+    let body = raw.text().await.unwrap();
+    assert!(body.contains("json_object"), "{body}");
+}
+
+#[tokio::test]
+async fn embeddings_have_the_model_dimension_and_keep_order() {
+    let server = support::shared_server();
+    let n_embd = support::gguf_u32(support::tiny_gguf(), "llama.embedding_length") as usize;
+    let client = client();
+    let embedder = client.discover_embedder(server.model()).await.unwrap();
+    assert_eq!(embedder.dimensions(), n_embd, "discovered dimension = the model's n_embd");
+    assert_eq!(embedder.model_name(), support::TINY_ALIAS);
+
+    let texts: Vec<String> =
+        ["ownership and borrowing", "a completely different topic", "ownership and borrowing", "Cargo.toml"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let vectors = embedder.embed_documents(&texts).await.unwrap();
+    assert_eq!(vectors.len(), texts.len());
+    assert!(vectors.iter().all(|v| v.len() == n_embd && v.iter().all(|x| x.is_finite())));
+    assert_eq!(vectors[0], vectors[2], "same text, same vector");
+    assert_ne!(vectors[0], vectors[1]);
+
+    // Order: each vector is the one the text gets on its own, and a reversed batch comes back reversed.
+    for (text, vector) in texts.iter().zip(&vectors) {
+        let alone = embedder.embed_query(text).await.unwrap();
+        assert!(cosine(&alone, vector) > 0.9999, "{text:?}: batch and single embeddings differ");
+    }
+    let reversed: Vec<String> = texts.iter().rev().cloned().collect();
+    let back = embedder.embed_documents(&reversed).await.unwrap();
+    for (i, v) in back.iter().rev().enumerate() {
+        assert!(cosine(v, &vectors[i]) > 0.9999, "input {i} moved");
+    }
+
+    // No request for no input (the server would answer HTTP 500).
+    assert!(embedder.embed_documents(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn embedder_with_wrong_dimensions_fails_clearly() {
+    let server = support::shared_server();
+    let err = client().embedder(server.model(), 7).embed_query("hello").await.unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err}");
+    assert!(err.to_string().contains("dimensions"), "{err}");
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// A client whose server port has nothing listening: any request it sends fails with a transport error, so an
+/// `Unsupported` error from it proves the request was refused before sending.
+fn closed_port_client() -> OpenAiClient {
+    let port = support::free_port();
+    OpenAiClient::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .compat(Compat::LlamaCpp)
+        .model(support::TINY_ALIAS)
+        .build()
+        .expect("client builds")
+}
+
+#[tokio::test]
+async fn message_with_several_text_parts_is_accepted() {
+    // This server only takes string content; a message built from several text parts must still go through.
+    let mut user = Message::user("Tell me about ");
+    user.content.push(catena_core::ContentPart::Text { text: "lifetimes.".into() });
+    let request = ChatRequest::new(vec![user]).with_temperature(0.0).with_max_tokens(8);
+    let joined =
+        ChatRequest::new(vec![Message::user("Tell me about lifetimes.")]).with_temperature(0.0).with_max_tokens(8);
+    let client = client();
+    let response = client.chat(request).await.unwrap();
+    assert_eq!(response.text(), client.chat(joined).await.unwrap().text(), "parts are joined without separator");
+}

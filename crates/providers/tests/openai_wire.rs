@@ -1,0 +1,1029 @@
+//! Wire-level tests of `catena_providers::openai` against a real HTTP server.
+//!
+//! Each test starts an axum server on `127.0.0.1:0` that speaks the OpenAI chat-completions and embeddings
+//! protocol byte for byte: JSON completions, Server-Sent Events with `data:` framing (events cut mid-line and
+//! mid-character across HTTP chunks, several events per chunk, comment lines, `data: [DONE]`), OpenAI-style and
+//! llama-cpp-python-style tool-call deltas, the usage chunk with empty `choices`, error statuses with
+//! `Retry-After`. The server records every request so the tests assert on exactly what the client sent.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use catena_core::{
+    collect_stream, ChatRequest, ChatResponse, Embedder, Error, FinishReason, Llm, Message, ResponseFormat, ToolChoice,
+    ToolDefinition, Usage,
+};
+use catena_providers::openai::{ApiKey, ChatOptions, Compat, OpenAiBuilder, OpenAiClient};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+// ----------------------------------------------------------------------------------------------------------------
+// The server
+// ----------------------------------------------------------------------------------------------------------------
+
+/// How the server writes tool-call deltas in streams.
+#[derive(Clone, Copy, PartialEq)]
+enum ToolStyle {
+    /// OpenAI: `id`, `type` and `name` in the first fragment only.
+    OpenAi,
+    /// llama-cpp-python: `id`, `type` and `name` repeated in every fragment, `content: null`, a legacy
+    /// `function_call` mirror, `tool_calls: null` in the first and last chunk.
+    LlamaCpp,
+}
+
+/// The answer the server gives, rendered as JSON or as an event stream depending on `stream` in the request.
+#[derive(Clone)]
+struct Canned {
+    model: &'static str,
+    content: Option<&'static str>,
+    tool_calls: Vec<(&'static str, &'static str, &'static str)>,
+    finish_reason: &'static str,
+    usage: (u64, u64),
+    tool_style: ToolStyle,
+    line_ending: &'static str,
+    /// Sizes of the HTTP chunks the event stream is cut into, cycled.
+    cuts: &'static [usize],
+}
+
+impl Canned {
+    fn text(content: &'static str) -> Self {
+        Canned {
+            model: "gpt-test-2025",
+            content: Some(content),
+            tool_calls: Vec::new(),
+            finish_reason: "stop",
+            usage: (21, 9),
+            tool_style: ToolStyle::OpenAi,
+            line_ending: "\n",
+            cuts: &[5, 1, 17, 2, 300, 9, 64, 3],
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Reply {
+    Answer(Canned),
+    Status {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: &'static str,
+    },
+    /// An event stream that sends a text chunk every 10 ms until the client goes away.
+    Endless,
+    /// Wait, then answer.
+    Delay(Duration, Canned),
+    /// 200 with this content type and body, verbatim.
+    Raw {
+        content_type: &'static str,
+        body: &'static str,
+    },
+}
+
+struct Recorded {
+    path: String,
+    headers: HeaderMap,
+    body: Value,
+}
+
+struct ServerState {
+    reply: Mutex<Reply>,
+    requests: Mutex<Vec<Recorded>>,
+    stream_dropped: Notify,
+    stream_dropped_flag: AtomicBool,
+}
+
+struct TestServer {
+    base_url: String,
+    state: Arc<ServerState>,
+}
+
+impl TestServer {
+    async fn start(reply: Reply) -> Self {
+        capture::install();
+        let state = Arc::new(ServerState {
+            reply: Mutex::new(reply),
+            requests: Mutex::new(Vec::new()),
+            stream_dropped: Notify::new(),
+            stream_dropped_flag: AtomicBool::new(false),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat_handler))
+            .route("/v1/embeddings", post(embeddings_handler))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        TestServer { base_url: format!("http://{addr}/v1"), state }
+    }
+
+    fn set_reply(&self, reply: Reply) {
+        *self.state.reply.lock().unwrap() = reply;
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.state.requests.lock().unwrap().iter().map(|r| r.body.clone()).collect()
+    }
+
+    fn last_body(&self) -> Value {
+        self.state.requests.lock().unwrap().last().expect("the server received no request").body.clone()
+    }
+
+    fn request_count(&self) -> usize {
+        self.state.requests.lock().unwrap().len()
+    }
+
+    fn client(&self, compat: Compat) -> OpenAiBuilder {
+        OpenAiClient::builder().base_url(&self.base_url).compat(compat).model("gpt-test")
+    }
+}
+
+fn record(state: &ServerState, path: &str, headers: HeaderMap, body: &Bytes) -> Value {
+    let body: Value = serde_json::from_slice(body).expect("the client sent invalid JSON");
+    state.requests.lock().unwrap().push(Recorded { path: path.to_string(), headers, body: body.clone() });
+    body
+}
+
+async fn chat_handler(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = record(&state, "/v1/chat/completions", headers, &body);
+    let reply = state.reply.lock().unwrap().clone();
+    let streaming = body["stream"] == json!(true);
+    let include_usage = body["stream_options"]["include_usage"] == json!(true);
+    match reply {
+        Reply::Answer(canned) => answer(&canned, streaming, include_usage),
+        Reply::Delay(delay, canned) => {
+            tokio::time::sleep(delay).await;
+            answer(&canned, streaming, include_usage)
+        }
+        Reply::Status { status, headers, body } => {
+            let mut r = Response::builder().status(status).header(header::CONTENT_TYPE, "application/json");
+            for (name, value) in headers {
+                r = r.header(name, value);
+            }
+            r.body(Body::from(body)).unwrap()
+        }
+        Reply::Raw { content_type, body } => {
+            Response::builder().header(header::CONTENT_TYPE, content_type).body(Body::from(body)).unwrap()
+        }
+        Reply::Endless => {
+            let guard = DropSignal(state.clone());
+            let events = futures::stream::unfold((0u64, guard), |(i, guard)| async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let event = json!({"id": "c", "object": "chat.completion.chunk", "model": "endless",
+                    "choices": [{"index": 0, "delta": {"content": format!("tick{i} ")}, "finish_reason": null}]});
+                Some((Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {event}\n\n"))), (i + 1, guard)))
+            });
+            sse_response(Body::from_stream(events))
+        }
+    }
+}
+
+/// Signals the test when the server drops the body of an endless stream, which hyper does when the connection
+/// closes.
+struct DropSignal(Arc<ServerState>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        self.0.stream_dropped_flag.store(true, Ordering::SeqCst);
+        self.0.stream_dropped.notify_one();
+    }
+}
+
+fn sse_response(body: Body) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .unwrap()
+}
+
+fn answer(c: &Canned, streaming: bool, include_usage: bool) -> Response {
+    if !streaming {
+        let mut message = json!({"role": "assistant", "content": c.content});
+        if !c.tool_calls.is_empty() {
+            message["tool_calls"] = c
+                .tool_calls
+                .iter()
+                .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
+                .collect();
+        }
+        let body = json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000, "model": c.model,
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": c.finish_reason}],
+            "usage": {"prompt_tokens": c.usage.0, "completion_tokens": c.usage.1, "total_tokens": c.usage.0 + c.usage.1},
+        });
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+    }
+    let text = render_sse(c, include_usage);
+    let bytes = text.into_bytes();
+    let mut pieces = Vec::new();
+    let mut rest = &bytes[..];
+    for &cut in c.cuts.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let n = cut.min(rest.len());
+        pieces.push(Bytes::copy_from_slice(&rest[..n]));
+        rest = &rest[n..];
+    }
+    let body = futures::stream::iter(pieces).then(|piece| async move {
+        // A pause between writes so that pieces reach the client as separate reads.
+        tokio::time::sleep(Duration::from_micros(200)).await;
+        Ok::<_, std::convert::Infallible>(piece)
+    });
+    sse_response(Body::from_stream(body))
+}
+
+/// The event stream OpenAI (or llama-cpp-python) sends for `c`.
+fn render_sse(c: &Canned, include_usage: bool) -> String {
+    let nl = c.line_ending;
+    let mut events: Vec<String> = Vec::new();
+    let chunk = |delta: Value, finish: Option<&str>| {
+        let mut v = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
+            "model": c.model, "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        if include_usage {
+            v["usage"] = Value::Null;
+        }
+        v.to_string()
+    };
+    match c.tool_style {
+        ToolStyle::OpenAi => events.push(chunk(json!({"role": "assistant", "content": ""}), None)),
+        ToolStyle::LlamaCpp => events.push(chunk(
+            json!({"role": "assistant", "content": null, "function_call": null, "tool_calls": null}),
+            None,
+        )),
+    }
+    if let Some(content) = c.content {
+        let chars: Vec<char> = content.chars().collect();
+        for piece in chars.chunks(3) {
+            events.push(chunk(json!({"content": piece.iter().collect::<String>()}), None));
+        }
+    }
+    events.push(String::new()); // marker for a comment line, see below
+    for (i, (id, name, args)) in c.tool_calls.iter().enumerate() {
+        let args: Vec<char> = args.chars().collect();
+        let pieces: Vec<String> = args.chunks(4).map(|p| p.iter().collect()).collect();
+        match c.tool_style {
+            ToolStyle::OpenAi => {
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": i, "id": id, "type": "function",
+                        "function": {"name": name, "arguments": ""}}]}),
+                    None,
+                ));
+                for p in &pieces {
+                    events.push(chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": p}}]}), None));
+                }
+            }
+            ToolStyle::LlamaCpp => {
+                for p in &pieces {
+                    events.push(chunk(
+                        json!({"role": null, "content": null, "function_call": {"name": name, "arguments": p},
+                            "tool_calls": [{"index": i, "id": id, "type": "function",
+                                "function": {"name": name, "arguments": p}}]}),
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+    let last_delta = match c.tool_style {
+        ToolStyle::OpenAi => json!({}),
+        ToolStyle::LlamaCpp => json!({"role": null, "content": null, "function_call": null, "tool_calls": null}),
+    };
+    events.push(chunk(last_delta, Some(c.finish_reason)));
+    if include_usage {
+        events.push(
+            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                "model": c.model, "choices": [],
+                "usage": {"prompt_tokens": c.usage.0, "completion_tokens": c.usage.1,
+                    "total_tokens": c.usage.0 + c.usage.1}})
+            .to_string(),
+        );
+    }
+    events.push("[DONE]".to_string());
+    let mut out = String::new();
+    for e in events {
+        if e.is_empty() {
+            out.push_str(&format!(": keep-alive{nl}{nl}"));
+        } else {
+            out.push_str(&format!("data: {e}{nl}{nl}"));
+        }
+    }
+    out
+}
+
+async fn embeddings_handler(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = record(&state, "/v1/embeddings", headers, &body);
+    let inputs: Vec<String> = serde_json::from_value(body["input"].clone()).expect("input is an array of strings");
+    // Listed in reverse, as servers that batch internally may do; clients must order by `index`.
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, text)| {
+            json!({"object": "embedding", "index": i, "embedding": [text.chars().count() as f32, i as f32, 0.5]})
+        })
+        .collect();
+    let response = json!({"object": "list", "data": data, "model": body["model"],
+        "usage": {"prompt_tokens": inputs.len() * 2, "total_tokens": inputs.len() * 2}});
+    Response::builder().header(header::CONTENT_TYPE, "application/json").body(Body::from(response.to_string())).unwrap()
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Helpers
+// ----------------------------------------------------------------------------------------------------------------
+
+/// The response without `raw` (a JSON document for `chat`, the array of chunks for a folded stream).
+fn comparable(r: &ChatResponse) -> (Message, Option<FinishReason>, Option<Usage>, String) {
+    (r.message.clone(), r.finish_reason.clone(), r.usage, r.model.clone())
+}
+
+fn weather_tool() -> ToolDefinition {
+    ToolDefinition {
+        name: "weather".into(),
+        description: "Current weather in a city".into(),
+        parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Tests
+// ----------------------------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn chat_sends_every_field_and_decodes_the_answer() {
+    let server = TestServer::start(Reply::Answer(Canned::text("Hej världen ☃ — naïve"))).await;
+    let client = server.client(Compat::Vllm).api_key("sk-test-key").header("x-trace", "abc").build().unwrap();
+    let request = ChatRequest::new(vec![Message::system("Be brief."), Message::user("Greet me.")])
+        .with_temperature(0.25)
+        .with_top_p(0.5)
+        .with_max_tokens(32)
+        .with_stop("\n\n")
+        .with_seed(42);
+    let response = client.chat(request).await.unwrap();
+
+    assert_eq!(response.text(), "Hej världen ☃ — naïve");
+    assert_eq!(response.model, "gpt-test-2025");
+    assert_eq!(response.finish_reason, Some(FinishReason::Stop));
+    assert_eq!(response.usage, Some(Usage { input_tokens: 21, output_tokens: 9, total_tokens: 30 }));
+    assert_eq!(response.raw["id"], "chatcmpl-1");
+
+    let recorded = server.state.requests.lock().unwrap();
+    assert_eq!(recorded.len(), 1);
+    let req = &recorded[0];
+    assert_eq!(req.path, "/v1/chat/completions");
+    assert_eq!(req.headers["authorization"], "Bearer sk-test-key");
+    assert_eq!(req.headers["x-trace"], "abc");
+    assert_eq!(req.headers["content-type"], "application/json");
+    assert_eq!(
+        req.body,
+        json!({
+            "model": "gpt-test",
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Greet me."}],
+            "temperature": 0.25,
+            "top_p": 0.5,
+            "max_tokens": 32,
+            "stop": ["\n\n"],
+            "seed": 42,
+            "stream": false,
+        })
+    );
+}
+
+#[tokio::test]
+async fn request_model_overrides_the_default_and_openai_profile_uses_max_completion_tokens() {
+    let server = TestServer::start(Reply::Answer(Canned::text("ok"))).await;
+    let client = server.client(Compat::OpenAi).build().unwrap();
+    client.chat(ChatRequest::new(vec![Message::user("hi")]).with_model("other").with_max_tokens(5)).await.unwrap();
+    let body = server.last_body();
+    assert_eq!(body["model"], "other");
+    assert_eq!(body["max_completion_tokens"], 5);
+    assert!(body.get("max_tokens").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn stream_folds_into_the_chat_response() {
+    let server = TestServer::start(Reply::Answer(Canned::text("Hej världen ☃ — naïve, streamed in pieces."))).await;
+    let client = server.client(Compat::OpenAi).build().unwrap();
+    let request = ChatRequest::new(vec![Message::user("Greet me.")]).with_temperature(0.0);
+
+    let chat = client.chat(request.clone()).await.unwrap();
+    let mut stream = client.stream(request).await.unwrap();
+    let mut texts = Vec::new();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        if let Some(t) = &chunk.text {
+            texts.push(t.clone());
+        }
+        chunks.push(chunk);
+    }
+    assert!(texts.len() > 5, "the answer should arrive in pieces: {texts:?}");
+    let mut builder = catena_core::ChatResponseBuilder::default();
+    for c in &chunks {
+        builder.push(c);
+    }
+    let folded = builder.finish();
+    assert_eq!(comparable(&folded), comparable(&chat));
+    assert_eq!(folded.usage, Some(Usage { input_tokens: 21, output_tokens: 9, total_tokens: 30 }));
+    assert_eq!(folded.raw.as_array().map(Vec::len), Some(chunks.len()));
+
+    let bodies = server.bodies();
+    assert_eq!(bodies[0]["stream"], false);
+    assert!(bodies[0].get("stream_options").is_none());
+    assert_eq!(bodies[1]["stream"], true);
+    assert_eq!(bodies[1]["stream_options"], json!({"include_usage": true}));
+    let headers = &server.state.requests.lock().unwrap()[1].headers;
+    assert_eq!(headers["accept"], "text/event-stream");
+}
+
+#[tokio::test]
+async fn tool_calls_round_trip_openai_style() {
+    let canned = Canned {
+        content: None,
+        tool_calls: vec![
+            ("call_abc", "weather", r#"{"city": "Oslo"}"#),
+            ("call_def", "weather", r#"{"city": "Bergen, Norway"}"#),
+        ],
+        finish_reason: "tool_calls",
+        ..Canned::text("")
+    };
+    let server = TestServer::start(Reply::Answer(canned)).await;
+    let client = server.client(Compat::OpenAi).build().unwrap();
+    let request = ChatRequest::new(vec![Message::user("Weather in Oslo and Bergen?")])
+        .with_tool(weather_tool())
+        .with_tool_choice(ToolChoice::Auto);
+
+    let chat = client.chat(request.clone()).await.unwrap();
+    let folded = collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap();
+    assert_eq!(comparable(&folded), comparable(&chat));
+    assert_eq!(chat.finish_reason, Some(FinishReason::ToolCalls));
+    let calls = &chat.message.tool_calls;
+    assert_eq!(calls.len(), 2);
+    assert_eq!((calls[0].id.as_str(), calls[0].name.as_str()), ("call_abc", "weather"));
+    assert_eq!(calls[1].arguments, r#"{"city": "Bergen, Norway"}"#);
+    assert_eq!(chat.text(), "");
+
+    let sent = server.last_body();
+    assert_eq!(
+        sent["tools"],
+        json!([{"type": "function", "function": {"name": "weather", "description": "Current weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
+    );
+    assert_eq!(sent["tool_choice"], "auto");
+
+    // Send the calls back with their results.
+    let mut history = request.messages.clone();
+    history.push(chat.message.clone());
+    history.push(Message::tool_result("call_abc", "12°C, rain"));
+    history.push(Message::tool_result("call_def", "9°C, sun"));
+    server.set_reply(Reply::Answer(Canned::text("Oslo: rain. Bergen: sun.")));
+    let follow_up = client
+        .chat(ChatRequest::new(history).with_tool(weather_tool()).with_tool_choice(ToolChoice::Tool("weather".into())))
+        .await
+        .unwrap();
+    assert_eq!(follow_up.text(), "Oslo: rain. Bergen: sun.");
+    let sent = server.last_body();
+    assert_eq!(sent["tool_choice"], json!({"type": "function", "function": {"name": "weather"}}));
+    assert_eq!(
+        sent["messages"][1],
+        json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_abc", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Oslo\"}"}},
+            {"id": "call_def", "type": "function",
+                "function": {"name": "weather", "arguments": "{\"city\": \"Bergen, Norway\"}"}},
+        ]})
+    );
+    assert_eq!(sent["messages"][2], json!({"role": "tool", "content": "12°C, rain", "tool_call_id": "call_abc"}));
+    assert_eq!(sent["messages"][3], json!({"role": "tool", "content": "9°C, sun", "tool_call_id": "call_def"}));
+}
+
+#[tokio::test]
+async fn tool_calls_round_trip_llama_cpp_style() {
+    let canned = Canned {
+        model: "qwen2.5-0.5b-instruct-q4_k_m.gguf",
+        content: None,
+        tool_calls: vec![("call__0_weather_cmpl-7", "weather", r#"{"city": "Trondheim"}"#)],
+        finish_reason: "tool_calls",
+        tool_style: ToolStyle::LlamaCpp,
+        line_ending: "\r\n",
+        cuts: &[7, 1, 1, 40, 3, 200],
+        ..Canned::text("")
+    };
+    let server = TestServer::start(Reply::Answer(canned)).await;
+    let client = server.client(Compat::LlamaCpp).build().unwrap();
+    let request = ChatRequest::new(vec![Message::user("Weather in Trondheim?")])
+        .with_tool(weather_tool())
+        .with_tool_choice(ToolChoice::Tool("weather".into()));
+
+    let chat = client.chat(request.clone()).await.unwrap();
+    let folded = collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap();
+    // llama-cpp-python sends no usage in streams, and the profile does not ask for it.
+    assert_eq!(folded.usage, None);
+    assert!(chat.usage.is_some());
+    assert_eq!(
+        (folded.message.clone(), folded.finish_reason.clone(), folded.model.clone()),
+        (chat.message.clone(), chat.finish_reason.clone(), chat.model.clone())
+    );
+    let call = &folded.message.tool_calls[0];
+    assert_eq!((call.id.as_str(), call.name.as_str()), ("call__0_weather_cmpl-7", "weather"));
+    assert_eq!(call.arguments, r#"{"city": "Trondheim"}"#, "repeated ids and names must not be appended");
+    assert!(server.last_body().get("stream_options").is_none());
+
+    let mut history = request.messages.clone();
+    history.push(folded.message.clone());
+    history.push(Message::tool_result(call.id.clone(), "3°C, snow"));
+    server.set_reply(Reply::Answer(Canned::text("Snowy.")));
+    client.chat(ChatRequest::new(history)).await.unwrap();
+    let sent = server.last_body();
+    assert_eq!(sent["messages"][1]["content"], "", "llama-cpp-python rejects null content next to tool_calls");
+    assert_eq!(sent["messages"][1]["tool_calls"][0]["id"], "call__0_weather_cmpl-7");
+}
+
+#[tokio::test]
+async fn llama_cpp_profile_rejects_unsupported_requests_before_sending() {
+    let server = TestServer::start(Reply::Answer(Canned::text("{}"))).await;
+    let client = server.client(Compat::LlamaCpp).build().unwrap();
+    let schema = json!({"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]});
+    let request =
+        ChatRequest::new(vec![Message::user("JSON please")]).with_response_format(ResponseFormat::JsonSchema {
+            name: "answer".into(),
+            schema: schema.clone(),
+            strict: true,
+        });
+    for result in [client.chat(request.clone()).await.err(), client.stream(request.clone()).await.err()] {
+        match result {
+            Some(Error::Unsupported { capability, backend, .. }) => {
+                assert!(capability.contains("json_schema"), "{capability}");
+                assert!(backend.contains("llama.cpp"), "{backend}");
+            }
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+    let required =
+        ChatRequest::new(vec![Message::user("x")]).with_tool(weather_tool()).with_tool_choice(ToolChoice::Required);
+    assert!(matches!(client.chat(required).await, Err(Error::Unsupported { .. })));
+    assert_eq!(server.request_count(), 0, "nothing may be sent for unsupported requests");
+
+    // The llama-cpp-python way to constrain JSON by a schema.
+    let plain = ChatRequest::new(vec![Message::user("JSON please")]);
+    let options = ChatOptions::new().with_json_object_schema(schema.clone());
+    client.chat_with(plain.clone(), &options).await.unwrap();
+    assert_eq!(server.last_body()["response_format"], json!({"type": "json_object", "schema": schema}));
+
+    // Other profiles do not accept that option, and capabilities can be overridden.
+    let vllm = server.client(Compat::Vllm).build().unwrap();
+    assert!(matches!(vllm.chat_with(plain.clone(), &options).await, Err(Error::Unsupported { .. })));
+    let overridden = server
+        .client(Compat::LlamaCpp)
+        .capabilities(catena_core::Capabilities { json_schema: true, ..Compat::LlamaCpp.capabilities() })
+        .build()
+        .unwrap();
+    overridden.chat(request).await.unwrap();
+    assert_eq!(server.last_body()["response_format"]["type"], "json_schema");
+}
+
+#[tokio::test]
+async fn embeddings_come_back_in_input_order() {
+    let server = TestServer::start(Reply::Answer(Canned::text(""))).await;
+    let client = server.client(Compat::OpenAi).api_key("k").build().unwrap();
+    let embedder = client.embedder("text-embedding-test", 3);
+    let texts: Vec<String> = ["a", "bb", "ccc", "dddd"].iter().map(|s| s.to_string()).collect();
+    let vectors = embedder.embed_documents(&texts).await.unwrap();
+    assert_eq!(vectors.len(), 4);
+    for (i, v) in vectors.iter().enumerate() {
+        assert_eq!(v, &vec![(i + 1) as f32, i as f32, 0.5]);
+    }
+    assert_eq!(server.last_body(), json!({"model": "text-embedding-test", "input": ["a", "bb", "ccc", "dddd"]}));
+    assert_eq!(embedder.embed_query("hello").await.unwrap(), vec![5.0, 0.0, 0.5]);
+    assert_eq!(embedder.dimensions(), 3);
+    assert_eq!(embedder.model_name(), "text-embedding-test");
+
+    let before = server.request_count();
+    assert!(embedder.embed_documents(&[]).await.unwrap().is_empty());
+    assert_eq!(server.request_count(), before, "no request for no input");
+
+    let discovered = client.discover_embedder("text-embedding-test").await.unwrap();
+    assert_eq!(discovered.dimensions(), 3);
+
+    let wrong = client.embedder("text-embedding-test", 1536);
+    let err = wrong.embed_query("x").await.unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }) && err.to_string().contains("1536"), "{err}");
+
+    let shortened = client.embedder("text-embedding-test", 3).with_requested_dimensions();
+    shortened.embed_query("x").await.unwrap();
+    assert_eq!(server.last_body()["dimensions"], 3);
+
+    let err = client.default_embedder().unwrap_err();
+    assert!(err.to_string().contains("CATENA_EMBEDDING_MODEL"), "{err}");
+    let configured = server
+        .client(Compat::OpenAi)
+        .embedding_model("text-embedding-test")
+        .embedding_dimensions(3)
+        .build()
+        .unwrap()
+        .default_embedder()
+        .unwrap();
+    assert_eq!(configured.embed_query("abc").await.unwrap()[0], 3.0);
+}
+
+#[tokio::test]
+async fn rate_limit_keeps_status_body_and_retry_after() {
+    let body = r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#;
+    let server =
+        TestServer::start(Reply::Status { status: 429, headers: vec![("retry-after", "7".into())], body }).await;
+    let client = server.client(Compat::OpenAi).build().unwrap();
+    let request = ChatRequest::new(vec![Message::user("hi")]);
+    for err in [client.chat(request.clone()).await.unwrap_err(), client.stream(request.clone()).await.err().unwrap()] {
+        match &err {
+            Error::Http { status, body: got, retry_after, .. } => {
+                assert_eq!(*status, 429);
+                assert_eq!(got, body);
+                assert_eq!(*retry_after, Some(Duration::from_secs(7)));
+            }
+            other => panic!("expected Http, got {other:?}"),
+        }
+        assert!(err.is_retryable());
+    }
+
+    let at = SystemTime::now() + Duration::from_secs(120);
+    server.set_reply(Reply::Status {
+        status: 503,
+        headers: vec![("retry-after", httpdate::fmt_http_date(at))],
+        body: "overloaded",
+    });
+    let retry_after = client.chat(request).await.unwrap_err().retry_after().expect("an HTTP-date Retry-After");
+    assert!((Duration::from_secs(115)..=Duration::from_secs(120)).contains(&retry_after), "{retry_after:?}");
+}
+
+#[tokio::test]
+async fn server_error_body_is_kept() {
+    let body = "Internal Server Error: ValueError: Unsupported response_format type json_schema";
+    let server = TestServer::start(Reply::Status { status: 500, headers: vec![], body }).await;
+    let client = server.client(Compat::Generic).build().unwrap();
+    let err = client.chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap_err();
+    assert!(matches!(&err, Error::Http { status: 500, body: b, retry_after: None, .. } if b == body), "{err:?}");
+    assert!(err.to_string().contains("HTTP 500"), "{err}");
+}
+
+#[tokio::test]
+async fn connection_refused_is_a_transport_error() {
+    capture::install();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let client = OpenAiClient::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .compat(Compat::Generic)
+        .model("m")
+        .build()
+        .unwrap();
+    let err = client.chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap_err();
+    match &err {
+        Error::Transport { message, .. } => assert!(message.to_lowercase().contains("refused"), "{message}"),
+        other => panic!("expected Transport, got {other:?}"),
+    }
+    assert!(err.is_retryable());
+    let err = client.embedder("e", 3).embed_query("x").await.unwrap_err();
+    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn bad_payloads_are_decode_errors() {
+    let server =
+        TestServer::start(Reply::Raw { content_type: "application/json", body: "<html>not json</html>" }).await;
+    let client = server.client(Compat::Generic).build().unwrap();
+    let request = ChatRequest::new(vec![Message::user("hi")]);
+    let err = client.chat(request.clone()).await.unwrap_err();
+    assert!(matches!(&err, Error::Decode { message, .. } if message.contains("not json")), "{err:?}");
+    // A JSON answer to a streaming request means the server cannot stream.
+    let err = client.stream(request.clone()).await.err().unwrap();
+    assert!(matches!(&err, Error::Decode { message, .. } if message.contains("streaming")), "{err:?}");
+
+    server.set_reply(Reply::Raw {
+        content_type: "text/event-stream",
+        body: "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}\n\ndata: {broken\n\n",
+    });
+    let mut stream = client.stream(request.clone()).await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap().text.as_deref(), Some("ok"));
+    assert!(matches!(stream.next().await, Some(Err(Error::Decode { .. }))));
+    assert!(stream.next().await.is_none());
+
+    // The body ends without [DONE] or a finish_reason: the answer is incomplete.
+    server.set_reply(Reply::Raw {
+        content_type: "text/event-stream",
+        body: "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Once upon\"}}]}\n\n",
+    });
+    let err = collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap_err();
+    assert!(matches!(&err, Error::Transport { message, .. } if message.contains("[DONE]")), "{err:?}");
+
+    // An error object inside the stream.
+    server.set_reply(Reply::Raw {
+        content_type: "text/event-stream",
+        body: "data: {\"error\":{\"message\":\"context length exceeded\",\"code\":400}}\n\n",
+    });
+    let err = collect_stream(client.stream(request).await.unwrap()).await.unwrap_err();
+    assert!(matches!(&err, Error::Http { status: 400, body, .. } if body.contains("context length")), "{err:?}");
+}
+
+#[tokio::test]
+async fn slow_server_times_out() {
+    let server = TestServer::start(Reply::Delay(Duration::from_secs(3), Canned::text("late"))).await;
+    let timeout = Duration::from_millis(300);
+    let client = server.client(Compat::Generic).timeout(timeout).build().unwrap();
+    let started = std::time::Instant::now();
+    let err = client.chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout(d) if d == timeout), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn dropping_a_stream_closes_the_connection() {
+    let server = TestServer::start(Reply::Endless).await;
+    let client = server.client(Compat::Generic).build().unwrap();
+    let mut stream = client.stream(ChatRequest::new(vec![Message::user("count forever")])).await.unwrap();
+    for i in 0..3 {
+        let chunk = stream.next().await.unwrap().unwrap();
+        assert_eq!(chunk.text, Some(format!("tick{i} ")));
+    }
+    assert!(!server.state.stream_dropped_flag.load(Ordering::SeqCst));
+    drop(stream);
+    tokio::time::timeout(Duration::from_secs(5), server.state.stream_dropped.notified())
+        .await
+        .expect("the server kept generating after the client dropped the stream");
+    assert!(server.state.stream_dropped_flag.load(Ordering::SeqCst));
+}
+
+#[test]
+fn clients_and_embedders_are_shareable() {
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<OpenAiClient>();
+    shareable::<catena_providers::openai::OpenAiEmbedder>();
+    shareable::<ApiKey>();
+}
+
+#[tokio::test]
+async fn streams_outlive_the_client_and_cross_tasks() {
+    let server = TestServer::start(Reply::Answer(Canned::text("owned"))).await;
+    let stream = {
+        let client = server.client(Compat::OpenAi).build().unwrap();
+        client.stream(ChatRequest::new(vec![Message::user("hi")])).await.unwrap()
+    };
+    let folded = tokio::spawn(collect_stream(stream)).await.unwrap().unwrap();
+    assert_eq!(folded.text(), "owned");
+}
+
+/// Captures span and event fields. One global subscriber is installed before any test makes a call (installing
+/// per-test thread-local subscribers races with `tracing`'s callsite-interest cache when tests run in parallel);
+/// it forwards fields to the sink of the test thread that recorded them, if that test asked for one.
+mod capture {
+    use std::cell::RefCell;
+    use std::fmt;
+    use std::sync::{Arc, Mutex, Once};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Subscriber};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::registry::LookupSpan;
+    use tracing_subscriber::Layer;
+
+    thread_local! {
+        static SINK: RefCell<Option<Captured>> = const { RefCell::new(None) };
+    }
+
+    /// `(span or event name, field, value)` triples.
+    #[derive(Clone, Default)]
+    pub struct Captured(Arc<Mutex<Vec<(String, String, String)>>>);
+
+    /// Installs the global subscriber (once per test binary).
+    pub fn install() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Forward))
+                .expect("no other global subscriber in this test binary")
+        });
+    }
+
+    /// Captures what this thread records until the guard is dropped.
+    pub fn start() -> (Captured, Guard) {
+        install();
+        let captured = Captured::default();
+        SINK.with(|s| *s.borrow_mut() = Some(captured.clone()));
+        (captured, Guard)
+    }
+
+    pub struct Guard;
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            SINK.with(|s| *s.borrow_mut() = None);
+        }
+    }
+
+    struct Visitor<'a> {
+        name: &'a str,
+        out: &'a Captured,
+    }
+
+    impl Visit for Visitor<'_> {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.out.0.lock().unwrap().push((self.name.to_string(), field.name().to_string(), value.to_string()));
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            self.out.0.lock().unwrap().push((self.name.to_string(), field.name().to_string(), format!("{value:?}")));
+        }
+    }
+
+    fn with_sink(f: impl FnOnce(&Captured)) {
+        SINK.with(|s| {
+            if let Some(c) = &*s.borrow() {
+                f(c)
+            }
+        })
+    }
+
+    struct Forward;
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Forward {
+        fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
+            with_sink(|out| attrs.record(&mut Visitor { name: attrs.metadata().name(), out }));
+        }
+        fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+            let name = ctx.span(id).map(|s| s.name()).unwrap_or("?");
+            with_sink(|out| values.record(&mut Visitor { name, out }));
+        }
+        fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+            with_sink(|out| event.record(&mut Visitor { name: event.metadata().name(), out }));
+        }
+    }
+
+    impl Captured {
+        pub fn value(&self, span: &str, field: &str) -> Vec<String> {
+            let all = self.0.lock().unwrap();
+            all.iter().filter(|(s, f, _)| s == span && f == field).map(|(_, _, v)| v.clone()).collect()
+        }
+        pub fn everything(&self) -> String {
+            format!("{:?}", self.0.lock().unwrap())
+        }
+    }
+}
+
+#[tokio::test]
+async fn spans_carry_gen_ai_fields() {
+    let (captured, _guard) = capture::start();
+
+    let server = TestServer::start(Reply::Answer(Canned::text("traced"))).await;
+    let client = server.client(Compat::Vllm).build().unwrap();
+    let request = ChatRequest::new(vec![Message::user("hi")]).with_temperature(0.5).with_max_tokens(8);
+    client.chat(request.clone()).await.unwrap();
+    collect_stream(client.stream(request).await.unwrap()).await.unwrap();
+    client.embedder("emb", 3).embed_query("x").await.unwrap();
+
+    let c = &captured;
+    assert_eq!(c.value("chat", "gen_ai.operation.name"), ["chat", "chat"]);
+    assert_eq!(c.value("chat", "gen_ai.system"), ["vllm", "vllm"]);
+    assert_eq!(c.value("chat", "gen_ai.request.model"), ["gpt-test", "gpt-test"]);
+    assert_eq!(c.value("chat", "gen_ai.request.temperature"), ["0.5", "0.5"]);
+    assert_eq!(c.value("chat", "gen_ai.request.max_tokens"), ["8", "8"]);
+    assert_eq!(c.value("chat", "gen_ai.response.model"), ["gpt-test-2025", "gpt-test-2025"]);
+    assert_eq!(c.value("chat", "gen_ai.usage.input_tokens"), ["21", "21"]);
+    assert_eq!(c.value("chat", "gen_ai.usage.output_tokens"), ["9", "9"]);
+    assert_eq!(c.value("chat", "gen_ai.response.finish_reasons"), ["stop", "stop"]);
+    assert_eq!(c.value("chat", "catena.stream"), ["false", "true"]);
+    let latencies = c.value("chat", "catena.latency_ms");
+    assert_eq!(latencies.len(), 2);
+    assert!(latencies.iter().all(|l| l.parse::<f64>().unwrap() > 0.0), "{latencies:?}");
+    assert_eq!(c.value("embedding", "gen_ai.operation.name"), ["embeddings"]);
+    assert_eq!(c.value("embedding", "gen_ai.usage.input_tokens"), ["2"]);
+    assert_eq!(c.value("embedding", "catena.latency_ms").len(), 1);
+
+    server.set_reply(Reply::Status { status: 429, headers: vec![], body: "slow down" });
+    client.chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap_err();
+    assert_eq!(c.value("chat", "error.type"), ["429"]);
+
+    // A stream dropped before its end is marked cancelled, with its latency.
+    server.set_reply(Reply::Endless);
+    let mut stream = client.stream(ChatRequest::new(vec![Message::user("hi")])).await.unwrap();
+    stream.next().await.unwrap().unwrap();
+    assert!(c.value("chat", "catena.cancelled").is_empty());
+    drop(stream);
+    assert_eq!(c.value("chat", "catena.cancelled"), ["true"]);
+    assert_eq!(c.value("chat", "catena.latency_ms").len(), 4);
+    assert_eq!(c.value("chat", "gen_ai.response.model").last().map(String::as_str), Some("endless"));
+}
+
+#[tokio::test]
+async fn api_key_never_leaks() {
+    const KEY: &str = "sk-proj-SECRET0123456789";
+    let (captured, _guard) = capture::start();
+
+    let server = TestServer::start(Reply::Answer(Canned::text("fine"))).await;
+    let builder = server.client(Compat::OpenAi).api_key(KEY).header("api-key", KEY);
+    let client = builder.clone().build().unwrap();
+    let request = ChatRequest::new(vec![Message::user("hi")]);
+    client.chat(request.clone()).await.unwrap();
+    collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap();
+    assert_eq!(server.state.requests.lock().unwrap()[0].headers["authorization"], format!("Bearer {KEY}"));
+
+    let mut printed = vec![
+        format!("{:?}", ApiKey::new(KEY)),
+        format!("{}", ApiKey::new(KEY)),
+        format!("{builder:?}"),
+        format!("{client:?}"),
+        format!("{client}"),
+        format!("{:?}", client.embedder("e", 3)),
+    ];
+    server.set_reply(Reply::Status { status: 401, headers: vec![], body: "{\"error\":\"invalid key\"}" });
+    let err = client.chat(request.clone()).await.unwrap_err();
+    printed.push(format!("{err} {err:?}"));
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        OpenAiClient::builder().base_url(format!("http://127.0.0.1:{port}/v1")).api_key(KEY).model("m").build().unwrap()
+    };
+    let err = refused.chat(request.clone()).await.unwrap_err();
+    printed.push(format!("{err} {err:?}"));
+    let err = OpenAiClient::builder().base_url("http://x/v1").api_key("bad\nkey-SECRET").build().unwrap_err();
+    printed.push(format!("{err} {err:?}"));
+    printed.push(captured.everything());
+
+    for text in &printed {
+        assert!(!text.contains("SECRET"), "the key leaked: {text}");
+    }
+    assert!(printed[0] == "[redacted]" && printed[2].contains("[redacted]") && printed[3].contains("[redacted]"));
+    assert!(captured.everything().contains("gen_ai.usage.input_tokens"), "the capture layer saw the spans");
+}
+
+#[tokio::test]
+async fn environment_configuration() {
+    // The only test that touches these variables, so no other test observes the changes.
+    const VARS: [&str; 6] = [
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+        "CATENA_MODEL",
+        "CATENA_COMPAT",
+        "CATENA_EMBEDDING_MODEL",
+        "CATENA_EMBEDDING_DIMENSIONS",
+    ];
+    for v in VARS {
+        std::env::remove_var(v);
+    }
+    let err = OpenAiClient::from_env().unwrap_err();
+    assert!(matches!(&err, Error::Config { setting, .. } if setting == "OPENAI_API_KEY"), "{err:?}");
+
+    let server = TestServer::start(Reply::Answer(Canned::text("from env"))).await;
+    std::env::set_var("OPENAI_BASE_URL", &server.base_url);
+    let client = OpenAiClient::from_env().unwrap();
+    assert_eq!(client.compat(), Compat::Generic);
+    assert_eq!(client.default_model(), None);
+    let err = client.chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap_err();
+    match &err {
+        Error::Config { setting, hint, .. } => {
+            assert_eq!(setting, "CATENA_MODEL");
+            assert!(hint.contains("OpenAiBuilder::model"), "{hint}");
+        }
+        other => panic!("expected Config, got {other:?}"),
+    }
+    assert_eq!(server.request_count(), 0);
+
+    std::env::set_var("CATENA_MODEL", "env-model");
+    std::env::set_var("CATENA_COMPAT", "llama.cpp");
+    std::env::set_var("OPENAI_API_KEY", "sk-env");
+    let client = OpenAiClient::from_env().unwrap();
+    assert_eq!(client.compat(), Compat::LlamaCpp);
+    assert_eq!(client.chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap().text(), "from env");
+    assert_eq!(server.last_body()["model"], "env-model");
+    assert_eq!(server.state.requests.lock().unwrap()[0].headers["authorization"], "Bearer sk-env");
+
+    std::env::set_var("CATENA_COMPAT", "bogus");
+    assert!(matches!(OpenAiClient::from_env(), Err(Error::Config { setting, .. }) if setting == "CATENA_COMPAT"));
+    std::env::remove_var("CATENA_COMPAT");
+    std::env::set_var("CATENA_EMBEDDING_DIMENSIONS", "many");
+    assert!(
+        matches!(OpenAiClient::from_env(), Err(Error::Config { setting, .. }) if setting == "CATENA_EMBEDDING_DIMENSIONS")
+    );
+    std::env::set_var("CATENA_EMBEDDING_DIMENSIONS", "3");
+    std::env::set_var("CATENA_EMBEDDING_MODEL", "env-embed");
+    let embedder = OpenAiClient::from_env().unwrap().default_embedder().unwrap();
+    assert_eq!(embedder.embed_query("hey").await.unwrap(), vec![3.0, 0.0, 0.5]);
+
+    std::env::set_var("OPENAI_BASE_URL", "https://api.openai.com/v1/");
+    std::env::remove_var("OPENAI_API_KEY");
+    let err = OpenAiClient::from_env().unwrap_err();
+    assert!(err.to_string().contains("OPENAI_API_KEY"), "{err}");
+    for v in VARS {
+        std::env::remove_var(v);
+    }
+}
