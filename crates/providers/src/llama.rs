@@ -1,1 +1,822 @@
-//! Local GGUF generation (being written).
+//! In-process generation with GGUF models through llama.cpp (feature `llama-cpp`).
+//!
+//! [`LocalLlm`] implements [`Llm`] for a GGUF file: chat with the chat template stored in the model's metadata,
+//! streaming, stop sequences, temperature / top-p / top-k / seed, token limits, usage counts, and reuse of the
+//! KV cache across the turns of a conversation.
+//!
+//! ```no_run
+//! use catena_core::{ChatRequest, Llm, Message};
+//! use catena_providers::llama::{LocalLlm, LocalLlmOptions};
+//!
+//! # async fn demo() -> catena_core::Result<()> {
+//! let llm = LocalLlm::from_gguf("models/qwen2.5-0.5b-instruct-q4_k_m.gguf", LocalLlmOptions::default())?;
+//! let answer = llm.chat(ChatRequest::new(vec![Message::user("Name a prime number.")]).with_max_tokens(16)).await?;
+//! println!("{}", answer.text());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Threads: a pool of contexts, one thread each, fed from one queue
+//!
+//! Model work never runs on the async runtime: the calling task only renders the template and tokenizes the
+//! prompt (microseconds to a few milliseconds; this is how a prompt that does not fit is rejected at once). The
+//! model's weights are loaded once and shared; each of [`LocalLlmOptions::contexts`] llama.cpp contexts (KV
+//! cache and scratch buffers) is owned by its own OS thread. Requests go into one queue; a context that becomes free takes the oldest request, and a request that arrives
+//! while contexts are idle goes to the idle context whose cache shares the longest prefix with its prompt, so a
+//! conversation's next turn finds its KV cache again. A context is only ever touched by its own thread, which
+//! is what llama.cpp requires (contexts are not thread-safe; the model is), so there is no `unsafe` here and no
+//! lock around a decode.
+//!
+//! The default is **one context**, i.e. a plain queue that serves requests in order. On a CPU a single decode
+//! already spreads its matrix products over all [`LocalLlmOptions::threads`]: a second context only splits
+//! the same cores and the memory bandwidth between two requests, so total throughput stays about the same while
+//! every request gets slower and each context costs a KV cache. Raise `contexts` (and lower `threads` per
+//! context) when latency of concurrent requests matters more, or when cores outnumber what one decode can use.
+//!
+//! Dropping a stream cancels its request: the worker checks after every token (and between prompt batches)
+//! whether anybody still listens, and moves on to the next request. Dropping the [`LocalLlm`] lets requests
+//! already queued finish; then the threads exit and the model is freed.
+//!
+//! # KV cache reuse
+//!
+//! Each context remembers the tokens in its KV cache. A new prompt keeps the longest common prefix and only
+//! decodes the rest, so the second turn of a chat decodes only the new messages (plus the previous answer,
+//! where its re-tokenization differs from the generated tokens). [`LocalLlm::stats`] counts reused and decoded
+//! prompt tokens; [`GenerationSummary`] has the numbers of one request.
+//!
+//! # Token-level access for constrained generation
+//!
+//! [`LocalLlm::generate`] takes a [`GenerationRequest`] that may carry a [`TokenMask`]: before each token is
+//! sampled, the mask gets the tokens generated so far and removes the disallowed ones from a [`TokenSet`]; the
+//! sampler chain only sees the allowed candidates. [`LocalLlm::vocabulary`] maps every token id to its bytes,
+//! which is what a token trie (llguidance's `toktrie`) is built from. Grammar-constrained `json_schema` and tool
+//! calls build on this; until they exist, [`Capabilities`] says `tools`, `json_object` and `json_schema` are not
+//! supported and such requests are rejected.
+//!
+//! # Telemetry
+//!
+//! Every request runs in a `tracing` span `gen_ai.request` (`otel.name` `"chat <file name>"`, or
+//! `"text_completion <file name>"` for raw prompts) with the OpenTelemetry GenAI fields of
+//! [`catena_core::telemetry`]: operation (`chat` / `text_completion`), system `llama.cpp`, request and response
+//! model (the file name), temperature, max tokens, then usage, finish reason, latency in milliseconds and
+//! `catena.llama.prompt_tokens_reused`, recorded by the worker when the request ends. The worker enters the span
+//! while it runs the request, so llama.cpp's own log lines (sent to `tracing` too) land inside it.
+//!
+//! # Downloading a model
+//!
+//! With the feature `llama-hf-hub`, `LocalLlm::from_hf_hub` downloads a GGUF file from the Hugging Face hub into
+//! its cache (or finds it there) and loads it; `DEFAULT_HF_MODEL` names a small instruct model (Qwen2.5 0.5B
+//! Instruct, Q4_K_M). It needs network access to the hub, so it has no test here.
+
+mod text;
+mod vocab;
+mod worker;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use catena_core::{
+    async_trait, telemetry, Capabilities, ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ChatStream,
+    ContentPart, Error, FinishReason, Llm, Message, Result, Usage,
+};
+use futures::{Stream, StreamExt};
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token_type::LlamaTokenAttr;
+use tokio::sync::mpsc;
+
+pub use vocab::{TokenId, TokenKind, TokenMask, TokenSet, VocabEntry, Vocabulary};
+
+use worker::{ContextSettings, Counters, Job, Pool, Shared};
+
+/// The environment variable [`LocalLlm::from_env`] reads: the path of a GGUF file.
+pub const MODEL_ENV: &str = "CATENA_LLM_MODEL";
+
+/// The value of `gen_ai.system` and the start of [`Capabilities::backend`].
+pub const SYSTEM: &str = "llama.cpp";
+
+/// Sampling settings.
+///
+/// The [`Default`] is llama.cpp's: temperature 0.8, top-p 0.95, top-k 40, no seed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingParams {
+    /// Temperature; `0.0` means greedy decoding (always the most likely token, deterministic).
+    pub temperature: f32,
+    /// Nucleus sampling: keep the most likely tokens whose probabilities add up to `top_p` (`1.0` disables it).
+    pub top_p: f32,
+    /// Keep only the `top_k` most likely tokens (`0` disables it).
+    pub top_k: u32,
+    /// Seed of the random draw; the same seed, prompt and settings give the same answer. `None` draws a random
+    /// seed per request. llama.cpp seeds are 32-bit: seeds below `u32::MAX` are used as they are, larger ones
+    /// are reduced modulo `u32::MAX`.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams { temperature: 0.8, top_p: 0.95, top_k: 40, seed: None }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding: temperature 0 (top-p and top-k do not matter then).
+    pub fn greedy() -> Self {
+        SamplingParams { temperature: 0.0, top_p: 1.0, top_k: 0, seed: None }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(Error::InvalidInput(format!("temperature must be a number >= 0, got {}", self.temperature)));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::InvalidInput(format!("top_p must be in (0, 1], got {}", self.top_p)));
+        }
+        Ok(())
+    }
+}
+
+/// How a [`LocalLlm`] loads its model and runs requests. Every field is public; [`Default`] documents each
+/// default value on its field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalLlmOptions {
+    /// Tokens per context: prompt plus answer must fit. Default 4096. llama.cpp rounds it up to a multiple of
+    /// 256; [`LocalLlm::context_length`] is the size in effect. A prompt that does not fit is rejected with
+    /// [`Error::InvalidInput`] ("prompt is N tokens, context is M tokens"); an answer that fills the context ends
+    /// with [`FinishReason::Length`].
+    pub context_length: u32,
+    /// Number of llama.cpp contexts, each on its own thread (see the module docs). Default 1.
+    pub contexts: usize,
+    /// CPU threads each context uses for a decode. Default: the number of cores
+    /// ([`std::thread::available_parallelism`]).
+    pub threads: usize,
+    /// Most prompt tokens decoded in one llama.cpp batch. Default 512.
+    pub batch_size: u32,
+    /// Layers to offload to a GPU (only with a GPU-enabled llama.cpp build; this crate builds the CPU one).
+    /// Default 0.
+    pub gpu_layers: u32,
+    /// Sampling used for what a [`ChatRequest`] leaves unset (`temperature`, `top_p`, `seed`) and always for
+    /// `top_k` (which `ChatRequest` does not have). Default [`SamplingParams::default`].
+    pub sampling: SamplingParams,
+    /// Token limit for requests without `max_tokens`; `None` generates until an end-of-generation token, a stop
+    /// sequence or a full context. Default `None`.
+    pub max_tokens: Option<u32>,
+}
+
+impl Default for LocalLlmOptions {
+    fn default() -> Self {
+        LocalLlmOptions {
+            context_length: 4096,
+            contexts: 1,
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            batch_size: 512,
+            gpu_layers: 0,
+            sampling: SamplingParams::default(),
+            max_tokens: None,
+        }
+    }
+}
+
+impl LocalLlmOptions {
+    fn validate(&self) -> Result<()> {
+        let bad = |setting: &str, problem: String, hint: &str| Err(Error::config(setting, problem, hint));
+        if self.context_length < 8 {
+            return bad(
+                "LocalLlmOptions::context_length",
+                format!("is {}", self.context_length),
+                "use at least 8 tokens (typically 2048 to 32768)",
+            );
+        }
+        if self.contexts == 0 {
+            return bad("LocalLlmOptions::contexts", "is 0".into(), "use at least one context");
+        }
+        if self.threads == 0 || i32::try_from(self.threads).is_err() {
+            return bad("LocalLlmOptions::threads", format!("is {}", self.threads), "use at least one thread");
+        }
+        if self.batch_size == 0 {
+            return bad("LocalLlmOptions::batch_size", "is 0".into(), "use at least 1 (typically 512)");
+        }
+        if self.max_tokens == Some(0) {
+            return bad("LocalLlmOptions::max_tokens", "is Some(0)".into(), "use None or at least 1");
+        }
+        self.sampling.validate()
+    }
+}
+
+/// What the model is asked to continue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// A conversation, rendered with the model's chat template (ending with the assistant's turn opening).
+    Chat(Vec<Message>),
+    /// Raw text, tokenized as it is (special tokens written as text, like `<|im_start|>`, are recognised; the
+    /// model's BOS token is added when its metadata asks for it).
+    Text(String),
+    /// Token ids, used as they are.
+    Tokens(Vec<TokenId>),
+}
+
+/// A token-level generation request: the interface under [`Llm`], for callers that need a [`TokenMask`] or
+/// token ids.
+pub struct GenerationRequest {
+    /// What to continue.
+    pub prompt: Prompt,
+    /// How to sample.
+    pub sampling: SamplingParams,
+    /// Most tokens to generate; `None` generates until an end-of-generation token, a stop sequence or a full
+    /// context.
+    pub max_tokens: Option<u32>,
+    /// Stop sequences: generation ends when the text contains one; it is not part of the answer.
+    pub stop: Vec<String>,
+    /// Restricts every step's candidates (constrained generation).
+    pub mask: Option<Box<dyn TokenMask>>,
+}
+
+impl fmt::Debug for GenerationRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerationRequest")
+            .field("prompt", &self.prompt)
+            .field("sampling", &self.sampling)
+            .field("max_tokens", &self.max_tokens)
+            .field("stop", &self.stop)
+            .field("mask", &self.mask.as_ref().map(|_| "dyn TokenMask"))
+            .finish()
+    }
+}
+
+impl GenerationRequest {
+    /// A request with this prompt and sampling, no token limit, no stop sequences and no mask.
+    pub fn new(prompt: Prompt, sampling: SamplingParams) -> Self {
+        GenerationRequest { prompt, sampling, max_tokens: None, stop: Vec::new(), mask: None }
+    }
+    /// Sets the token limit.
+    pub fn with_max_tokens(mut self, n: u32) -> Self {
+        self.max_tokens = Some(n);
+        self
+    }
+    /// Adds a stop sequence.
+    pub fn with_stop(mut self, stop: impl Into<String>) -> Self {
+        self.stop.push(stop.into());
+        self
+    }
+    /// Sets the token mask.
+    pub fn with_mask(mut self, mask: impl TokenMask + 'static) -> Self {
+        self.mask = Some(Box::new(mask));
+        self
+    }
+}
+
+/// One event of a [`GenerationStream`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerationEvent {
+    /// A token was generated (end-of-generation tokens are not reported). `text` is the answer text released
+    /// with it: it may be empty (a character split over tokens, or text held back because it may start a stop
+    /// sequence) or hold text of earlier tokens.
+    Token {
+        /// The token's id.
+        id: TokenId,
+        /// Answer text released at this step.
+        text: String,
+    },
+    /// Generation ended; always the last event.
+    Finished(GenerationSummary),
+}
+
+/// How a generation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationSummary {
+    /// Text held back until the end (the start of a stop sequence that did not complete, or an incomplete
+    /// character); usually empty. It belongs after the text of the token events.
+    pub text: String,
+    /// [`FinishReason::Stop`] for an end-of-generation token or a stop sequence, [`FinishReason::Length`] for
+    /// the token limit or a full context.
+    pub finish_reason: FinishReason,
+    /// Prompt tokens, generated tokens (end-of-generation tokens excluded) and their sum.
+    pub usage: Usage,
+    /// Prompt tokens found in the KV cache (not decoded again).
+    pub prompt_tokens_reused: u64,
+    /// Prompt tokens decoded for this request.
+    pub prompt_tokens_decoded: u64,
+    /// The generated token ids.
+    pub tokens: Vec<TokenId>,
+}
+
+/// Counters over the life of a [`LocalLlm`] (all requests, all contexts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LocalLlmStats {
+    /// Requests a worker took from the queue.
+    pub requests: u64,
+    /// Requests that finished normally.
+    pub completed: u64,
+    /// Requests abandoned because their stream was dropped (before or during generation).
+    pub cancelled: u64,
+    /// Requests that failed.
+    pub failed: u64,
+    /// Prompt tokens of all started requests.
+    pub prompt_tokens: u64,
+    /// Prompt tokens found in a KV cache.
+    pub prompt_tokens_reused: u64,
+    /// Prompt tokens decoded.
+    pub prompt_tokens_decoded: u64,
+    /// Tokens generated.
+    pub generated_tokens: u64,
+}
+
+/// A stream of [`GenerationEvent`]s. Dropping it cancels the request.
+pub struct GenerationStream {
+    events: mpsc::UnboundedReceiver<Result<GenerationEvent>>,
+    done: bool,
+    backend: String,
+}
+
+impl fmt::Debug for GenerationStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerationStream").field("done", &self.done).finish_non_exhaustive()
+    }
+}
+
+impl Stream for GenerationStream {
+    type Item = Result<GenerationEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.events.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(item)) => {
+                if matches!(item, Ok(GenerationEvent::Finished(_)) | Err(_)) {
+                    self.done = true;
+                }
+                Poll::Ready(Some(item))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(Some(Err(Error::Decode {
+                    provider: self.backend.clone(),
+                    message: "the generation thread stopped without finishing the request (it panicked; see the \
+                              error logged under target catena_providers::llama)"
+                        .into(),
+                })))
+            }
+        }
+    }
+}
+
+/// A GGUF chat model running in this process through llama.cpp. Cheap to clone (clones share the model and
+/// its threads). See the [module docs](self).
+#[derive(Clone)]
+pub struct LocalLlm {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    name: String,
+    options: LocalLlmOptions,
+    template: Option<LlamaChatTemplate>,
+    n_ctx: u32,
+    add_bos: bool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.pool.shutdown();
+    }
+}
+
+impl fmt::Debug for LocalLlm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalLlm")
+            .field("path", &self.inner.path)
+            .field("context_length", &self.inner.n_ctx)
+            .field("contexts", &self.inner.options.contexts)
+            .field("threads", &self.inner.options.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+/// llama.cpp's process-wide initialisation (done once; its log lines go to `tracing`).
+fn backend() -> Result<&'static LlamaBackend> {
+    static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| {
+            Error::config(
+                "llama.cpp backend",
+                format!("could not be initialised: {e}"),
+                "make sure no other library in this process initialises llama.cpp itself",
+            )
+        })
+}
+
+/// Serialises model loading and context creation: llama.cpp may mutate model state while creating a context.
+static LOAD_LOCK: Mutex<()> = Mutex::new(());
+
+/// The context-length error: says both numbers and what to do.
+pub(crate) fn context_error(prompt_tokens: usize, context: usize) -> Error {
+    Error::InvalidInput(format!(
+        "prompt is {prompt_tokens} tokens, context is {context} tokens (at least one token must be left for the \
+         answer): shorten the conversation or raise LocalLlmOptions::context_length"
+    ))
+}
+
+impl LocalLlm {
+    /// Loads a GGUF model and starts its worker threads. Blocks while loading (from async code, call it in
+    /// `tokio::task::spawn_blocking`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the path when the file cannot be read, [`Error::Format`] naming it when llama.cpp
+    /// cannot load it, [`Error::Config`] for invalid options or a context that cannot be created.
+    pub fn from_gguf(path: impl AsRef<Path>, options: LocalLlmOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        options.validate()?;
+        let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+        if !meta.is_file() {
+            return Err(Error::Format { path, message: "is not a file; pass the path of a .gguf model file".into() });
+        }
+        let backend = backend()?;
+        let _loading = LOAD_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let params = LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers);
+        let model = LlamaModel::load_from_file(backend, &path, &params).map_err(|e| Error::Format {
+            path: path.clone(),
+            message: format!(
+                "llama.cpp could not load it as a model ({e}); check that it is a complete GGUF file of an \
+                 architecture this llama.cpp supports"
+            ),
+        })?;
+        let vocab = read_vocabulary(&model);
+        let template = model.chat_template(None).ok();
+        let add_bos = model.vocab().should_add_bos();
+        let name =
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
+        let backend_name = format!("{SYSTEM} ({name})");
+        let shared = Arc::new(Shared {
+            model,
+            vocab,
+            pool: Pool::new(options.contexts),
+            stats: Counters::default(),
+            backend_name,
+        });
+        let settings = ContextSettings {
+            n_ctx: options.context_length,
+            n_batch: options.batch_size,
+            // Checked by validate().
+            threads: i32::try_from(options.threads).unwrap_or(1),
+        };
+        // Contexts are created one after the other (llama.cpp does not allow creating them concurrently).
+        let mut n_ctx = settings.n_ctx;
+        for index in 0..options.contexts {
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let worker_shared = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("catena-llama-{index}"))
+                .spawn(move || worker::run_worker(worker_shared, index, settings, ready_tx));
+            let started = match spawned {
+                Ok(_) => ready_rx.recv().unwrap_or_else(|_| {
+                    Err(Error::config("llama.cpp context", "creation panicked", "see the logged llama.cpp errors"))
+                }),
+                Err(e) => Err(Error::config(
+                    "LocalLlmOptions::contexts",
+                    format!("could not start worker thread {index}: {e}"),
+                    "use fewer contexts",
+                )),
+            };
+            match started {
+                Ok(size) => n_ctx = size,
+                Err(e) => {
+                    shared.pool.shutdown();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(LocalLlm { inner: Arc::new(Inner { shared, path, name, options, template, n_ctx, add_bos }) })
+    }
+
+    /// Loads the model named by the environment variable `CATENA_LLM_MODEL` (a GGUF path) with default options.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the variable is not set; the errors of [`LocalLlm::from_gguf`].
+    pub fn from_env() -> Result<Self> {
+        let path = std::env::var_os(MODEL_ENV)
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| Error::config(MODEL_ENV, "is not set", format!("export {MODEL_ENV}=/path/to/model.gguf")))?;
+        Self::from_gguf(PathBuf::from(path), LocalLlmOptions::default())
+    }
+
+    /// The model file's name (used as the model name in responses and spans).
+    pub fn model_name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The model file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The options this model was loaded with.
+    pub fn options(&self) -> &LocalLlmOptions {
+        &self.inner.options
+    }
+
+    /// Tokens per context in effect (the requested [`LocalLlmOptions::context_length`], possibly rounded up by
+    /// llama.cpp).
+    pub fn context_length(&self) -> u32 {
+        self.inner.n_ctx
+    }
+
+    /// The context length the model was trained with (from its metadata).
+    pub fn training_context_length(&self) -> u32 {
+        self.inner.shared.model.n_ctx_train()
+    }
+
+    /// The model's vocabulary: token id → bytes.
+    pub fn vocabulary(&self) -> &Vocabulary {
+        &self.inner.shared.vocab
+    }
+
+    /// The chat template from the model's metadata (`tokenizer.chat_template`), if it has one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.inner.template.as_ref().and_then(|t| t.to_str().ok())
+    }
+
+    /// Counters of all requests so far.
+    pub fn stats(&self) -> LocalLlmStats {
+        self.inner.shared.stats.snapshot()
+    }
+
+    /// Tokenizes text with the model's tokenizer. `parse_special` recognises special tokens written as text
+    /// (like `<|im_end|>`); the BOS token is added when the model's metadata asks for it and `add_bos` is set.
+    pub fn tokenize(&self, text: &str, add_bos: bool, parse_special: bool) -> Vec<TokenId> {
+        let vocab = self.inner.shared.model.vocab();
+        vocab
+            .tokenize(text.as_bytes(), add_bos && self.inner.add_bos, parse_special)
+            .into_iter()
+            .filter_map(|t| TokenId::try_from(t.0).ok())
+            .collect()
+    }
+
+    /// Renders a conversation with the model's chat template, ending with the opening of the assistant's turn:
+    /// exactly the text a chat request decodes.
+    ///
+    /// llama.cpp recognises the common template families (ChatML, Llama 2/3, Mistral, Gemma, Phi, ...) from the
+    /// template text and renders them natively; it does not run arbitrary Jinja.
+    ///
+    /// # Errors
+    /// [`Error::Format`] when the model has no chat template or llama.cpp does not recognise it;
+    /// [`Error::InvalidInput`] for messages with NUL bytes; [`Error::Unsupported`] for tool calls and images.
+    pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
+        let template = self.inner.template.as_ref().ok_or_else(|| Error::Format {
+            path: self.inner.path.clone(),
+            message: "has no chat template (tokenizer.chat_template); use Prompt::Text with your own formatting".into(),
+        })?;
+        let mut chat = Vec::with_capacity(messages.len());
+        for message in messages {
+            if !message.tool_calls.is_empty() {
+                return Err(Error::unsupported(
+                    self.backend_name(),
+                    "tool calls in messages",
+                    "LocalLlm has no tool calling yet; send the tool results as plain text messages",
+                ));
+            }
+            if message.content.iter().any(|p| !matches!(p, ContentPart::Text { .. })) {
+                return Err(Error::unsupported(self.backend_name(), "image inputs", "send text only"));
+            }
+            chat.push(
+                LlamaChatMessage::new(message.role.to_string(), message.text())
+                    .map_err(|_| Error::InvalidInput(format!("a {} message contains a NUL byte", message.role)))?,
+            );
+        }
+        self.inner.shared.model.apply_chat_template(template, &chat, true).map_err(|e| Error::Format {
+            path: self.inner.path.clone(),
+            message: format!(
+                "llama.cpp could not apply the model's chat template ({e}); it renders only the template families \
+                 it recognises: use Prompt::Text with your own formatting"
+            ),
+        })
+    }
+
+    fn backend_name(&self) -> &str {
+        &self.inner.shared.backend_name
+    }
+
+    fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<LlamaToken>> {
+        let vocab = self.inner.shared.model.vocab();
+        let tokens = match prompt {
+            Prompt::Chat(messages) => {
+                let text = self.render_chat(messages)?;
+                vocab.tokenize(text.as_bytes(), self.inner.add_bos, true)
+            }
+            Prompt::Text(text) => vocab.tokenize(text.as_bytes(), self.inner.add_bos, true),
+            Prompt::Tokens(ids) => {
+                let n = self.vocabulary().len();
+                ids.iter()
+                    .map(|&id| {
+                        if (id as usize) < n {
+                            Ok(LlamaToken(id as i32))
+                        } else {
+                            Err(Error::InvalidInput(format!("token id {id} is outside the vocabulary of {n} tokens")))
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+        };
+        if tokens.is_empty() {
+            return Err(Error::InvalidInput("the prompt is empty (no tokens)".into()));
+        }
+        Ok(tokens)
+    }
+
+    /// Starts a token-level generation: validates and tokenizes the prompt here, then queues it for a worker.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an empty prompt, invalid sampling settings, empty stop sequences,
+    /// `max_tokens == Some(0)` or a prompt that does not fit the context ("prompt is N tokens, context is M
+    /// tokens"); the errors of [`LocalLlm::render_chat`].
+    pub fn generate(&self, request: GenerationRequest) -> Result<GenerationStream> {
+        let operation = if matches!(request.prompt, Prompt::Chat(_)) { "chat" } else { "text_completion" };
+        let span = tracing::info_span!(
+            "gen_ai.request",
+            otel.name = %format!("{operation} {}", self.inner.name),
+            { telemetry::OPERATION_NAME } = operation,
+            { telemetry::SYSTEM } = SYSTEM,
+            { telemetry::REQUEST_MODEL } = %self.inner.name,
+            { telemetry::RESPONSE_MODEL } = %self.inner.name,
+            { telemetry::REQUEST_TEMPERATURE } = request.sampling.temperature as f64,
+            { telemetry::REQUEST_MAX_TOKENS } = request.max_tokens.map(u64::from),
+            { telemetry::USAGE_INPUT_TOKENS } = tracing::field::Empty,
+            { telemetry::USAGE_OUTPUT_TOKENS } = tracing::field::Empty,
+            { telemetry::RESPONSE_FINISH_REASONS } = tracing::field::Empty,
+            { telemetry::LATENCY_MS } = tracing::field::Empty,
+            catena.llama.prompt_tokens_reused = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        request.sampling.validate()?;
+        if request.max_tokens == Some(0) {
+            return Err(Error::InvalidInput("max_tokens must be at least 1".into()));
+        }
+        if request.stop.iter().any(String::is_empty) {
+            return Err(Error::InvalidInput("stop sequences must not be empty".into()));
+        }
+        let prompt = span.in_scope(|| self.prompt_tokens(&request.prompt))?;
+        let n_ctx = self.inner.n_ctx as usize;
+        if prompt.len() >= n_ctx {
+            return Err(context_error(prompt.len(), n_ctx));
+        }
+        let (events, receiver) = mpsc::unbounded_channel();
+        let job = Job {
+            prompt,
+            sampling: request.sampling,
+            max_tokens: request.max_tokens.unwrap_or(u32::MAX),
+            stop: request.stop,
+            mask: request.mask,
+            events,
+            span,
+            started,
+        };
+        self.inner.shared.pool.submit(job);
+        Ok(GenerationStream { events: receiver, done: false, backend: self.backend_name().to_string() })
+    }
+
+    /// Translates a chat request into a generation request (rejecting what this backend cannot do).
+    fn chat_generation(&self, request: ChatRequest, streaming: bool) -> Result<GenerationStream> {
+        self.capabilities().check(&request, streaming)?;
+        if let Some(model) = &request.model {
+            let stem = self.inner.path.file_stem().map(|s| s.to_string_lossy());
+            if *model != self.inner.name && Some(model.as_str()) != stem.as_deref() {
+                return Err(Error::InvalidInput(format!(
+                    "this LocalLlm serves `{}`, the request asks for model `{model}`: leave ChatRequest::model unset \
+                     or name this model",
+                    self.inner.name
+                )));
+            }
+        }
+        let defaults = self.inner.options.sampling;
+        let sampling = SamplingParams {
+            temperature: request.temperature.unwrap_or(defaults.temperature),
+            top_p: request.top_p.unwrap_or(defaults.top_p),
+            top_k: defaults.top_k,
+            seed: request.seed.or(defaults.seed),
+        };
+        self.generate(GenerationRequest {
+            prompt: Prompt::Chat(request.messages),
+            sampling,
+            max_tokens: request.max_tokens.or(self.inner.options.max_tokens),
+            stop: request.stop,
+            mask: None,
+        })
+    }
+
+    /// Downloads `file` from the Hugging Face hub model repository `repo` ("owner/name") into the hub cache (or
+    /// finds it there) and loads it. Needs network access to the hub; loading runs on a blocking thread.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a repository name without `/`, [`Error::Transport`] when the download
+    /// fails; the errors of [`LocalLlm::from_gguf`].
+    #[cfg(feature = "llama-hf-hub")]
+    pub async fn from_hf_hub(repo: &str, file: &str, options: LocalLlmOptions) -> Result<Self> {
+        if !repo.contains('/') {
+            return Err(Error::InvalidInput(format!("hub repository `{repo}` must be written owner/name")));
+        }
+        let transport = |e: hf_hub::api::tokio::ApiError| Error::Transport {
+            provider: "huggingface-hub".into(),
+            message: format!("downloading {file} from {repo}: {e}"),
+            source: Some(Box::new(e)),
+        };
+        let api = hf_hub::api::tokio::Api::new().map_err(transport)?;
+        let path = api.model(repo.to_string()).get(file).await.map_err(transport)?;
+        tokio::task::spawn_blocking(move || Self::from_gguf(path, options))
+            .await
+            .map_err(|e| Error::chain(format!("the model loading thread failed: {e}")))?
+    }
+}
+
+/// A small instruct model for [`LocalLlm::from_hf_hub`]: (repository, file). Qwen2.5 0.5B Instruct, Q4_K_M
+/// quantisation (about 400 MB), ChatML template.
+#[cfg(feature = "llama-hf-hub")]
+pub const DEFAULT_HF_MODEL: (&str, &str) = ("Qwen/Qwen2.5-0.5B-Instruct-GGUF", "qwen2.5-0.5b-instruct-q4_k_m.gguf");
+
+fn read_vocabulary(model: &LlamaModel) -> Vocabulary {
+    let vocab = model.vocab();
+    let entries = vocab
+        .tokens()
+        .map(|token| {
+            let attrs = vocab.attr(token);
+            let kind = if attrs.contains(LlamaTokenAttr::Control) {
+                TokenKind::Control
+            } else if attrs.contains(LlamaTokenAttr::UserDefined) {
+                TokenKind::UserDefined
+            } else if attrs.contains(LlamaTokenAttr::Normal) {
+                TokenKind::Normal
+            } else {
+                TokenKind::Other
+            };
+            VocabEntry { bytes: vocab.token_to_piece(token, true, None), kind, end_of_generation: vocab.is_eog(token) }
+        })
+        .collect();
+    let eos = vocab.eos();
+    Vocabulary { entries, eos: u32::try_from(eos.0).ok() }
+}
+
+/// Folds generation events into chat chunks.
+fn chat_chunk(event: GenerationEvent, model: &str) -> Option<ChatChunk> {
+    match event {
+        GenerationEvent::Token { text, .. } if text.is_empty() => None,
+        GenerationEvent::Token { text, .. } => Some(ChatChunk { text: Some(text), ..Default::default() }),
+        GenerationEvent::Finished(summary) => Some(ChatChunk {
+            text: (!summary.text.is_empty()).then_some(summary.text),
+            usage: Some(summary.usage),
+            finish_reason: Some(summary.finish_reason),
+            model: Some(model.to_string()),
+            ..Default::default()
+        }),
+    }
+}
+
+#[async_trait]
+impl Llm for LocalLlm {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            streaming: true,
+            streaming_usage: true,
+            seed: true,
+            ..Capabilities::minimal(self.backend_name())
+        }
+    }
+
+    fn default_model(&self) -> Option<String> {
+        Some(self.inner.name.clone())
+    }
+
+    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
+        let mut events = self.chat_generation(request, false)?;
+        let mut builder = ChatResponseBuilder::default();
+        while let Some(event) = events.next().await {
+            if let Some(chunk) = chat_chunk(event?, &self.inner.name) {
+                builder.push(&chunk);
+            }
+        }
+        Ok(builder.finish())
+    }
+
+    async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
+        let events = self.chat_generation(request, true)?;
+        let model = self.inner.name.clone();
+        Ok(Box::pin(events.filter_map(move |event| {
+            let chunk = match event {
+                Ok(event) => chat_chunk(event, &model).map(Ok),
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(chunk)
+        })))
+    }
+}

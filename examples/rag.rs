@@ -1,0 +1,209 @@
+//! The main job: index a folder of documents and answer a question about it, with numbered sources.
+//!
+//! ```text
+//! cargo run --release --example rag --features local -- --docs ../shared/corpora/rust-book \
+//!     --index target/rust-book.idx "How do I read a file into a string?"
+//! ```
+//!
+//! Embeddings: in-process all-MiniLM-L6-v2 by default (CATENA_EMBED_MODEL or `--embed-model` names its
+//! directory; `bash .ci/fetch-minilm.sh` installs it), or `--embedder openai`.
+//! Answers, in order of preference: `--model` / CATENA_LLM_MODEL (a local GGUF file), an OpenAI-compatible
+//! endpoint when OPENAI_BASE_URL or OPENAI_API_KEY is set (model from `--openai-model` / CATENA_MODEL); with
+//! none of these, the sources are printed with instructions to enable answers.
+//! With `--index`, the index is saved, and the next run re-embeds only added or changed files and drops removed
+//! ones.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use catena::{Chain, ChatRequest, Llm, RagChain, RagEvent, Source, VectorRetriever};
+use clap::Parser;
+use futures::StreamExt;
+
+use common::{EmbedderKind, IndexOptions, DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE};
+
+/// Index a folder and answer a question with numbered sources.
+#[derive(Debug, Parser)]
+#[command(name = "rag")]
+struct Args {
+    /// The folder of documents to index.
+    #[arg(long)]
+    docs: PathBuf,
+    /// Save the index here and reuse it on the next run (only changed files are re-embedded).
+    #[arg(long)]
+    index: Option<PathBuf>,
+    /// How many sources to retrieve.
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+    /// Print the retrieved sources without calling a model.
+    #[arg(long)]
+    retrieve_only: bool,
+    /// Print one JSON object per source: {"rank", "id", "source", "score"}.
+    #[arg(long)]
+    json: bool,
+    /// Which files to index (globs relative to --docs; repeatable).
+    #[arg(long = "include", default_values_t = ["**/*.md".to_string(), "**/*.txt".to_string()])]
+    include: Vec<String>,
+    /// Chunk size in characters.
+    #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE)]
+    chunk_size: usize,
+    /// Overlap between consecutive chunks in characters.
+    #[arg(long, default_value_t = DEFAULT_CHUNK_OVERLAP)]
+    chunk_overlap: usize,
+    /// Which embedder to use.
+    #[arg(long, value_enum, default_value_t = EmbedderKind::Local)]
+    embedder: EmbedderKind,
+    /// Directory of a local sentence-embedding model (default: CATENA_EMBED_MODEL).
+    #[arg(long)]
+    embed_model: Option<PathBuf>,
+    /// A local GGUF model to answer with (default: CATENA_LLM_MODEL).
+    #[arg(long, env = "CATENA_LLM_MODEL")]
+    model: Option<PathBuf>,
+    /// The model name for an OpenAI-compatible endpoint (default: CATENA_MODEL).
+    #[arg(long)]
+    openai_model: Option<String>,
+    /// Maximum answer length in tokens.
+    #[arg(long, default_value_t = 512)]
+    max_tokens: u32,
+    /// The question.
+    question: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if args.k == 0 {
+        bail!("--k must be at least 1");
+    }
+
+    let embedder = common::embedder(args.embedder, args.embed_model.as_deref()).await?;
+    let (store, stats) = common::index_folder(
+        &embedder,
+        IndexOptions {
+            docs: &args.docs,
+            include: &args.include,
+            index: args.index.as_ref(),
+            chunk_size: args.chunk_size,
+            chunk_overlap: args.chunk_overlap,
+            progress: !args.json,
+        },
+    )
+    .await?;
+    eprintln!("index: {stats}");
+
+    let retriever = Arc::new(VectorRetriever::new(embedder.clone(), Arc::new(store)).with_k(args.k));
+    let llm = if args.retrieve_only { None } else { choose_llm(&args)? };
+    let request = ChatRequest::default().with_max_tokens(args.max_tokens).with_temperature(0.2);
+    match llm {
+        None => {
+            let rag = RagChain::new(retriever, Arc::new(NoModel))?;
+            let sources = rag.sources(&args.question).await?;
+            print_sources(&sources, args.json)?;
+            if !args.retrieve_only {
+                eprintln!("\n{}", NO_MODEL_HELP);
+            }
+        }
+        Some(llm) => {
+            let rag = RagChain::new(retriever, llm)?.with_request(request);
+            let mut events = rag.stream(args.question.clone());
+            let mut stdout = std::io::stdout();
+            while let Some(event) = events.next().await {
+                match event? {
+                    RagEvent::Text(t) => {
+                        stdout.write_all(t.as_bytes())?;
+                        stdout.flush()?;
+                    }
+                    RagEvent::Done(answer) => {
+                        println!("\n");
+                        if let Some(u) = answer.usage {
+                            eprintln!("tokens: {} in / {} out", u.input_tokens, u.output_tokens);
+                        }
+                        print_sources(&answer.sources, args.json)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+const NO_MODEL_HELP: &str = "No model is configured, so only the sources are shown. To get answers, either:\n  \
+- a local GGUF model: --model <file.gguf> or CATENA_LLM_MODEL=<file.gguf> (build with --features local), or\n  \
+- an OpenAI-compatible server: OPENAI_BASE_URL=<url>/v1 (and OPENAI_API_KEY for hosted APIs) with \
+CATENA_MODEL=<model> or --openai-model <model>.";
+
+fn print_sources(sources: &[Source], json: bool) -> Result<()> {
+    if json {
+        for s in sources {
+            let line = serde_json::json!({"rank": s.rank, "id": s.id, "source": s.source, "score": s.score});
+            println!("{line}");
+        }
+    } else {
+        println!("Sources:");
+        for s in sources {
+            println!("  {s}");
+        }
+    }
+    Ok(())
+}
+
+fn choose_llm(args: &Args) -> Result<Option<Arc<dyn Llm>>> {
+    if let Some(path) = &args.model {
+        return local_llm(path).map(Some);
+    }
+    let remote = std::env::var_os("OPENAI_BASE_URL").is_some() || std::env::var_os("OPENAI_API_KEY").is_some();
+    if remote {
+        let mut builder = catena::providers::openai::OpenAiBuilder::from_env()?;
+        if let Some(m) = &args.openai_model {
+            builder = builder.model(m.clone());
+        }
+        let client = builder.build()?;
+        if client.default_model().is_none() {
+            bail!("an OpenAI-compatible endpoint is configured but no model: set CATENA_MODEL=<model> or pass --openai-model <model>");
+        }
+        return Ok(Some(Arc::new(client)));
+    }
+    Ok(None)
+}
+
+#[cfg(feature = "llama-cpp")]
+fn local_llm(path: &std::path::Path) -> Result<Arc<dyn Llm>> {
+    use catena::providers::llama::{LocalLlm, LocalLlmOptions};
+    Ok(Arc::new(LocalLlm::from_gguf(path, LocalLlmOptions::default())?))
+}
+
+#[cfg(not(feature = "llama-cpp"))]
+fn local_llm(path: &std::path::Path) -> Result<Arc<dyn Llm>> {
+    bail!(
+        "{} is a local GGUF model, which needs the `llama-cpp` feature: \
+         cargo run --release --example rag --features local -- ...",
+        path.display()
+    )
+}
+
+/// Stands in for a model when only sources are wanted; never called (`RagChain::sources` does not use it).
+struct NoModel;
+
+#[catena::async_trait]
+impl Llm for NoModel {
+    fn capabilities(&self) -> catena::Capabilities {
+        catena::Capabilities::minimal("none")
+    }
+    fn default_model(&self) -> Option<String> {
+        None
+    }
+    async fn chat(&self, _request: ChatRequest) -> catena::Result<catena::ChatResponse> {
+        Err(catena::Error::config("CATENA_LLM_MODEL", "is not set", NO_MODEL_HELP))
+    }
+    async fn stream(&self, _request: ChatRequest) -> catena::Result<catena::ChatStream> {
+        Err(catena::Error::config("CATENA_LLM_MODEL", "is not set", NO_MODEL_HELP))
+    }
+}
