@@ -28,8 +28,10 @@
 //! Errors: every error is HTTP 500 `{"error":{"message":"...","type":"internal_server_error","param":null,
 //! "code":null}}`, request validation errors included (they are not retryable although 5xx). A malformed JSON
 //! body gives 500 `text/plain` "Internal Server Error". **An invalid GBNF `grammar` kills the server process**
-//! (llama.cpp prints `parse: error parsing grammar`, the connection drops): these tests never send one. A streamed
-//! request whose prompt fails to render answers 200 `text/event-stream` with an empty body (no `[DONE]`).
+//! (llama.cpp prints `parse: error parsing grammar` and returns no sampler, the connection drops), and `{m,n}` with
+//! `n < m` makes its parser loop: `Gbnf::parse` refuses such grammars, and the checker is compared with llama.cpp's
+//! own parser below. A streamed request whose prompt fails to render answers 200 `text/event-stream` with an empty
+//! body (no `[DONE]`).
 //!
 //! Streaming (SSE): `data: {json}\n\n` (LF only, no `event:` or `id:` lines), closed by `data: [DONE]\n\n`;
 //! sse-starlette sends `: ping - <datetime>` comments every 15 s during long generations. Text streams start
@@ -70,14 +72,19 @@ use catena_core::{
     collect_stream, ChatRequest, Embedder, Error, FinishReason, Llm, Message, ResponseFormat, ToolCall, ToolChoice,
     ToolDefinition,
 };
-use catena_providers::openai::{ChatOptions, Compat, OpenAiClient};
+use catena_providers::openai::{ChatOptions, Compat, Gbnf, OpenAiClient};
+use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// A client for the shared server, with the llama.cpp profile.
 fn client() -> OpenAiClient {
-    let server = support::shared_server();
+    client_for(support::shared_server())
+}
+
+/// A client for `server`, with the llama.cpp profile.
+fn client_for(server: &support::LlamaServer) -> OpenAiClient {
     OpenAiClient::builder()
         .base_url(server.base_url())
         .compat(Compat::LlamaCpp)
@@ -406,4 +413,235 @@ async fn message_with_several_text_parts_is_accepted() {
     let client = client();
     let response = client.chat(request).await.unwrap();
     assert_eq!(response.text(), client.chat(joined).await.unwrap().text(), "parts are joined without separator");
+}
+
+#[tokio::test]
+async fn grammar_limits_the_answer_to_its_language() {
+    let client = client();
+    let yes_no = ChatOptions::new().with_grammar(Gbnf::parse(r#"root ::= ("yes" | "no")"#).unwrap());
+    for seed in 1..=6 {
+        let request =
+            ask("Is the borrow checker your friend?").with_temperature(1.0).with_seed(seed).with_max_tokens(8);
+        let response = client.chat_with(request.clone(), &yes_no).await.unwrap();
+        assert!(["yes", "no"].contains(&response.text().as_str()), "seed {seed}: {response}");
+        // The grammar is complete after one word, so the server ends the answer itself.
+        assert_eq!(response.finish_reason, Some(FinishReason::Stop), "seed {seed}");
+        let streamed = collect_stream(client.stream_with(request.clone(), &yes_no).await.unwrap()).await.unwrap();
+        assert_eq!(streamed.text(), response.text(), "seed {seed}, streamed");
+        assert_eq!(streamed.finish_reason, Some(FinishReason::Stop));
+        // Without the grammar the same request is the model's usual gibberish, cut by max_tokens.
+        let free = client.chat(request).await.unwrap();
+        assert!(!["yes", "no"].contains(&free.text().as_str()), "seed {seed}: {free}");
+        assert_eq!(free.finish_reason, Some(FinishReason::Length));
+    }
+}
+
+#[tokio::test]
+async fn digit_grammar_gives_only_digits_up_to_max_tokens() {
+    let client = client();
+    let digits = ChatOptions::new().with_grammar(Gbnf::parse("root ::= [0-9]+").unwrap());
+    let request = ask("Count for me.").with_temperature(0.0).with_max_tokens(12);
+    let response = client.chat_with(request.clone(), &digits).await.unwrap();
+    let text = response.text();
+    assert!(!text.is_empty() && text.chars().all(|c| c.is_ascii_digit()), "{response}");
+    let usage = response.usage.unwrap();
+    match &response.finish_reason {
+        // `[0-9]+` never has to end: the token limit ends it...
+        Some(FinishReason::Length) => assert_eq!(usage.output_tokens, 12, "{response}"),
+        // ...unless the model prefers ending (allowed after one digit) to any digit.
+        Some(FinishReason::Stop) => assert!(usage.output_tokens <= 12, "{response}"),
+        other => panic!("unexpected finish reason {other:?}: {response}"),
+    }
+    let streamed = collect_stream(client.stream_with(request, &digits).await.unwrap()).await.unwrap();
+    assert_eq!(streamed.text(), text);
+    assert_eq!(streamed.finish_reason, response.finish_reason);
+}
+
+/// Grammars that llama.cpp's parser rejects, so llama-cpp-python's server would die on them: the client refuses
+/// them first, naming the problem. `gbnf_checker_agrees_with_llama_cpp` shows llama.cpp rejects each of them.
+const INVALID_GRAMMARS: &[(&str, &str)] = &[
+    ("root ::= answer", "`answer` is referenced but never defined"),
+    ("answer ::= \"yes\"", "no `root` rule"),
+    ("root ::= (\"yes\" | \"no\"", "`(` is never closed"),
+    ("root ::= \"yes", "string literal is never closed"),
+    ("root ::= [0-9", "character class is never closed"),
+    ("root ::= \"a\" )", "`)` without a matching `(`"),
+    ("root ::= \"\\q\"", "unknown escape"),
+    ("root ::= \"a\"\n| \"b\"", "a line cannot start with `|`"),
+    ("root ::= my_rule\nmy_rule ::= \"x\"", "not `_`"),
+    ("root ::= root \"a\" | \"b\"", "left-recursive"),
+    ("root ::= \"a\"{2001}", "limit of 2000"),
+    ("root ::= (\"a\"{0,100}){0,30}", "too many rules"),
+    ("root ::= +", "nothing to repeat"),
+    ("root ::= <[12]", "expected `>`"),
+];
+
+#[tokio::test]
+async fn invalid_grammars_are_refused_before_reaching_the_server() {
+    for (text, problem) in INVALID_GRAMMARS {
+        match Gbnf::parse(*text) {
+            Err(Error::InvalidInput(message)) => assert!(message.contains(problem), "{text:?}: {message}"),
+            other => panic!("{text:?}: expected InvalidInput, got {other:?}"),
+        }
+    }
+    // `{m,n}` with n < m would not crash llama.cpp's parser but keep it busy for hours.
+    assert!(Gbnf::parse(r#"root ::= "a"{3,2}"#).unwrap_err().to_string().contains("below its lower bound"));
+    // The shared server is alive and still takes grammars.
+    let options = ChatOptions::new().with_grammar(Gbnf::parse(r#"root ::= "ok""#).unwrap());
+    let response = client().chat_with(ask("Say ok").with_max_tokens(4), &options).await.unwrap();
+    assert_eq!(response.text(), "ok");
+    assert_eq!(support::http_get(support::shared_server().port(), "/v1/models").unwrap().0, 200);
+}
+
+/// Asks llama.cpp itself, through llama-cpp-python's bindings, which grammars it accepts: the vocabulary of the
+/// tiny model is loaded and `llama_sampler_init_grammar` is called on each grammar read from stdin (a JSON list);
+/// it returns no sampler for grammars llama.cpp rejects, which is what crashes the server. Also prints the
+/// grammars llama-cpp-python ships and ones it generates from JSON schemas, for the checker to accept.
+const LLAMA_CPP_GRAMMAR_ORACLE: &str = r#"
+import json, sys
+import llama_cpp
+from llama_cpp import llama_grammar
+llama_cpp.llama_backend_init()
+params = llama_cpp.llama_model_default_params()
+params.vocab_only = True
+model = llama_cpp.llama_model_load_from_file(sys.argv[1].encode(), params)
+assert model, "cannot load " + sys.argv[1]
+vocab = llama_cpp.llama_model_get_vocab(model)
+
+def accepted(text):
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
+    if not sampler:
+        return False
+    llama_cpp.llama_sampler_free(sampler)
+    return True
+
+shipped = {name: getattr(llama_grammar, name) for name in dir(llama_grammar) if name.endswith("_GBNF")}
+schemas = [json.loads(s) for s in sys.argv[2:]]
+for i, schema in enumerate(schemas):
+    shipped["schema%d" % i] = llama_grammar.json_schema_to_gbnf(json.dumps(schema))
+corpus = json.load(sys.stdin)
+print(json.dumps({
+    "verdicts": [accepted(g) for g in corpus],
+    "shipped": {name: [text, accepted(text)] for name, text in shipped.items()},
+}))
+"#;
+
+#[derive(Debug, JsonSchema)]
+#[allow(dead_code)]
+struct Review {
+    title: String,
+    stars: u8,
+    tags: Vec<String>,
+    verdict: Option<Verdict>,
+}
+
+#[test]
+fn gbnf_checker_agrees_with_llama_cpp() {
+    support::require_python_modules(&["llama_cpp"]);
+    // Grammars both must accept, then the invalid ones above, which both must reject.
+    let mut corpus: Vec<String> = [
+        r#"root ::= ("yes" | "no")"#,
+        "root ::= [0-9]+",
+        "# comment\nroot ::= greeting \" \" name # trailing\ngreeting ::= \"hi\" | \"hello\"\nname ::= [A-Z] [a-z]*",
+        "root ::= (\n  \"a\"\n  | \"b\"\n)",
+        "root ::= \"a\" |\n  \"b\"",
+        "root ::= [^\"\\\\] . \"\\x41\\u00e9\\U0001F600\\t\\r\\n\\[\\]\\-\"",
+        "root ::= [a-] [\\]-\\x7F] [^] []",
+        "root ::= \"é日😀\" [α-ω]",
+        "root ::= x? y{2} z{0,} w{0,3} v{ 1 , 2 }\nx ::= \"x\"\ny ::= \"y\"\nz ::= \"z\"\nw ::= \"w\"\nv ::= \"v\"",
+        "root ::= <[5]> !<[7]>*",
+        "root ::=\r\n  \"crlf\"\r\nother ::= root\r\n",
+        "root ::= ",
+        "root ::= \"a\"{0,5000}",
+        "root ::= (\"a\"{0,30}){0,30}",
+        "root ::= \"a\" root | \"b\"",
+        "root ::= x root | \"b\"\nx ::= y\ny ::= ",
+        "root ::= list\nlist ::= item (\",\" item)*\nitem ::= [a-z]+",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let valid = corpus.len();
+    corpus.extend(INVALID_GRAMMARS.iter().map(|(text, _)| text.to_string()));
+    // Stricter than llama.cpp by design: a token spelled as text depends on the server's vocabulary (this one
+    // happens to know `<|im_end|>`), deep nesting and huge unrolled repetitions could exhaust the server.
+    let stricter = [
+        "root ::= <|im_end|>".to_string(),
+        format!("root ::= {}\"a\"{}", "(".repeat(65), ")".repeat(65)),
+        format!("root ::= \"{}\"{{1999}}", "x".repeat(1000)),
+    ];
+    corpus.extend(stricter.iter().cloned());
+
+    let schemas = [schemars::schema_for!(Review).to_value(), schemars::schema_for!(WeatherArgs).to_value()];
+    let mut command = std::process::Command::new(support::python());
+    command.arg("-c").arg(LLAMA_CPP_GRAMMAR_ORACLE).arg(support::tiny_gguf());
+    command.args(schemas.iter().map(Value::to_string));
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), serde_json::to_string(&corpus).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "oracle failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let verdicts: Vec<bool> = serde_json::from_value(report["verdicts"].clone()).unwrap();
+    assert_eq!(verdicts.len(), corpus.len());
+    for (i, (text, llama_ok)) in corpus.iter().zip(&verdicts).enumerate() {
+        let ours = Gbnf::parse(text.as_str());
+        if i < valid {
+            assert!(*llama_ok, "llama.cpp rejects {text:?}");
+            ours.unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        } else if i < valid + INVALID_GRAMMARS.len() {
+            assert!(!*llama_ok, "llama.cpp accepts {text:?}");
+            assert!(ours.is_err(), "{text:?} was accepted");
+        } else {
+            assert!(*llama_ok, "llama.cpp rejects {text:?}");
+            assert!(ours.is_err(), "{text:?} was accepted");
+        }
+    }
+    let shipped = report["shipped"].as_object().unwrap();
+    assert!(shipped.len() >= 9, "{shipped:?}");
+    for (name, pair) in shipped {
+        let (text, llama_ok) = (pair[0].as_str().unwrap(), pair[1].as_bool().unwrap());
+        assert_eq!(Gbnf::parse(text).is_ok(), llama_ok, "{name}: {:?}\n{text}", Gbnf::parse(text).err());
+    }
+}
+
+#[tokio::test]
+async fn interrupted_stream_is_an_error() {
+    // llama-cpp-python's default: a request that arrives while a stream runs ends that stream with [DONE] and no
+    // finish_reason. A dedicated server, so that the shared one keeps serialising requests.
+    let server = support::LlamaServer::start(support::ServerOptions {
+        interrupt_requests: true,
+        embedding: false,
+        ..support::ServerOptions::tiny()
+    });
+    let client = client_for(&server);
+    let long = ask("Tell me everything about Rust.").with_temperature(0.0).with_max_tokens(3000);
+    let mut stream = client.stream(long).await.unwrap();
+    stream.next().await.expect("a first chunk").expect("the stream starts normally");
+    let other = tokio::spawn({
+        let client = client.clone();
+        async move { client.chat(ask("Hi").with_max_tokens(2)).await }
+    });
+    let mut received = 0;
+    let error = loop {
+        match stream.next().await {
+            Some(Ok(_)) => received += 1,
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended normally after {received} chunks"),
+        }
+    };
+    assert!(
+        matches!(&error, Error::Decode { message, .. } if message.contains("without a finish_reason")),
+        "{error:?}"
+    );
+    assert!(received < 3000, "{received} chunks: the stream was not interrupted");
+    assert!(stream.next().await.is_none());
+    let answer = other.await.unwrap().unwrap();
+    assert_eq!(answer.finish_reason, Some(FinishReason::Length));
 }

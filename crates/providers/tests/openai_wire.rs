@@ -17,10 +17,10 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use catena_core::{
-    collect_stream, ChatRequest, ChatResponse, Embedder, Error, FinishReason, Llm, Message, ResponseFormat, ToolChoice,
-    ToolDefinition, Usage,
+    collect_stream, ChatRequest, ChatResponse, ContentPart, Embedder, Error, FinishReason, Llm, Message,
+    ResponseFormat, ToolChoice, ToolDefinition, Usage,
 };
-use catena_providers::openai::{ApiKey, ChatOptions, Compat, OpenAiBuilder, OpenAiClient};
+use catena_providers::openai::{ApiKey, ChatOptions, Compat, Gbnf, GrammarField, OpenAiBuilder, OpenAiClient};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
@@ -590,6 +590,161 @@ async fn llama_cpp_profile_rejects_unsupported_requests_before_sending() {
         .unwrap();
     overridden.chat(request).await.unwrap();
     assert_eq!(server.last_body()["response_format"]["type"], "json_schema");
+}
+
+#[tokio::test]
+async fn text_parts_are_sent_as_one_string() {
+    let server = TestServer::start(Reply::Answer(Canned::text("ok"))).await;
+    let mut user = Message::user("Tell me about ");
+    user.content.push(ContentPart::Text { text: "lifetimes".into() });
+    user.content.push(ContentPart::Text { text: " ☃.".into() });
+    let mut system = Message::system("Be ");
+    system.content.push(ContentPart::Text { text: "brief.".into() });
+    let request = ChatRequest::new(vec![system, user]);
+    // Every profile: a string is valid everywhere, while servers disagree on what several text parts mean
+    // (llama-cpp-python fails with HTTP 500 on arrays).
+    for compat in [Compat::OpenAi, Compat::Vllm, Compat::Ollama, Compat::LlamaCpp, Compat::Generic] {
+        let client = server.client(compat).api_key("k").build().unwrap();
+        client.chat(request.clone()).await.unwrap();
+        collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap();
+        for body in server.bodies().iter().rev().take(2) {
+            assert_eq!(
+                body["messages"],
+                json!([{"role": "system", "content": "Be brief."},
+                       {"role": "user", "content": "Tell me about lifetimes ☃."}]),
+                "{compat}"
+            );
+        }
+    }
+    // With an image the parts stay an array, in order.
+    let mut with_image = Message::user("What is ");
+    with_image.content.push(ContentPart::Text { text: "this?".into() });
+    with_image.content.push(ContentPart::ImageUrl { url: "https://example.com/cat.png".into() });
+    let client = server.client(Compat::Vllm).build().unwrap();
+    client.chat(ChatRequest::new(vec![with_image])).await.unwrap();
+    assert_eq!(
+        server.last_body()["messages"][0]["content"],
+        json!([{"type": "text", "text": "What is "}, {"type": "text", "text": "this?"},
+               {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}])
+    );
+}
+
+#[tokio::test]
+async fn grammar_goes_only_to_servers_that_take_it() {
+    let server = TestServer::start(Reply::Answer(Canned::text("yes"))).await;
+    let grammar = Gbnf::parse("root ::= \"yes\" | \"no\"\n").unwrap();
+    let options = ChatOptions::new().with_grammar(grammar.clone());
+    let request = ChatRequest::new(vec![Message::user("Is Rust memory safe?")]).with_max_tokens(4);
+
+    // llama.cpp: a top-level `grammar` string, streamed or not.
+    let llama = server.client(Compat::LlamaCpp).build().unwrap();
+    assert_eq!(llama.chat_with(request.clone(), &options).await.unwrap().text(), "yes");
+    assert_eq!(server.last_body()["grammar"], "root ::= \"yes\" | \"no\"\n");
+    collect_stream(llama.stream_with(request.clone(), &options).await.unwrap()).await.unwrap();
+    assert_eq!(server.last_body()["grammar"], grammar.as_str());
+    assert_eq!(server.last_body()["stream"], true);
+    // No grammar, no field.
+    llama.chat(request.clone()).await.unwrap();
+    assert!(server.last_body().get("grammar").is_none());
+    let sent = server.request_count();
+
+    // Other profiles refuse before sending.
+    for compat in [Compat::OpenAi, Compat::Vllm, Compat::Ollama, Compat::Generic] {
+        let client = server.client(compat).api_key("k").build().unwrap();
+        for err in [
+            client.chat_with(request.clone(), &options).await.unwrap_err(),
+            client.stream_with(request.clone(), &options).await.err().unwrap(),
+        ] {
+            assert!(matches!(&err, Error::Unsupported { capability, .. } if capability.contains("GBNF")), "{err}");
+        }
+    }
+    // A grammar with another constraint on the answer: the server would replace the grammar with its own.
+    let schema = json!({"type": "object"});
+    for (request, options, names) in [
+        (request.clone(), options.clone().with_json_object_schema(schema.clone()), "with_json_object_schema"),
+        (request.clone().with_response_format(ResponseFormat::JsonObject), options.clone(), "response_format"),
+        (
+            request.clone().with_tool(weather_tool()).with_tool_choice(ToolChoice::Tool("weather".into())),
+            options.clone(),
+            "forced tool choice",
+        ),
+    ] {
+        let err = llama.chat_with(request, &options).await.unwrap_err();
+        assert!(matches!(&err, Error::InvalidInput(m) if m.contains(names)), "{err}");
+    }
+    assert_eq!(server.request_count(), sent, "nothing may be sent for refused grammars");
+
+    // A plain-text response format and unforced tools are compatible.
+    llama.chat_with(request.clone().with_response_format(ResponseFormat::Text), &options).await.unwrap();
+    llama.chat_with(request.clone().with_tool(weather_tool()), &options).await.unwrap();
+    assert_eq!(server.last_body()["grammar"], grammar.as_str());
+
+    // A server of another family that takes llama.cpp's field: override the quirk.
+    let mut quirks = Compat::Generic.quirks();
+    quirks.grammar_field = GrammarField::Grammar;
+    let generic = server.client(Compat::Generic).quirks(quirks).build().unwrap();
+    generic.chat_with(request, &options).await.unwrap();
+    assert_eq!(server.last_body()["grammar"], grammar.as_str());
+}
+
+#[tokio::test]
+async fn stream_ending_without_a_finish_reason_is_an_error() {
+    // What llama-cpp-python sends when another request interrupts a stream: chunks, then [DONE], and no chunk
+    // with a finish_reason.
+    let interrupted =
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"},\"finish_reason\":null}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Once\"},\"finish_reason\":null}]}\n\n\
+        data: [DONE]\n\n";
+    let server = TestServer::start(Reply::Raw { content_type: "text/event-stream", body: interrupted }).await;
+    let request = ChatRequest::new(vec![Message::user("Tell a story")]);
+    for compat in [Compat::LlamaCpp, Compat::OpenAi, Compat::Generic] {
+        let client = server.client(compat).api_key("k").build().unwrap();
+        let mut stream = client.stream(request.clone()).await.unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap().text, None);
+        assert_eq!(stream.next().await.unwrap().unwrap().text.as_deref(), Some("Once"));
+        let err = stream.next().await.unwrap().unwrap_err();
+        assert!(
+            matches!(&err, Error::Decode { message, .. }
+                if message.contains("without a finish_reason") && message.contains("--interrupt_requests false")),
+            "{err:?}"
+        );
+        assert!(stream.next().await.is_none());
+        let err = collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap_err();
+        assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    }
+
+    // Empty finish reasons (sent by some servers in every chunk but the last) do not count.
+    server.set_reply(Reply::Raw {
+        content_type: "text/event-stream",
+        body: "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Once\"},\"finish_reason\":\"\"}]}\n\n\
+               data: [DONE]\n\n",
+    });
+    let client = server.client(Compat::Generic).build().unwrap();
+    let err = collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+
+    // A finish reason followed by a usage-only chunk (OpenAI with include_usage) and by empty finish reasons is
+    // a complete answer.
+    server.set_reply(Reply::Raw {
+        content_type: "text/event-stream",
+        body: "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Done.\"},\"finish_reason\":\"\"}]}\n\n\
+               data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n\
+               data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n\
+               data: [DONE]\n\n",
+    });
+    let folded = collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap();
+    assert_eq!(folded.text(), "Done.");
+    assert_eq!(folded.finish_reason, Some(FinishReason::Length));
+    assert_eq!(folded.usage, Some(Usage { input_tokens: 3, output_tokens: 2, total_tokens: 5 }));
+
+    // For a server that never sends finish reasons, the check can be turned off.
+    server.set_reply(Reply::Raw { content_type: "text/event-stream", body: interrupted });
+    let mut quirks = Compat::Generic.quirks();
+    quirks.stream_requires_finish_reason = false;
+    let lenient = server.client(Compat::Generic).quirks(quirks).build().unwrap();
+    let folded = collect_stream(lenient.stream(request).await.unwrap()).await.unwrap();
+    assert_eq!(folded.text(), "Once");
+    assert_eq!(folded.finish_reason, None);
 }
 
 #[tokio::test]

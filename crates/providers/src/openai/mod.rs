@@ -34,6 +34,7 @@
 //! # Ok(()) }
 //! ```
 
+mod gbnf;
 mod sse;
 mod stream;
 mod wire;
@@ -52,6 +53,7 @@ use serde_json::Value;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
+pub use self::gbnf::Gbnf;
 use self::stream::SseChatStream;
 use self::wire::StreamUsage;
 
@@ -120,7 +122,7 @@ impl From<&str> for ApiKey {
 /// | `LlamaCpp` | no | yes | named tool only | yes (+ schema via [`ChatOptions`]) | no | yes | no |
 /// | `Generic` | no | yes | no | yes | no | yes | no |
 ///
-/// All profiles stream.
+/// All profiles stream. Only `LlamaCpp` takes a GBNF grammar ([`ChatOptions::with_grammar`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Compat {
@@ -134,7 +136,8 @@ pub enum Compat {
     /// (the client sends `""`), answers OpenAI's `json_schema` response format with HTTP 500 (reported
     /// unsupported), accepts `{"type": "json_object", "schema": ...}` (see [`ChatOptions::with_json_object_schema`]),
     /// treats `tool_choice: "required"` as `auto` (reported unsupported; name the tool instead) and sends no usage
-    /// in streams.
+    /// in streams. It takes a GBNF grammar in a top-level `grammar` field ([`ChatOptions::with_grammar`]), as
+    /// llama.cpp's own `llama-server` does.
     LlamaCpp,
     /// Any other server: plain chat, streaming, tools, `json_object` and `seed`; override the capabilities if the
     /// server can do more.
@@ -191,6 +194,8 @@ impl Compat {
             },
             tool_choice_required: !matches!(self, Compat::LlamaCpp | Compat::Ollama | Compat::Generic),
             json_object_schema: self == Compat::LlamaCpp,
+            grammar_field: if self == Compat::LlamaCpp { GrammarField::Grammar } else { GrammarField::Unsupported },
+            stream_requires_finish_reason: true,
         }
     }
 }
@@ -231,6 +236,16 @@ pub enum MaxTokensField {
     MaxCompletionTokens,
 }
 
+/// Where a GBNF grammar ([`ChatOptions::with_grammar`]) goes in the request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GrammarField {
+    /// The server takes no grammar: requests with one fail with [`Error::Unsupported`] before anything is sent.
+    Unsupported,
+    /// A top-level `"grammar": "<GBNF>"` string: llama-cpp-python's server and llama.cpp's `llama-server`.
+    Grammar,
+}
+
 /// Wire-format differences between server families. Start from [`Compat::quirks`] and change fields.
 ///
 /// ```
@@ -250,20 +265,33 @@ pub struct Quirks {
     pub tool_choice_required: bool,
     /// The server accepts `{"type": "json_object", "schema": ...}` ([`ChatOptions::with_json_object_schema`]).
     pub json_object_schema: bool,
+    /// How the server takes a GBNF grammar, if at all.
+    pub grammar_field: GrammarField,
+    /// A stream that ends (`data: [DONE]`) before any chunk carried a `finish_reason` is an error (true for every
+    /// profile). OpenAI's stream format ends every answer with a chunk that has one; a stream without it was cut
+    /// short, for example by llama-cpp-python's server, which ends a running stream this way when another request
+    /// arrives unless it runs with `--interrupt_requests false`. Set it to false only for a server that never
+    /// sends finish reasons in streams; such answers then end with `finish_reason: None`.
+    pub stream_requires_finish_reason: bool,
 }
 
 /// Per-request options that only OpenAI-compatible servers understand, beyond the provider-neutral
 /// [`ChatRequest`]. Pass them to [`OpenAiClient::chat_with`] or [`OpenAiClient::stream_with`].
 ///
 /// ```
-/// use catena_providers::openai::ChatOptions;
+/// use catena_providers::openai::{ChatOptions, Gbnf};
 /// let options = ChatOptions::new().with_json_object_schema(serde_json::json!({"type": "object"}));
 /// assert!(options.json_object_schema().is_some());
+///
+/// let digits = ChatOptions::new().with_grammar(Gbnf::parse("root ::= [0-9]+")?);
+/// assert_eq!(digits.grammar().map(Gbnf::as_str), Some("root ::= [0-9]+"));
+/// # Ok::<(), catena_core::Error>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ChatOptions {
     json_object_schema: Option<Value>,
+    grammar: Option<Gbnf>,
 }
 
 impl ChatOptions {
@@ -283,6 +311,25 @@ impl ChatOptions {
     /// The schema set by [`ChatOptions::with_json_object_schema`].
     pub fn json_object_schema(&self) -> Option<&Value> {
         self.json_object_schema.as_ref()
+    }
+
+    /// Constrains the answer to a GBNF grammar: the server only samples tokens the grammar allows, and ends the
+    /// answer (finish reason `stop`) once the grammar is complete. Requires a server that takes grammars
+    /// ([`Quirks::grammar_field`], set for [`Compat::LlamaCpp`]); other clients fail with
+    /// [`Error::Unsupported`] before sending. The grammar replaces the other ways of constraining the answer, so
+    /// a request that also sets a JSON response format, [`ChatOptions::with_json_object_schema`] or a forced tool
+    /// choice fails with [`Error::InvalidInput`] (the server would silently drop the grammar).
+    ///
+    /// [`Gbnf::parse`] has already checked the grammar the way llama.cpp's parser does: an invalid grammar would
+    /// crash llama-cpp-python's server.
+    pub fn with_grammar(mut self, grammar: Gbnf) -> Self {
+        self.grammar = Some(grammar);
+        self
+    }
+
+    /// The grammar set by [`ChatOptions::with_grammar`].
+    pub fn grammar(&self) -> Option<&Gbnf> {
+        self.grammar.as_ref()
     }
 }
 
@@ -886,6 +933,9 @@ impl OpenAiClient {
         } else {
             caps.check(request, streaming)?;
         }
+        if options.grammar.is_some() {
+            self.check_grammar(request, options)?;
+        }
         if request.tool_choice == Some(ToolChoice::Required) && !inner.quirks.tool_choice_required {
             return Err(Error::unsupported(
                 &caps.backend,
@@ -909,6 +959,37 @@ impl OpenAiClient {
         let wire = wire::encode_chat(request, &model, &inner.quirks, options, stream)?;
         let body = serde_json::to_vec(&wire)?;
         Ok(Prepared { model, body })
+    }
+
+    /// A grammar must reach the server and must be the only constraint on the answer.
+    fn check_grammar(&self, request: &ChatRequest, options: &ChatOptions) -> Result<()> {
+        if self.inner.quirks.grammar_field == GrammarField::Unsupported {
+            return Err(Error::unsupported(
+                &self.inner.capabilities.backend,
+                "GBNF grammars",
+                "use a llama.cpp server (Compat::LlamaCpp), or set Quirks::grammar_field if this server takes a \
+                 top-level `grammar` field; for JSON answers use ChatRequest::response_format",
+            ));
+        }
+        let conflict = if options.json_object_schema.is_some() {
+            Some("ChatOptions::with_json_object_schema")
+        } else if matches!(
+            request.response_format,
+            Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+        ) {
+            Some("a JSON ChatRequest::response_format")
+        } else if matches!(request.tool_choice, Some(ToolChoice::Required | ToolChoice::Tool(_))) {
+            Some("a forced tool choice")
+        } else {
+            None
+        };
+        match conflict {
+            Some(other) => Err(Error::InvalidInput(format!(
+                "ChatOptions::with_grammar cannot be combined with {other}: the server builds its own grammar for \
+                 that and drops the given one; use one of the two (a grammar can describe JSON too)"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// An embedder for `model`, whose vectors have `dimensions` entries (every answer is checked against it).

@@ -111,6 +111,12 @@ impl SseChatStream {
 
     fn handle(&mut self, event: &SseEvent) {
         match decode_stream_event(&self.inner.provider, event.event.as_deref(), &event.data) {
+            Ok(StreamEvent::Done) if !self.saw_finish_reason && self.inner.quirks.stream_requires_finish_reason => {
+                let message = "the server ended the stream (`data: [DONE]`) without a finish_reason, so the answer \
+                               is incomplete (interrupted? llama-cpp-python's server ends a running stream this way \
+                               when another request arrives unless it runs with `--interrupt_requests false`)";
+                self.finish_with(Some(Error::Decode { provider: self.inner.provider.clone(), message: message.into() }))
+            }
             Ok(StreamEvent::Done) => self.finish_with(None),
             Ok(StreamEvent::Chunk(chunk)) => {
                 self.saw_finish_reason |= chunk.finish_reason.is_some();

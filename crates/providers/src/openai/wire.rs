@@ -8,10 +8,12 @@ use catena_core::{
     ChatChunk, ChatRequest, ChatResponse, ContentPart, Error, FinishReason, Message, ResponseFormat, Result, Role,
     ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ChatOptions, MaxTokensField, Quirks};
+use super::{ChatOptions, GrammarField, MaxTokensField, Quirks};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Requests
@@ -40,6 +42,9 @@ pub(crate) struct ChatCompletionRequest<'a> {
     tool_choice: Option<WireToolChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<WireResponseFormat<'a>>,
+    /// A GBNF grammar (llama.cpp servers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grammar: Option<&'a str>,
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
@@ -64,7 +69,9 @@ struct WireMessage<'a> {
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 enum WireContent<'a> {
-    Text(&'a str),
+    /// Plain text: a message's only text part, or all of its text parts joined.
+    Text(Cow<'a, str>),
+    /// Content parts, for messages with images.
     Parts(Vec<WirePart<'a>>),
 }
 
@@ -195,6 +202,11 @@ pub(crate) fn encode_chat<'a>(
         tools,
         tool_choice,
         response_format,
+        grammar: match quirks.grammar_field {
+            GrammarField::Grammar => options.grammar.as_ref().map(|g| g.as_str()),
+            // The client refuses grammars for such servers before encoding.
+            GrammarField::Unsupported => None,
+        },
         stream: stream.is_some(),
         stream_options: match stream {
             Some(StreamUsage::Requested) => Some(StreamOptions { include_usage: true }),
@@ -229,9 +241,14 @@ fn encode_message<'a>(m: &'a Message, quirks: &Quirks) -> Result<WireMessage<'a>
         }
         (_, _) => None,
     };
+    // Text-only content goes as one string, its parts joined as `Message::text` joins them. Every server takes a
+    // string, while servers differ on arrays of text parts: llama-cpp-python rejects them (HTTP 500), vLLM and
+    // llama.cpp join them with newlines, Ollama makes one message per part.
+    let all_text = m.content.iter().all(|p| matches!(p, ContentPart::Text { .. }));
     let content = match m.content.as_slice() {
         [] => None,
-        [ContentPart::Text { text }] => Some(WireContent::Text(text)),
+        [ContentPart::Text { text }] => Some(WireContent::Text(Cow::Borrowed(text))),
+        _ if all_text => Some(WireContent::Text(Cow::Owned(m.text()))),
         parts => Some(WireContent::Parts(
             parts
                 .iter()
@@ -244,11 +261,11 @@ fn encode_message<'a>(m: &'a Message, quirks: &Quirks) -> Result<WireMessage<'a>
     };
     let has_text = |c: &WireContent<'_>| !matches!(c, WireContent::Text(t) if t.is_empty());
     let content = if m.tool_calls.is_empty() {
-        Some(content.unwrap_or(WireContent::Text("")))
+        Some(content.unwrap_or(WireContent::Text(Cow::Borrowed(""))))
     } else {
         match content.filter(has_text) {
             Some(c) => Some(c),
-            None if quirks.empty_content_with_tool_calls => Some(WireContent::Text("")),
+            None if quirks.empty_content_with_tool_calls => Some(WireContent::Text(Cow::Borrowed(""))),
             None => None,
         }
     };
@@ -487,7 +504,7 @@ pub(crate) fn decode_chat(provider: &str, body: &[u8]) -> Result<ChatResponse> {
         .collect();
     Ok(ChatResponse {
         message,
-        finish_reason: choice.finish_reason.as_deref().map(FinishReason::from_wire),
+        finish_reason: choice.finish_reason.as_deref().filter(|r| !r.is_empty()).map(FinishReason::from_wire),
         usage: completion.usage.map(Usage::from),
         model: completion.model.unwrap_or_default(),
         raw,
@@ -554,7 +571,8 @@ pub(crate) fn decode_stream_event(provider: &str, event: Option<&str>, data: &st
             };
             out.tool_calls.push(ToolCallDelta { index: call.index.unwrap_or(position), id: call.id, name, arguments });
         }
-        if let Some(reason) = choice.finish_reason {
+        // A few servers send `"finish_reason": ""` in every chunk but the last.
+        if let Some(reason) = choice.finish_reason.filter(|r| !r.is_empty()) {
             out.finish_reason = Some(FinishReason::from_wire(&reason));
         }
     }
@@ -710,6 +728,26 @@ mod tests {
             json!([{"type": "text", "text": "what is this?"},
                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}])
         );
+    }
+
+    #[test]
+    fn text_parts_become_one_string() {
+        let mut m = Message::user("a");
+        m.content.push(ContentPart::Text { text: "b".into() });
+        m.content.push(ContentPart::Text { text: String::new() });
+        m.content.push(ContentPart::Text { text: "c".into() });
+        let body = encode(&ChatRequest::new(vec![m]), &Compat::OpenAi.quirks(), &ChatOptions::default(), None);
+        assert_eq!(body["messages"][0], json!({"role": "user", "content": "abc"}));
+    }
+
+    #[test]
+    fn grammar_is_a_top_level_field_where_the_quirk_says_so() {
+        let grammar = crate::openai::Gbnf::parse("root ::= [0-9]+").unwrap();
+        let options = ChatOptions::default().with_grammar(grammar);
+        let req = ChatRequest::new(vec![Message::user("hi")]);
+        assert_eq!(encode(&req, &Compat::LlamaCpp.quirks(), &options, None)["grammar"], "root ::= [0-9]+");
+        assert_eq!(encode(&req, &Compat::Vllm.quirks(), &options, None).get("grammar"), None);
+        assert_eq!(encode(&req, &Compat::LlamaCpp.quirks(), &ChatOptions::default(), None).get("grammar"), None);
     }
 
     #[test]

@@ -35,9 +35,15 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
 const SETUP_HINT: &str = "run `bash .ci/setup-llama-server.sh` from the repository root (it installs \
 llama-cpp-python[server], gguf, tokenizers and numpy)";
 
-/// The repository root (two levels above this crate's manifest).
+/// The repository root: the nearest directory at or above this package's manifest holding
+/// `scripts/tiny_gguf.py` (so the helpers work from the root package's tests too).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root exists")
+    let start = Path::new(env!("CARGO_MANIFEST_DIR")).canonicalize().expect("manifest directory exists");
+    start
+        .ancestors()
+        .find(|dir| dir.join("scripts/tiny_gguf.py").is_file())
+        .expect("scripts/tiny_gguf.py above the manifest directory")
+        .to_path_buf()
 }
 
 /// The Python interpreter to use: `$PYTHON`, else `python3`.
