@@ -8,7 +8,8 @@
 //! Embeddings: in-process all-MiniLM-L6-v2 by default (CATENA_EMBED_MODEL or `--embed-model` names its
 //! directory; `bash .ci/fetch-minilm.sh` installs it), or `--embedder openai`.
 //! Answers, in order of preference: `--model` / CATENA_LLM_MODEL (a local GGUF file), an OpenAI-compatible
-//! endpoint when OPENAI_BASE_URL or OPENAI_API_KEY is set (model from `--openai-model` / CATENA_MODEL); with
+//! endpoint when OPENAI_BASE_URL or OPENAI_API_KEY is set (model from `--openai-model` / CATENA_MODEL), and
+//! with the `llama-hf-hub` feature the default small instruct model downloaded from the Hugging Face hub; with
 //! none of these, the sources are printed with instructions to enable answers.
 //! With `--index`, the index is saved, and the next run re-embeds only added or changed files and drops removed
 //! ones.
@@ -100,7 +101,13 @@ async fn main() -> Result<()> {
     eprintln!("index: {stats}");
 
     let retriever = Arc::new(VectorRetriever::new(embedder.clone(), Arc::new(store)).with_k(args.k));
-    let llm = if args.retrieve_only { None } else { choose_llm(&args)? };
+    let llm = match args.retrieve_only {
+        true => None,
+        false => match choose_llm(&args)? {
+            Some(llm) => Some(llm),
+            None => default_download().await?,
+        },
+    };
     let request = ChatRequest::default().with_max_tokens(args.max_tokens).with_temperature(0.2);
     match llm {
         None => {
@@ -171,6 +178,30 @@ fn choose_llm(args: &Args) -> Result<Option<Arc<dyn Llm>>> {
         }
         return Ok(Some(Arc::new(client)));
     }
+    Ok(None)
+}
+
+/// With the `llama-hf-hub` feature and no model configured: the default small instruct model from the Hugging
+/// Face hub (downloaded once with a progress bar, then cached). Offline, this fails and the caller falls back to
+/// printing sources.
+#[cfg(feature = "llama-hf-hub")]
+async fn default_download() -> Result<Option<Arc<dyn Llm>>> {
+    use catena::providers::llama::{LocalLlm, LocalLlmOptions, DEFAULT_HF_MODEL};
+    if std::env::var_os("HF_HUB_OFFLINE").is_some() {
+        return Ok(None);
+    }
+    eprintln!("no model configured: fetching the default model {}/{}", DEFAULT_HF_MODEL.0, DEFAULT_HF_MODEL.1);
+    match LocalLlm::from_hf_hub(DEFAULT_HF_MODEL.0, DEFAULT_HF_MODEL.1, LocalLlmOptions::default()).await {
+        Ok(llm) => Ok(Some(Arc::new(llm))),
+        Err(e) => {
+            eprintln!("warning: could not download the default model ({e})");
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(not(feature = "llama-hf-hub"))]
+async fn default_download() -> Result<Option<Arc<dyn Llm>>> {
     Ok(None)
 }
 

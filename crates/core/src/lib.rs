@@ -10,6 +10,8 @@
 #![warn(missing_docs)]
 
 pub mod chain;
+#[cfg(feature = "constrain")]
+pub mod constraint;
 pub mod document;
 pub mod embed;
 pub mod error;
@@ -25,6 +27,8 @@ pub mod telemetry;
 pub mod vectorstore;
 
 pub use chain::*;
+#[cfg(feature = "constrain")]
+pub use constraint::{Constraint, ConstraintCompiler, ConstraintMatcher, JsonWhitespace, TokenMask};
 pub use document::{stable_id, Document, Metadata, ScoredDocument, SOURCE_KEY, START_INDEX_KEY};
 pub use embed::{BatchedEmbedder, Embedder};
 pub use error::{Error, Result};

@@ -1,0 +1,139 @@
+//! Retrieval quality on the Rust book: for each question of an evaluation set, is the chapter that answers it
+//! among the top-k retrieved chunks (recall@k), and how high (MRR@10)?
+//!
+//! ```text
+//! cargo run --release --example rag_eval --features local-embed -- --docs ../shared/corpora/rust-book
+//! ```
+//!
+//! The evaluation set (`examples/data/rust_book_eval.jsonl`) holds questions written for this purpose, each with
+//! the chapter file(s) that answer it. Use `--chunk-size`, `--chunk-overlap` and `--mmr-lambda` to compare
+//! settings; the last line is `rag_eval: questions=N recall@K=R mrr@10=M`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use catena::{MmrRetriever, Retriever, VectorRetriever};
+use clap::Parser;
+use serde::Deserialize;
+
+use common::{EmbedderKind, IndexOptions, DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE};
+
+/// Measure retrieval quality on an evaluation set.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The folder of documents.
+    #[arg(long)]
+    docs: PathBuf,
+    /// The evaluation set (JSON lines: {"question", "expected": [file names]}).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/rust_book_eval.jsonl"))]
+    eval: PathBuf,
+    /// Cache the index here (re-used when settings match; delete it after changing chunking).
+    #[arg(long)]
+    index: Option<PathBuf>,
+    /// Cut-off for recall.
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+    /// Chunk size in characters.
+    #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE)]
+    chunk_size: usize,
+    /// Chunk overlap in characters.
+    #[arg(long, default_value_t = DEFAULT_CHUNK_OVERLAP)]
+    chunk_overlap: usize,
+    /// Use MMR with this lambda instead of plain similarity.
+    #[arg(long)]
+    mmr_lambda: Option<f32>,
+    /// Which embedder to use.
+    #[arg(long, value_enum, default_value_t = EmbedderKind::Local)]
+    embedder: EmbedderKind,
+    /// Directory of a local sentence-embedding model (default: CATENA_EMBED_MODEL).
+    #[arg(long)]
+    embed_model: Option<PathBuf>,
+    /// Print every question's result.
+    #[arg(long)]
+    verbose: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Case {
+    question: String,
+    expected: Vec<String>,
+}
+
+fn file_name(source: &str) -> &str {
+    Path::new(source).file_name().and_then(|f| f.to_str()).unwrap_or(source)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let text = std::fs::read_to_string(&args.eval).with_context(|| format!("reading {}", args.eval.display()))?;
+    let cases: Vec<Case> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{} line {}", args.eval.display(), i + 1)))
+        .collect::<Result<_>>()?;
+
+    let embedder = common::embedder(args.embedder, args.embed_model.as_deref()).await?;
+    let include = vec!["**/*.md".to_string()];
+    let (store, stats) = common::index_folder(
+        &embedder,
+        IndexOptions {
+            docs: &args.docs,
+            include: &include,
+            index: args.index.as_ref(),
+            chunk_size: args.chunk_size,
+            chunk_overlap: args.chunk_overlap,
+            progress: true,
+        },
+    )
+    .await?;
+    eprintln!("index: {stats}");
+    let store = Arc::new(store);
+    let depth = args.k.max(10);
+    let retriever: Arc<dyn Retriever> = match args.mmr_lambda {
+        Some(lambda) => Arc::new(
+            MmrRetriever::new(embedder.clone(), store).with_k(depth).with_fetch_k(depth * 4).with_lambda(lambda)?,
+        ),
+        None => Arc::new(VectorRetriever::new(embedder.clone(), store).with_k(depth)),
+    };
+
+    let (mut hits, mut rr_sum) = (0usize, 0.0f64);
+    for case in &cases {
+        let results = retriever.retrieve(&case.question).await?;
+        let rank = results
+            .iter()
+            .position(|r| r.document.source().is_some_and(|s| case.expected.iter().any(|e| e == file_name(s))))
+            .map(|p| p + 1);
+        if rank.is_some_and(|r| r <= args.k) {
+            hits += 1;
+        }
+        if let Some(r) = rank {
+            rr_sum += 1.0 / r as f64;
+        }
+        if args.verbose || rank.is_none_or(|r| r > args.k) {
+            let top: Vec<&str> = results.iter().take(3).filter_map(|r| r.document.source()).map(file_name).collect();
+            eprintln!(
+                "{:>4} {:<70} top: {}",
+                rank.map_or("-".to_string(), |r| r.to_string()),
+                case.question,
+                top.join(", ")
+            );
+        }
+    }
+    let n = cases.len().max(1) as f64;
+    println!(
+        "rag_eval: questions={} recall@{}={:.3} mrr@10={:.3} (chunk_size={} overlap={} mmr={:?})",
+        cases.len(),
+        args.k,
+        hits as f64 / n,
+        rr_sum / n,
+        args.chunk_size,
+        args.chunk_overlap,
+        args.mmr_lambda
+    );
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! End-to-end RAG on real pieces: the Rust book, the real all-MiniLM-L6-v2 embedder, the in-memory store saved to
+//! a file, and two real generators: a tiny random-weight GGUF in process (llama.cpp) and the same model behind a
+//! real llama-cpp-python OpenAI-compatible server on 127.0.0.1. The model's words are gibberish; retrieval,
+//! prompting, streaming, sources and usage are real.
+
+#![cfg(all(feature = "local-embed", feature = "llama-cpp"))]
+
+#[path = "../examples/common/mod.rs"]
+mod common;
+#[path = "../crates/providers/tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use catena::providers::llama::{LocalLlm, LocalLlmOptions};
+use catena::providers::local_embed::LocalEmbedder;
+use catena::providers::openai::{Compat, OpenAiClient};
+use catena::{
+    chain_fn, Chain, ChatRequest, Embedder, Llm, LlmChain, Message, RagChain, RagEvent, Retriever, VectorRetriever,
+};
+use futures::TryStreamExt;
+
+fn book() -> PathBuf {
+    let dir = std::env::var_os("CATENA_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    dir.join("corpora/rust-book")
+}
+
+fn embedder() -> Arc<dyn Embedder> {
+    static E: OnceLock<Arc<dyn Embedder>> = OnceLock::new();
+    E.get_or_init(|| {
+        Arc::new(LocalEmbedder::from_env().expect(
+            "all-MiniLM-L6-v2 model: run `bash .ci/fetch-minilm.sh` and set CATENA_EMBED_MODEL to the printed directory",
+        ))
+    })
+    .clone()
+}
+
+fn local_llm() -> Arc<dyn Llm> {
+    static L: OnceLock<Arc<dyn Llm>> = OnceLock::new();
+    L.get_or_init(|| {
+        let options = LocalLlmOptions { context_length: 2048, ..Default::default() };
+        Arc::new(LocalLlm::from_gguf(support::tiny_gguf(), options).expect("tiny GGUF loads"))
+    })
+    .clone()
+}
+
+/// Copies a few rust-book chapters into a fresh folder.
+fn corpus(chapters: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for c in chapters {
+        std::fs::copy(book().join(c), dir.path().join(c)).unwrap();
+    }
+    dir
+}
+
+const CHAPTERS: [&str; 4] =
+    ["ch04-01-what-is-ownership.md", "ch08-03-hash-maps.md", "ch12-02-reading-a-file.md", "ch16-01-threads.md"];
+
+async fn retriever_over(dir: &Path, k: usize) -> Arc<dyn Retriever> {
+    let include = vec!["**/*.md".to_string()];
+    let opts = common::IndexOptions {
+        docs: dir,
+        include: &include,
+        index: None,
+        chunk_size: 1000,
+        chunk_overlap: 200,
+        progress: false,
+    };
+    let (store, stats) = common::index_folder(&embedder(), opts).await.unwrap();
+    assert_eq!(stats.files, CHAPTERS.len());
+    Arc::new(VectorRetriever::new(embedder(), Arc::new(store)).with_k(k))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_index_reembeds_only_what_changed() {
+    let dir = corpus(&CHAPTERS);
+    let index = dir.path().join("index.catena");
+    let include = vec!["**/*.md".to_string()];
+    let opts = |index| common::IndexOptions {
+        docs: dir.path(),
+        include: &include,
+        index: Some(index),
+        chunk_size: 1000,
+        chunk_overlap: 200,
+        progress: false,
+    };
+    let (_, first) = common::index_folder(&embedder(), opts(&index)).await.unwrap();
+    assert_eq!((first.added, first.changed, first.removed), (4, 0, 0));
+    assert!(first.embedded_chunks > 4 && index.exists());
+
+    let (_, again) = common::index_folder(&embedder(), opts(&index)).await.unwrap();
+    assert_eq!((again.added, again.changed, again.removed, again.embedded_chunks), (0, 0, 0, 0));
+    assert_eq!(again.total_chunks, first.total_chunks);
+
+    // Change one file, remove one, add one.
+    std::fs::write(dir.path().join(CHAPTERS[0]), "# Ownership\n\nA short replacement chapter about moves.\n").unwrap();
+    std::fs::remove_file(dir.path().join(CHAPTERS[1])).unwrap();
+    std::fs::copy(book().join("ch15-04-rc.md"), dir.path().join("ch15-04-rc.md")).unwrap();
+    let (store, third) = common::index_folder(&embedder(), opts(&index)).await.unwrap();
+    assert_eq!((third.added, third.changed, third.removed), (1, 1, 1));
+    let sources: std::collections::BTreeSet<String> =
+        store.documents().iter().filter_map(|d| d.source().map(str::to_string)).collect();
+    assert!(!sources.iter().any(|s| s.ends_with(CHAPTERS[1])), "removed file still indexed: {sources:?}");
+    assert!(sources.iter().any(|s| s.ends_with("ch15-04-rc.md")));
+    let replaced: Vec<_> =
+        store.documents().into_iter().filter(|d| d.source().is_some_and(|s| s.ends_with(CHAPTERS[0]))).collect();
+    assert_eq!(replaced.len(), 1, "the changed file's old chunks must be gone");
+    // Only the changed and the added file were embedded.
+    assert!(third.embedded_chunks < first.embedded_chunks, "{third}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rag_with_local_model_streams_the_same_answer_with_sources() {
+    let dir = corpus(&CHAPTERS);
+    let retriever = retriever_over(dir.path(), 3).await;
+    let request = ChatRequest::default().with_max_tokens(24).with_temperature(0.0).with_seed(3);
+    let rag = RagChain::new(retriever, local_llm()).unwrap().with_request(request);
+    assert!(rag.streams_incrementally());
+
+    let question = "How do I read the contents of a file into a String?".to_string();
+    let answer = rag.invoke(question.clone()).await.unwrap();
+    assert_eq!(answer.sources.iter().map(|s| s.rank).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(answer.sources[0].source.ends_with("ch12-02-reading-a-file.md"), "{:?}", answer.sources[0]);
+    assert!(answer.sources.windows(2).all(|w| w[0].score >= w[1].score));
+    let usage = answer.usage.expect("local model reports usage");
+    assert_eq!(usage.output_tokens, 24, "the tiny model never stops on its own");
+    // The prompt carries the sources: far more tokens than the question alone.
+    assert!(usage.input_tokens > 200, "{usage:?}");
+    assert!(!answer.text.is_empty());
+
+    let events: Vec<RagEvent> = rag.stream(question).try_collect().await.unwrap();
+    let texts: Vec<&str> =
+        events.iter().filter_map(|e| if let RagEvent::Text(t) = e { Some(t.as_str()) } else { None }).collect();
+    assert!(texts.len() > 1, "the answer must stream in several deltas, got {}", texts.len());
+    let Some(RagEvent::Done(done)) = events.last() else { panic!("stream must end with Done: {events:?}") };
+    assert_eq!(texts.concat(), answer.text);
+    assert_eq!(done.text, answer.text);
+    assert_eq!(done.sources, answer.sources);
+    assert_eq!(done.usage, answer.usage);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rag_over_a_real_openai_compatible_server() {
+    let server = support::shared_server();
+    let client = OpenAiClient::builder()
+        .base_url(server.base_url())
+        .model(server.model())
+        .compat(Compat::LlamaCpp)
+        .build()
+        .unwrap();
+    let dir = corpus(&CHAPTERS);
+    let retriever = retriever_over(dir.path(), 2).await;
+    let request = ChatRequest::default().with_max_tokens(16).with_temperature(0.0);
+    let rag = RagChain::new(retriever, Arc::new(client)).unwrap().with_request(request);
+    let question = "How do I spawn a new thread?".to_string();
+    let answer = rag.invoke(question.clone()).await.unwrap();
+    assert!(answer.sources[0].source.ends_with("ch16-01-threads.md"), "{:?}", answer.sources);
+    assert!(!answer.text.is_empty());
+    let events: Vec<RagEvent> = rag.stream(question).try_collect().await.unwrap();
+    let streamed: String =
+        events.iter().filter_map(|e| if let RagEvent::Text(t) = e { Some(t.as_str()) } else { None }).collect();
+    assert_eq!(streamed, answer.text);
+    assert!(matches!(events.last(), Some(RagEvent::Done(d)) if d.sources == answer.sources));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_flows_through_a_composed_chain() {
+    let request = ChatRequest::default().with_max_tokens(12).with_temperature(0.0);
+    let chain = chain_fn(|topic: String| async move { Ok(vec![Message::user(format!("Tell me about {topic}."))]) })
+        .then(LlmChain::new(local_llm()).with_request(request))
+        .map_chunks(|s| s.to_uppercase());
+    assert!(chain.streams_incrementally());
+    let whole = chain.invoke("borrowing".into()).await.unwrap();
+    let chunks: Vec<String> = chain.stream("borrowing".into()).try_collect().await.unwrap();
+    assert!(chunks.len() > 1, "expected incremental chunks, got {chunks:?}");
+    assert_eq!(chunks.concat(), whole);
+}
