@@ -150,16 +150,19 @@ impl Peer {
             .arg(BATCH_SIZE.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(scratch.join("stderr.txt")).map_err(|e| e.to_string())?)
             .spawn()
             .map_err(|e| format!("could not run {python}: {e}"))?;
         let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let header = stdout.next().and_then(|l| l.ok()).unwrap_or_default();
         let header: serde_json::Value = serde_json::from_str(&header).map_err(|_| {
+            let status = child.wait().map_or_else(|e| e.to_string(), |s| s.to_string());
+            let stderr = std::fs::read_to_string(scratch.join("stderr.txt")).unwrap_or_default();
+            let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
             format!(
-                "{python} exited without reporting ({})",
-                child.wait().map_or_else(|e| e.to_string(), |s| s.to_string())
+                "{python} exited without reporting ({status}): {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
             )
         })?;
         if let Some(reason) = header.get("unavailable").and_then(|v| v.as_str()) {
@@ -272,7 +275,15 @@ fn main() {
                 rounded(&theirs_s),
                 cpu_text(&theirs_cpu)
             );
-            println!("  ratio catena / sentence-transformers: {:.2}x", rust_rate / peer_rate);
+            // Each round runs both sides back to back, under about the same load: the per-round ratios are the
+            // fairer comparison on a busy machine.
+            let paired: Vec<f64> = ours_s.iter().zip(&theirs_s).map(|(o, t)| t / o).collect();
+            println!(
+                "  ratio catena / sentence-transformers: {:.2}x (median of per-round ratios {:.2}x, rounds {:?})",
+                rust_rate / peer_rate,
+                median(paired.clone()),
+                paired.iter().map(|r| (r * 100.0).round() / 100.0).collect::<Vec<_>>()
+            );
             match p.finish() {
                 Ok(theirs) => {
                     let diff = ours

@@ -6,11 +6,15 @@
 //! truncation (`max_seq_length`), the same pooling (CLS, mean, max or mean-sqrt-len, from `1_Pooling/config.json`)
 //! and the same L2 normalisation (when `modules.json` lists a `Normalize` module).
 //!
-//! Inference runs on the CPU, off the async runtime (`tokio::task::spawn_blocking`), with the model loaded once and
-//! shared by every clone. Inputs are sorted by length into batches so that little time goes to padding, and the
-//! output order always matches the input order. Every call runs in an `embedding` span and every batch in an
-//! `embedding batch` span, both carrying the OpenTelemetry GenAI fields (`gen_ai.operation.name = "embeddings"`,
-//! `gen_ai.request.model`, `catena.latency_ms`).
+//! Inference runs on the CPU, off the async runtime (`tokio::task::spawn_blocking`; called outside a tokio runtime
+//! it runs on the calling thread), with the model loaded once and shared by every clone. Inputs are sorted by length
+//! into batches so that little time goes to padding (each batch is padded to its longest text, and pooling ignores
+//! padding), and the output order always matches the input order. Matrix products use every physical core
+//! (candle's gemm on rayon; `RAYON_NUM_THREADS` caps it), and so do the attention softmax and GELU.
+//!
+//! Every call runs in an `embedding` span and every batch in an `embedding batch` span, both carrying the
+//! OpenTelemetry GenAI fields (`gen_ai.operation.name = "embeddings"`, `gen_ai.request.model`, `catena.latency_ms`;
+//! the call span also `gen_ai.usage.input_tokens`), recorded by the caller's subscriber.
 //!
 //! Getting the default model without access to the Hub:
 //!
@@ -381,7 +385,8 @@ impl LocalEmbedder {
                 "supported activations: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu",
             )
         })?;
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        let heads = config.num_attention_heads;
+        if heads == 0 || config.hidden_size / heads * heads != config.hidden_size {
             return Err(Error::Format {
                 path: config_path,
                 message: format!(

@@ -275,7 +275,7 @@ async fn cls_pooling_and_prefixes_follow_the_model_config() {
     // Mean pooling by hand over the same tokens is what the original MiniLM config gives, and it differs from CLS.
     let dims = tokens[0].len();
     let mean: Vec<f32> = (0..dims).map(|j| tokens.iter().map(|t| t[j]).sum::<f32>() / tokens.len() as f32).collect();
-    let mean_model = minilm().embed_documents(&[with_prefix.clone()]).await.unwrap().remove(0);
+    let mean_model = minilm().embed_documents(std::slice::from_ref(&with_prefix)).await.unwrap().remove(0);
     let d = max_abs_diff(&mean_model, &normalized(&mean));
     assert!(d < 1e-5, "mean pooling differs from the hand-computed mean by {d:e}");
     let c = cosine(&mean_model, &query);
