@@ -397,7 +397,7 @@ impl RetryPolicy {
     /// The delay before attempt `attempt + 1` (attempt counts from 1) after `error`.
     pub fn delay(&self, attempt: usize, error: &Error) -> Duration {
         if let Some(d) = error.retry_after() {
-            return d.min(self.max_backoff.max(d));
+            return d;
         }
         let exp = self.multiplier.powi(attempt.saturating_sub(1) as i32);
         let base = self.initial_backoff.as_secs_f64() * exp;
