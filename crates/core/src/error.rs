@@ -118,6 +118,18 @@ pub enum Error {
         /// The last attempt's error.
         last: Box<Error>,
     },
+    /// The model's output does not satisfy the requested constraint or type, after every allowed attempt.
+    #[error("the model's output is invalid after {attempts} attempt(s) ({strategy}): {reason}; raw output: {raw:?}")]
+    InvalidOutput {
+        /// The last raw output.
+        raw: String,
+        /// What is wrong with it.
+        reason: String,
+        /// How many generations were made.
+        attempts: u32,
+        /// How the constraint was being enforced.
+        strategy: crate::llm::Strategy,
+    },
     /// A user-supplied chain step failed.
     #[error("{0}")]
     Chain(Box<dyn std::error::Error + Send + Sync>),

@@ -10,11 +10,12 @@
 #![warn(missing_docs)]
 
 pub mod chain;
-#[cfg(feature = "constrain")]
+pub mod completion;
 pub mod constraint;
 pub mod document;
 pub mod embed;
 pub mod error;
+pub mod guidance;
 pub mod llm;
 pub mod loader;
 pub mod message;
@@ -23,16 +24,20 @@ pub mod rag;
 pub mod retriever;
 pub mod splitter;
 pub mod steps;
+pub mod structured;
 pub mod telemetry;
 pub mod vectorstore;
 
 pub use chain::*;
+pub use completion::{CompletionPrompt, GrammarCompletion, GrammarOutput, GrammarRequest};
+pub use constraint::{Constraint, Validator};
 #[cfg(feature = "constrain")]
-pub use constraint::{Constraint, ConstraintCompiler, ConstraintMatcher, JsonWhitespace, TokenMask};
+pub use constraint::{ConstraintCompiler, ConstraintMatcher, JsonWhitespace, TokenMask};
 pub use document::{stable_id, Document, Metadata, ScoredDocument, SOURCE_KEY, START_INDEX_KEY};
 pub use embed::{BatchedEmbedder, Embedder};
 pub use error::{Error, Result};
-pub use llm::{collect_stream, Capabilities, ChatStream, Llm};
+pub use guidance::{Program, Run, RunOptions};
+pub use llm::{collect_stream, Capabilities, ChatStream, ConstraintSupport, Llm, Strategy};
 pub use loader::*;
 pub use message::{
     ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ContentPart, FinishReason, Message, ResponseFormat,
@@ -43,6 +48,7 @@ pub use rag::*;
 pub use retriever::{mmr_select, MmrRetriever, Retriever, VectorRetriever};
 pub use splitter::*;
 pub use steps::{LlmChain, PromptChain, RetrieverChain};
+pub use structured::{Constrained, Fallback, LlmStructuredExt, Structured, StructuredChain};
 pub use vectorstore::{EmbeddedDocument, Filter, SearchRequest, VectorStore};
 
 /// Re-exported so users can write `#[async_trait]` impls of catena traits without adding the crate.

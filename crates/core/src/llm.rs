@@ -8,6 +8,8 @@ use async_trait::async_trait;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
+use crate::completion::GrammarCompletion;
+use crate::constraint::Constraint;
 use crate::error::{Error, Result};
 use crate::message::{ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ResponseFormat};
 
@@ -36,6 +38,73 @@ pub struct Capabilities {
     pub seed: bool,
     /// Image content parts.
     pub images: bool,
+    /// Which [`Constraint`]s the backend enforces itself, and how (see [`crate::structured`]).
+    pub constraints: ConstraintSupport,
+}
+
+/// How a constraint on the output was (or will be) satisfied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// The provider's own structured-output feature (OpenAI `json_schema` strict, vLLM structured outputs,
+    /// llama.cpp `json_object` + `schema`, Ollama `format`). The provider guarantees the shape.
+    Native,
+    /// Token-level grammar enforcement: every sampled token is masked to the constraint (a local model under
+    /// llguidance, a GBNF grammar on a llama.cpp server). The output matches by construction.
+    Grammar,
+    /// The backend cannot enforce the constraint: the model is told the format, its answer is validated, and it
+    /// is asked again with the validation error, a bounded number of times.
+    ValidateAndRepair,
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Strategy::Native => "native",
+            Strategy::Grammar => "grammar",
+            Strategy::ValidateAndRepair => "validate_and_repair",
+        })
+    }
+}
+
+/// Per kind of [`Constraint`], how a backend enforces it when a [`ChatRequest::constraint`] asks for it: `None`
+/// means it cannot (and [`Capabilities::check`] rejects such a request).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConstraintSupport {
+    /// [`Constraint::JsonSchema`].
+    pub json_schema: Option<Strategy>,
+    /// [`Constraint::Regex`].
+    pub regex: Option<Strategy>,
+    /// [`Constraint::Choice`].
+    pub choice: Option<Strategy>,
+    /// [`Constraint::Grammar`] (Lark).
+    pub grammar: Option<Strategy>,
+    /// [`Constraint::Gbnf`].
+    pub gbnf: Option<Strategy>,
+}
+
+impl ConstraintSupport {
+    /// Enforces nothing.
+    pub fn none() -> Self {
+        ConstraintSupport::default()
+    }
+
+    /// Enforces every kind with `strategy` (a local model under llguidance: [`Strategy::Grammar`]).
+    pub fn all(strategy: Strategy) -> Self {
+        let s = Some(strategy);
+        ConstraintSupport { json_schema: s, regex: s, choice: s, grammar: s, gbnf: s }
+    }
+
+    /// How `constraint` would be enforced, or `None` if it cannot be.
+    pub fn strategy_for(&self, constraint: &Constraint) -> Option<Strategy> {
+        match constraint {
+            Constraint::JsonSchema(_) => self.json_schema,
+            Constraint::Regex(_) => self.regex,
+            Constraint::Choice(_) => self.choice,
+            Constraint::Grammar(_) => self.grammar,
+            Constraint::Gbnf(_) => self.gbnf,
+        }
+    }
 }
 
 impl Capabilities {
@@ -51,6 +120,7 @@ impl Capabilities {
             json_schema: false,
             seed: false,
             images: false,
+            constraints: ConstraintSupport::none(),
         }
     }
 
@@ -83,6 +153,19 @@ impl Capabilities {
                 );
             }
             _ => {}
+        }
+        if let Some(constraint) = &request.constraint {
+            if request.response_format.is_some() {
+                return Err(Error::InvalidInput(
+                    "a request cannot have both a `constraint` and a `response_format`; keep the constraint".into(),
+                ));
+            }
+            if self.constraints.strategy_for(constraint).is_none() {
+                return fail(
+                    &format!("{} constraints", constraint.kind()),
+                    "use catena_core::structured (validate-and-repair), or a backend that enforces it",
+                );
+            }
         }
         if request.seed.is_some() && !self.seed {
             return fail("seed", "remove the seed from the request");
@@ -118,6 +201,12 @@ pub trait Llm: Send + Sync {
 
     /// Sends the request and streams the answer.
     async fn stream(&self, request: ChatRequest) -> Result<ChatStream>;
+
+    /// The backend's single-pass grammar continuation, if it has one (local models under llguidance do; remote
+    /// providers return `None`). Guidance templates use it to run in one constrained pass.
+    fn grammar_completion(&self) -> Option<&dyn GrammarCompletion> {
+        None
+    }
 }
 
 #[async_trait]
@@ -133,6 +222,9 @@ impl<T: Llm + ?Sized> Llm for Arc<T> {
     }
     async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
         (**self).stream(request).await
+    }
+    fn grammar_completion(&self) -> Option<&dyn GrammarCompletion> {
+        (**self).grammar_completion()
     }
 }
 

@@ -223,6 +223,11 @@ pub struct ChatRequest {
     pub tool_choice: Option<ToolChoice>,
     /// The answer's format.
     pub response_format: Option<ResponseFormat>,
+    /// A constraint the answer must satisfy, enforced by the backend (see [`crate::structured`] for the
+    /// strategies and the validate-and-repair fallback). Backends reject constraints their
+    /// [`Capabilities::constraints`](crate::Capabilities::constraints) do not list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<crate::constraint::Constraint>,
 }
 
 impl ChatRequest {
@@ -273,6 +278,11 @@ impl ChatRequest {
     /// Sets the response format.
     pub fn with_response_format(mut self, format: ResponseFormat) -> Self {
         self.response_format = Some(format);
+        self
+    }
+    /// Constrains the answer (see [`ChatRequest::constraint`]).
+    pub fn with_constraint(mut self, constraint: crate::constraint::Constraint) -> Self {
+        self.constraint = Some(constraint);
         self
     }
 }

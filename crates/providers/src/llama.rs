@@ -49,9 +49,22 @@
 //! [`LocalLlm::generate`] takes a [`GenerationRequest`] that may carry a [`TokenMask`]: before each token is
 //! sampled, the mask gets the tokens generated so far and removes the disallowed ones from a [`TokenSet`]; the
 //! sampler chain only sees the allowed candidates. [`LocalLlm::vocabulary`] maps every token id to its bytes,
-//! which is what a token trie (llguidance's `toktrie`) is built from. Grammar-constrained `json_schema` and tool
-//! calls build on this; until they exist, [`Capabilities`] says `tools`, `json_object` and `json_schema` are not
-//! supported and such requests are rejected.
+//! which is what a token trie (llguidance's `toktrie`) is built from.
+//!
+//! # Constrained generation, JSON and tools (feature `constrain`)
+//!
+//! With the feature `constrain`, a [`ChatRequest::constraint`](catena_core::ChatRequest::constraint) (JSON
+//! Schema, regex, choice, Lark or GBNF grammar) or a [`GenerationRequest::with_constraint`] is decoded exactly
+//! with llguidance: the compiler is built once per model from this vocabulary ([`LocalLlm::constraint_compiler`])
+//! and every token is sampled among those the constraint allows ([`Strategy::Grammar`](catena_core::Strategy)).
+//! Tokens the grammar forces (the rest of a key, literal text) are fast-forwarded: appended without sampling and
+//! decoded in one batch ([`GenerationSummary::forced_tokens`]). The prompt's last text tokens are healed: those a
+//! tokenizer would merge with what follows (a trailing space) are removed and regenerated under the
+//! constraint, and the answer text leaves them out. `response_format` becomes a JSON Schema constraint, tools
+//! are called through a grammar (arguments generated under each tool's schema), and the model implements
+//! [`GrammarCompletion`](catena_core::GrammarCompletion), so Guidance-style templates run in one pass. Without
+//! the feature, [`Capabilities`] says `tools`, `json_object`, `json_schema` and constraints are not supported
+//! and such requests are rejected.
 //!
 //! # Telemetry
 //!
@@ -68,9 +81,16 @@
 //! its cache (or finds it there) and loads it; `DEFAULT_HF_MODEL` names a small instruct model (Qwen2.5 0.5B
 //! Instruct, Q4_K_M). It needs network access to the hub, so it has no test here.
 
+#[cfg(feature = "constrain")]
+mod constrain;
 mod text;
+#[cfg(feature = "constrain")]
+mod tools;
 mod vocab;
 mod worker;
+
+#[cfg(feature = "constrain")]
+pub use constrain::GrammarMask;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -166,6 +186,12 @@ pub struct LocalLlmOptions {
     /// Token limit for requests without `max_tokens`; `None` generates until an end-of-generation token, a stop
     /// sequence or a full context. Default `None`.
     pub max_tokens: Option<u32>,
+    /// How JSON generated under a JSON Schema constraint is laid out. Default
+    /// [`JsonWhitespace::Compact`](catena_core::constraint::JsonWhitespace::Compact): no whitespace between
+    /// tokens, so every generated token carries content (and a model cannot pad an answer with spaces until the
+    /// token limit).
+    #[cfg(feature = "constrain")]
+    pub json_whitespace: catena_core::constraint::JsonWhitespace,
 }
 
 impl Default for LocalLlmOptions {
@@ -178,6 +204,8 @@ impl Default for LocalLlmOptions {
             gpu_layers: 0,
             sampling: SamplingParams::default(),
             max_tokens: None,
+            #[cfg(feature = "constrain")]
+            json_whitespace: catena_core::constraint::JsonWhitespace::Compact,
         }
     }
 }
@@ -232,8 +260,12 @@ pub struct GenerationRequest {
     pub max_tokens: Option<u32>,
     /// Stop sequences: generation ends when the text contains one; it is not part of the answer.
     pub stop: Vec<String>,
-    /// Restricts every step's candidates (constrained generation).
+    /// Restricts every step's candidates (a hand-written mask; see `constraint` for grammars).
     pub mask: Option<Box<dyn TokenMask>>,
+    /// Decodes under this constraint with llguidance: exact (every token allowed by it), forced tokens
+    /// fast-forwarded, the prompt's last text tokens healed. Exclusive with `mask`.
+    #[cfg(feature = "constrain")]
+    pub constraint: Option<catena_core::Constraint>,
 }
 
 impl fmt::Debug for GenerationRequest {
@@ -244,14 +276,22 @@ impl fmt::Debug for GenerationRequest {
             .field("max_tokens", &self.max_tokens)
             .field("stop", &self.stop)
             .field("mask", &self.mask.as_ref().map(|_| "dyn TokenMask"))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl GenerationRequest {
     /// A request with this prompt and sampling, no token limit, no stop sequences and no mask.
     pub fn new(prompt: Prompt, sampling: SamplingParams) -> Self {
-        GenerationRequest { prompt, sampling, max_tokens: None, stop: Vec::new(), mask: None }
+        GenerationRequest {
+            prompt,
+            sampling,
+            max_tokens: None,
+            stop: Vec::new(),
+            mask: None,
+            #[cfg(feature = "constrain")]
+            constraint: None,
+        }
     }
     /// Sets the token limit.
     pub fn with_max_tokens(mut self, n: u32) -> Self {
@@ -266,6 +306,12 @@ impl GenerationRequest {
     /// Sets the token mask.
     pub fn with_mask(mut self, mask: impl TokenMask + 'static) -> Self {
         self.mask = Some(Box::new(mask));
+        self
+    }
+    /// Sets the constraint (see [`GenerationRequest::constraint`]).
+    #[cfg(feature = "constrain")]
+    pub fn with_constraint(mut self, constraint: catena_core::Constraint) -> Self {
+        self.constraint = Some(constraint);
         self
     }
 }
@@ -303,6 +349,11 @@ pub struct GenerationSummary {
     pub prompt_tokens_decoded: u64,
     /// The generated token ids.
     pub tokens: Vec<TokenId>,
+    /// How many of them a constraint forced (fast-forward, decoded in batches without sampling).
+    pub forced_tokens: u64,
+    /// What the token mask's named parts matched (a grammar constraint's `[capture]` rules), in completion
+    /// order.
+    pub captures: Vec<(String, String)>,
 }
 
 /// Counters over the life of a [`LocalLlm`] (all requests, all contexts).
@@ -322,8 +373,10 @@ pub struct LocalLlmStats {
     pub prompt_tokens_reused: u64,
     /// Prompt tokens decoded.
     pub prompt_tokens_decoded: u64,
-    /// Tokens generated.
+    /// Tokens generated (forced tokens included).
     pub generated_tokens: u64,
+    /// Tokens a constraint forced (fast-forwarded without sampling).
+    pub forced_tokens: u64,
 }
 
 /// A stream of [`GenerationEvent`]s. Dropping it cancels the request.
@@ -382,6 +435,9 @@ struct Inner {
     template: Option<LlamaChatTemplate>,
     n_ctx: u32,
     add_bos: bool,
+    /// Built on first use (it walks the vocabulary once).
+    #[cfg(feature = "constrain")]
+    compiler: OnceLock<std::result::Result<catena_core::constraint::ConstraintCompiler, String>>,
 }
 
 impl Drop for Inner {
@@ -499,7 +555,19 @@ impl LocalLlm {
                 }
             }
         }
-        Ok(LocalLlm { inner: Arc::new(Inner { shared, path, name, options, template, n_ctx, add_bos }) })
+        Ok(LocalLlm {
+            inner: Arc::new(Inner {
+                shared,
+                path,
+                name,
+                options,
+                template,
+                n_ctx,
+                add_bos,
+                #[cfg(feature = "constrain")]
+                compiler: OnceLock::new(),
+            }),
+        })
     }
 
     /// Loads the model named by the environment variable `CATENA_LLM_MODEL` (a GGUF path) with default options.
@@ -668,6 +736,26 @@ impl LocalLlm {
             return Err(Error::InvalidInput("stop sequences must not be empty".into()));
         }
         let prompt = span.in_scope(|| self.prompt_tokens(&request.prompt))?;
+        #[cfg(feature = "constrain")]
+        let (prompt, mask, visible_prefix, hidden_bytes) = match request.constraint {
+            None => (prompt, request.mask, Vec::new(), 0),
+            Some(_) if request.mask.is_some() => {
+                return Err(Error::InvalidInput(
+                    "a generation request takes a token mask or a constraint, not both".into(),
+                ))
+            }
+            Some(constraint) => {
+                let ids = prompt.iter().filter_map(|t| TokenId::try_from(t.0).ok()).collect();
+                let prepared = span.in_scope(|| {
+                    constrain::prepare(&self.constraint_compiler()?, &self.inner.shared, &constraint, ids)
+                })?;
+                let prompt = prepared.prompt.iter().map(|&id| LlamaToken(id as i32)).collect::<Vec<_>>();
+                let mask: Box<dyn TokenMask> = Box::new(prepared.mask);
+                (prompt, Some(mask), prepared.visible_prefix, prepared.hidden_bytes)
+            }
+        };
+        #[cfg(not(feature = "constrain"))]
+        let (mask, visible_prefix, hidden_bytes) = (request.mask, Vec::new(), 0);
         let n_ctx = self.inner.n_ctx as usize;
         if prompt.len() >= n_ctx {
             return Err(context_error(prompt.len(), n_ctx));
@@ -678,7 +766,9 @@ impl LocalLlm {
             sampling: request.sampling,
             max_tokens: request.max_tokens.unwrap_or(u32::MAX),
             stop: request.stop,
-            mask: request.mask,
+            mask,
+            visible_prefix,
+            hidden_bytes,
             events,
             span,
             started,
@@ -688,8 +778,14 @@ impl LocalLlm {
     }
 
     /// Translates a chat request into a generation request (rejecting what this backend cannot do).
-    fn chat_generation(&self, request: ChatRequest, streaming: bool) -> Result<GenerationStream> {
+    /// With tools: the stream of the answer decoded under the tool-call grammar, flagged so that its text is
+    /// parsed into calls.
+    fn chat_generation(&self, request: ChatRequest, streaming: bool) -> Result<(GenerationStream, bool)> {
         self.capabilities().check(&request, streaming)?;
+        #[cfg(feature = "constrain")]
+        let (request, tool_mode) = self.tool_request(request)?;
+        #[cfg(not(feature = "constrain"))]
+        let tool_mode = false;
         if let Some(model) = &request.model {
             let stem = self.inner.path.file_stem().map(|s| s.to_string_lossy());
             if *model != self.inner.name && Some(model.as_str()) != stem.as_deref() {
@@ -707,13 +803,84 @@ impl LocalLlm {
             top_k: defaults.top_k,
             seed: request.seed.or(defaults.seed),
         };
-        self.generate(GenerationRequest {
+        let events = self.generate(GenerationRequest {
             prompt: Prompt::Chat(request.messages),
             sampling,
             max_tokens: request.max_tokens.or(self.inner.options.max_tokens),
             stop: request.stop,
             mask: None,
-        })
+            #[cfg(feature = "constrain")]
+            constraint: request.constraint,
+        })?;
+        Ok((events, tool_mode))
+    }
+
+    /// Rewrites a request with tools into one without: the tools described in the system message, tool traffic
+    /// in the conversation rendered as text, the answer constrained by the tool-call grammar.
+    #[cfg(feature = "constrain")]
+    fn tool_request(&self, mut request: ChatRequest) -> Result<(ChatRequest, bool)> {
+        // A response format is a JSON Schema constraint here.
+        match request.response_format.take() {
+            Some(catena_core::ResponseFormat::JsonObject) => {
+                request.constraint = Some(catena_core::Constraint::JsonSchema(serde_json::json!({"type": "object"})));
+            }
+            Some(catena_core::ResponseFormat::JsonSchema { schema, .. }) => {
+                request.constraint = Some(catena_core::Constraint::JsonSchema(schema));
+            }
+            Some(catena_core::ResponseFormat::Text) | None => {}
+        }
+        let has_traffic =
+            request.messages.iter().any(|m| !m.tool_calls.is_empty() || m.role == catena_core::Role::Tool);
+        if request.tools.is_empty() && !has_traffic {
+            return Ok((request, false));
+        }
+        if request.messages.iter().any(|m| !tools::text_only(m)) {
+            return Err(Error::unsupported(self.backend_name(), "image inputs", "send text only"));
+        }
+        request.messages = tools::render_messages(&request.messages);
+        let selected = if request.tools.is_empty() {
+            None
+        } else {
+            tools::selected(&request.tools, request.tool_choice.as_ref())?
+        };
+        let Some((chosen, required)) = selected else {
+            request.tools.clear();
+            request.tool_choice = None;
+            return Ok((request, false));
+        };
+        if request.constraint.is_some() {
+            return Err(Error::InvalidInput(
+                "a request to a local model takes tools or a constraint, not both (both are grammars)".into(),
+            ));
+        }
+        let compact = self.inner.options.json_whitespace == catena_core::constraint::JsonWhitespace::Compact;
+        let grammar = tools::grammar(&chosen, required, compact)?;
+        let instructions = tools::instructions(&chosen, required);
+        match request.messages.iter_mut().find(|m| m.role == catena_core::Role::System) {
+            Some(system) => *system = Message::system(format!("{}\n\n{instructions}", system.text())),
+            None => request.messages.insert(0, Message::system(instructions)),
+        }
+        request.constraint = Some(catena_core::Constraint::Grammar(grammar));
+        request.tools.clear();
+        request.tool_choice = None;
+        Ok((request, true))
+    }
+
+    /// The llguidance compiler for this model's vocabulary, built on first use and shared by every request.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the vocabulary cannot be turned into a token trie (no end-of-generation
+    /// token).
+    #[cfg(feature = "constrain")]
+    pub fn constraint_compiler(&self) -> Result<catena_core::constraint::ConstraintCompiler> {
+        self.inner
+            .compiler
+            .get_or_init(|| {
+                constrain::build_compiler(&self.inner.shared, self.inner.options.json_whitespace)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(Error::InvalidInput)
     }
 
     /// Downloads `file` from the Hugging Face hub model repository `repo` ("owner/name") into the hub cache (or
@@ -767,6 +934,20 @@ fn read_vocabulary(model: &LlamaModel) -> Vocabulary {
     Vocabulary { entries, eos: u32::try_from(eos.0).ok() }
 }
 
+/// Turns an answer written in the tool-call notation into tool calls (plain text stays text).
+fn with_tool_calls(mut response: ChatResponse) -> ChatResponse {
+    #[cfg(feature = "constrain")]
+    if let Some(calls) = tools::parse(&response.text()) {
+        response.message = Message { content: Vec::new(), tool_calls: calls, ..Message::assistant("") };
+        if response.finish_reason == Some(FinishReason::Stop) {
+            response.finish_reason = Some(FinishReason::ToolCalls);
+        }
+    }
+    #[cfg(not(feature = "constrain"))]
+    let _ = &mut response;
+    response
+}
+
 /// Folds generation events into chat chunks.
 fn chat_chunk(event: GenerationEvent, model: &str) -> Option<ChatChunk> {
     match event {
@@ -782,6 +963,55 @@ fn chat_chunk(event: GenerationEvent, model: &str) -> Option<ChatChunk> {
     }
 }
 
+/// Single-pass grammar continuation: the prompt continued under a whole grammar (Guidance-style templates run
+/// this way), captures reported.
+#[cfg(feature = "constrain")]
+#[async_trait]
+impl catena_core::GrammarCompletion for LocalLlm {
+    fn backend(&self) -> String {
+        self.backend_name().to_string()
+    }
+
+    async fn complete_grammar(&self, request: catena_core::GrammarRequest) -> Result<catena_core::GrammarOutput> {
+        let prompt = match request.prompt {
+            catena_core::CompletionPrompt::Text(text) => Prompt::Text(text),
+            catena_core::CompletionPrompt::Chat { messages, assistant_prefix } => {
+                Prompt::Text(self.render_chat(&messages)? + &assistant_prefix)
+            }
+        };
+        let defaults = self.inner.options.sampling;
+        let sampling = SamplingParams {
+            temperature: request.temperature.unwrap_or(defaults.temperature),
+            seed: request.seed.or(defaults.seed),
+            ..defaults
+        };
+        let generation = GenerationRequest::new(prompt, sampling)
+            .with_max_tokens(request.max_tokens)
+            .with_constraint(request.constraint);
+        let mut events = self.generate(generation)?;
+        let mut text = String::new();
+        while let Some(event) = events.next().await {
+            match event? {
+                GenerationEvent::Token { text: piece, .. } => text.push_str(&piece),
+                GenerationEvent::Finished(summary) => {
+                    text.push_str(&summary.text);
+                    return Ok(catena_core::GrammarOutput {
+                        text,
+                        captures: summary.captures,
+                        finish_reason: summary.finish_reason,
+                        usage: summary.usage,
+                        forced_tokens: summary.forced_tokens,
+                    });
+                }
+            }
+        }
+        Err(Error::Decode {
+            provider: self.backend_name().to_string(),
+            message: "generation ended without a summary".into(),
+        })
+    }
+}
+
 #[async_trait]
 impl Llm for LocalLlm {
     fn capabilities(&self) -> Capabilities {
@@ -789,6 +1019,16 @@ impl Llm for LocalLlm {
             streaming: true,
             streaming_usage: true,
             seed: true,
+            #[cfg(feature = "constrain")]
+            tools: true,
+            #[cfg(feature = "constrain")]
+            forced_tool_choice: true,
+            #[cfg(feature = "constrain")]
+            json_object: true,
+            #[cfg(feature = "constrain")]
+            json_schema: true,
+            #[cfg(feature = "constrain")]
+            constraints: catena_core::ConstraintSupport::all(catena_core::Strategy::Grammar),
             ..Capabilities::minimal(self.backend_name())
         }
     }
@@ -797,20 +1037,59 @@ impl Llm for LocalLlm {
         Some(self.inner.name.clone())
     }
 
+    #[cfg(feature = "constrain")]
+    fn grammar_completion(&self) -> Option<&dyn catena_core::GrammarCompletion> {
+        Some(self)
+    }
+
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
-        let mut events = self.chat_generation(request, false)?;
+        let (mut events, tool_mode) = self.chat_generation(request, false)?;
         let mut builder = ChatResponseBuilder::default();
         while let Some(event) = events.next().await {
             if let Some(chunk) = chat_chunk(event?, &self.inner.name) {
                 builder.push(&chunk);
             }
         }
-        Ok(builder.finish())
+        let response = builder.finish();
+        Ok(if tool_mode { with_tool_calls(response) } else { response })
     }
 
     async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
-        let events = self.chat_generation(request, true)?;
+        let (events, tool_mode) = self.chat_generation(request, true)?;
         let model = self.inner.name.clone();
+        if tool_mode {
+            // Calls are known only once the answer is complete: it comes as one chunk.
+            let mut builder = ChatResponseBuilder::default();
+            let mut events = events;
+            while let Some(event) = events.next().await {
+                if let Some(chunk) = chat_chunk(event?, &model) {
+                    builder.push(&chunk);
+                }
+            }
+            let response = with_tool_calls(builder.finish());
+            let deltas = response
+                .message
+                .tool_calls
+                .iter()
+                .enumerate()
+                .map(|(index, call)| catena_core::ToolCallDelta {
+                    index,
+                    id: Some(call.id.clone()),
+                    name: Some(call.name.clone()),
+                    arguments: call.arguments.clone(),
+                })
+                .collect();
+            let text = response.text();
+            let chunk = ChatChunk {
+                text: (!text.is_empty()).then_some(text),
+                tool_calls: deltas,
+                usage: response.usage,
+                finish_reason: response.finish_reason,
+                model: Some(model),
+                raw: None,
+            };
+            return Ok(Box::pin(futures::stream::once(async move { Ok(chunk) })));
+        }
         Ok(Box::pin(events.filter_map(move |event| {
             let chunk = match event {
                 Ok(event) => chat_chunk(event, &model).map(Ok),

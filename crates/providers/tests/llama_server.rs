@@ -55,7 +55,12 @@
 //! Structured output: `response_format {"type":"json_object"}` alone constrains to JSON but a weak model may run
 //! to max_tokens inside a string; `{"type":"json_object","schema":{...}}` constrains to the schema (finish
 //! `stop`); `{"type":"json_schema",...}` is an HTTP 500 validation error ("Input should be 'text' or
-//! 'json_object'"). A top-level `grammar` (GBNF) field works, streamed or not.
+//! 'json_object'"). A top-level `grammar` (GBNF) field works, streamed or not. The converter
+//! (`llama_cpp.llama_grammar`) honours `enum`, `const`, `$ref`, `anyOf`/`oneOf` (both as a union), `minItems`/
+//! `maxItems`, string `minLength`/`maxLength` and `pattern`, closes objects without `additionalProperties`, bounds
+//! integers to 16 digits and ignores `minimum`/`maximum` (`catena_core::structured` validates answers anyway).
+//! `ChatRequest::constraint` maps onto these: JSON Schema -> `json_object` + schema, GBNF -> `grammar`, choice
+//! and regex -> a GBNF grammar with exactly their language (tests at the end of this file).
 //!
 //! Embeddings (`--embedding true`; chat answers are unchanged): `{"object":"list","data":[{"object":"embedding",
 //! "embedding":[128 floats],"index":0},...],"model":M,"usage":{"prompt_tokens":6,"total_tokens":6}}`, input order
@@ -644,4 +649,157 @@ async fn interrupted_stream_is_an_error() {
     assert!(stream.next().await.is_none());
     let answer = other.await.unwrap().unwrap();
     assert_eq!(answer.finish_reason, Some(FinishReason::Length));
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Constraints (ChatRequest::constraint and catena_core::structured) on the real server
+// ----------------------------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum Mood {
+    Calm,
+    Stormy,
+    Foggy,
+}
+
+/// Required fields, an enum, a boolean.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct Forecast {
+    mood: Mood,
+    rain: bool,
+}
+
+/// An array bounded by minItems/maxItems (llama.cpp's converter honours both).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct Week {
+    #[schemars(length(min = 1, max = 3))]
+    moods: Vec<Mood>,
+}
+
+/// An integer (llama.cpp's grammar allows at most 16 digits, so an i64 always fits; `minimum`/`maximum` would not
+/// be enforced by llama-cpp-python 0.3.36), a string bounded by maxLength, an optional nested object.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[allow(dead_code)]
+struct Station {
+    id: i64,
+    #[schemars(length(max = 6))]
+    code: String,
+    last: Option<Forecast>,
+}
+
+/// Generates `T` natively (json_object + schema) with the fallback forbidden, for several seeds, and checks the
+/// text against `T`'s schema independently of the driver.
+async fn generate_natively<T: JsonSchema + serde::de::DeserializeOwned + Send + std::fmt::Debug>() {
+    use catena_core::structured::{Fallback, LlmStructuredExt};
+    let client = client();
+    let validator = catena_core::Constraint::json_schema_for::<T>().validator().unwrap();
+    for seed in 1..=4 {
+        let request = ask("Describe it in JSON.").with_temperature(1.0).with_seed(seed).with_max_tokens(400);
+        let out = client
+            .generate_with::<T>(request, Fallback::Forbid)
+            .await
+            .unwrap_or_else(|e| panic!("{} seed {seed}: {e}", std::any::type_name::<T>()));
+        assert_eq!(out.strategy, catena_core::Strategy::Native);
+        assert_eq!(out.attempts, 1);
+        validator.check(&out.text).unwrap_or_else(|e| panic!("seed {seed}: {e}: {}", out.text));
+        assert!(out.usage.output_tokens > 0 && out.usage.output_tokens < 400, "{:?}", out.usage);
+    }
+}
+
+#[tokio::test]
+async fn json_schema_constraints_are_enforced_by_the_server() {
+    assert_eq!(client().capabilities().constraints.json_schema, Some(catena_core::Strategy::Native));
+    generate_natively::<Forecast>().await;
+    generate_natively::<Week>().await;
+    generate_natively::<Station>().await;
+}
+
+#[tokio::test]
+async fn choice_constraint_gives_one_of_the_options() {
+    use catena_core::structured::{Fallback, LlmStructuredExt};
+    let client = client();
+    let options = ["yes", "no", "no way", "naïve \"quoted\" ☃"];
+    let mut seen = std::collections::HashSet::new();
+    for seed in 1..=8 {
+        let request = ask("Is Rust fun?").with_temperature(1.0).with_seed(seed).with_max_tokens(32);
+        let done = client
+            .constrained(request.clone(), catena_core::Constraint::choice(options), Fallback::Forbid)
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(options.contains(&done.text.as_str()), "seed {seed}: {:?}", done.text);
+        assert_eq!((done.strategy, done.attempts), (catena_core::Strategy::Grammar, 1));
+        assert_eq!(done.response.finish_reason, Some(FinishReason::Stop), "seed {seed}");
+        seen.insert(done.text.clone());
+        // Streamed, the same answer.
+        let constrained = request.with_constraint(catena_core::Constraint::choice(options));
+        let streamed = collect_stream(client.stream(constrained).await.unwrap()).await.unwrap();
+        assert_eq!(streamed.text(), done.text, "seed {seed}");
+    }
+    // The tiny model never ends an answer by itself, so it always takes the longest continuation the grammar
+    // allows, and the server stops once the grammar is complete. Unconstrained, the same request is gibberish.
+    assert!(seen.iter().all(|s| s != "no"), "{seen:?}");
+    let free = client.chat(ask("Is Rust fun?").with_temperature(1.0).with_seed(1).with_max_tokens(32)).await.unwrap();
+    assert!(!options.contains(&free.text().as_str()), "{free}");
+}
+
+#[tokio::test]
+async fn regex_constraint_output_always_matches() {
+    use catena_core::structured::{Fallback, LlmStructuredExt};
+    let client = client();
+    for regex in [
+        "[A-Z]{2}-[0-9]{3}",
+        "(?i)ab?c{1,3}",
+        r"\d{1,4}(\.\d{2})?",
+        r"[a-z]{1,6}@[a-z]{1,6}\.(com|org)",
+        "(yes|no|maybe)!{0,2}",
+        r"[^\n]{2,5}",
+    ] {
+        let validator = catena_core::Constraint::Regex(regex.into()).validator().unwrap();
+        for seed in 1..=3 {
+            let request = ask("Write something.").with_temperature(1.0).with_seed(seed).with_max_tokens(64);
+            let done = client
+                .constrained(request, catena_core::Constraint::Regex(regex.into()), Fallback::Forbid)
+                .await
+                .unwrap_or_else(|e| panic!("{regex} seed {seed}: {e}"));
+            validator.check(&done.text).unwrap_or_else(|e| panic!("{regex} seed {seed}: {e}"));
+            assert_eq!(done.strategy, catena_core::Strategy::Grammar);
+            assert_eq!(done.response.finish_reason, Some(FinishReason::Stop), "{regex}: {}", done.response);
+        }
+    }
+}
+
+#[tokio::test]
+async fn gbnf_constraint_round_trips() {
+    let client = client();
+    let grammar = r#"root ::= ("yes" | "no") " " [0-9] [0-9]"#;
+    // The same language as a regex, to check the answers.
+    let same = catena_core::Constraint::Regex("(yes|no) [0-9][0-9]".into()).validator().unwrap();
+    for seed in 1..=4 {
+        let request = ask("Answer.")
+            .with_temperature(1.0)
+            .with_seed(seed)
+            .with_max_tokens(16)
+            .with_constraint(catena_core::Constraint::Gbnf(grammar.into()));
+        let response = client.chat(request.clone()).await.unwrap();
+        same.check(&response.text()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(response.finish_reason, Some(FinishReason::Stop));
+        let streamed = collect_stream(client.stream(request).await.unwrap()).await.unwrap();
+        assert_eq!(streamed.text(), response.text());
+    }
+}
+
+#[tokio::test]
+async fn unsupported_constraints_never_reach_the_server() {
+    let lark = ask("x").with_constraint(catena_core::Constraint::Grammar("start: \"a\"".into()));
+    let err = closed_port_client().chat(lark).await.unwrap_err();
+    assert!(matches!(&err, Error::Unsupported { capability, .. } if capability.contains("grammar")), "{err}");
+    // A grammar that would kill the server is refused by the client, and the server is still alive.
+    let bad = ask("x").with_constraint(catena_core::Constraint::Gbnf("root ::= (\"a\"".into()));
+    assert!(matches!(closed_port_client().chat(bad).await, Err(Error::InvalidInput(_))));
+    let word_boundary = ask("x").with_constraint(catena_core::Constraint::Regex(r"a\b".into()));
+    assert!(matches!(closed_port_client().chat(word_boundary).await, Err(Error::Unsupported { .. })));
 }

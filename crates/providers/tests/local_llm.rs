@@ -494,17 +494,22 @@ async fn unsupported_requests_are_rejected() {
     let llm = load();
     let caps = llm.capabilities();
     assert!(caps.streaming && caps.streaming_usage && caps.seed);
-    assert!(!caps.tools && !caps.json_object && !caps.json_schema && !caps.images);
-
-    let weather = ToolDefinition {
-        name: "weather".into(),
-        description: "Weather in a city".into(),
-        parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
-    };
-    let tools = greedy_request("Weather?", 4).with_tool(weather);
-    assert!(matches!(llm.chat(tools).await, Err(Error::Unsupported { .. })));
-    let json = greedy_request("JSON please", 4).with_response_format(ResponseFormat::JsonObject);
-    assert!(matches!(llm.stream(json).await, Err(Error::Unsupported { .. })));
+    assert!(!caps.images);
+    // Tools and JSON formats are grammars: available exactly when the grammar engine is compiled in (feature
+    // `constrain`; tests/local_constrained.rs covers them), rejected otherwise.
+    let grammar = cfg!(feature = "constrain");
+    assert_eq!((caps.tools, caps.json_object, caps.json_schema), (grammar, grammar, grammar));
+    if !grammar {
+        let weather = ToolDefinition {
+            name: "weather".into(),
+            description: "Weather in a city".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        };
+        let tools = greedy_request("Weather?", 4).with_tool(weather);
+        assert!(matches!(llm.chat(tools).await, Err(Error::Unsupported { .. })));
+        let json = greedy_request("JSON please", 4).with_response_format(ResponseFormat::JsonObject);
+        assert!(matches!(llm.stream(json).await, Err(Error::Unsupported { .. })));
+    }
 
     let other_model = greedy_request("Hi", 4).with_model("gpt-4o");
     let err = llm.chat(other_model).await.unwrap_err();

@@ -6,7 +6,7 @@
 //! llama-cpp-python-style tool-call deltas, the usage chunk with empty `choices`, error statuses with
 //! `Retry-After`. The server records every request so the tests assert on exactly what the client sent.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -17,8 +17,8 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use catena_core::{
-    collect_stream, ChatRequest, ChatResponse, ContentPart, Embedder, Error, FinishReason, Llm, Message,
-    ResponseFormat, ToolChoice, ToolDefinition, Usage,
+    collect_stream, ChatRequest, ChatResponse, Constraint, ContentPart, Embedder, Error, Fallback, FinishReason, Llm,
+    LlmStructuredExt, Message, ResponseFormat, Strategy, ToolChoice, ToolDefinition, Usage,
 };
 use catena_providers::openai::{ApiKey, ChatOptions, Compat, Gbnf, GrammarField, OpenAiBuilder, OpenAiClient};
 use futures::StreamExt;
@@ -85,6 +85,8 @@ enum Reply {
         content_type: &'static str,
         body: &'static str,
     },
+    /// One answer per request, in order (the last one repeats).
+    Sequence(Vec<Canned>),
 }
 
 struct Recorded {
@@ -98,6 +100,8 @@ struct ServerState {
     requests: Mutex<Vec<Recorded>>,
     stream_dropped: Notify,
     stream_dropped_flag: AtomicBool,
+    /// Requests answered from the current `Reply::Sequence`.
+    sequence_position: AtomicUsize,
 }
 
 struct TestServer {
@@ -113,6 +117,7 @@ impl TestServer {
             requests: Mutex::new(Vec::new()),
             stream_dropped: Notify::new(),
             stream_dropped_flag: AtomicBool::new(false),
+            sequence_position: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_handler))
@@ -126,6 +131,7 @@ impl TestServer {
 
     fn set_reply(&self, reply: Reply) {
         *self.state.reply.lock().unwrap() = reply;
+        self.state.sequence_position.store(0, Ordering::SeqCst);
     }
 
     fn bodies(&self) -> Vec<Value> {
@@ -158,6 +164,10 @@ async fn chat_handler(State(state): State<Arc<ServerState>>, headers: HeaderMap,
     let include_usage = body["stream_options"]["include_usage"] == json!(true);
     match reply {
         Reply::Answer(canned) => answer(&canned, streaming, include_usage),
+        Reply::Sequence(answers) => {
+            let i = state.sequence_position.fetch_add(1, Ordering::SeqCst).min(answers.len() - 1);
+            answer(&answers[i], streaming, include_usage)
+        }
         Reply::Delay(delay, canned) => {
             tokio::time::sleep(delay).await;
             answer(&canned, streaming, include_usage)
@@ -1181,4 +1191,340 @@ async fn environment_configuration() {
     for v in VARS {
         std::env::remove_var(v);
     }
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Constraints and structured generation
+// ----------------------------------------------------------------------------------------------------------------
+
+/// A schema shaped like what `schemars` derives: `$schema`, a `$ref` with a description, an `Option` field that is
+/// not required, a `oneOf` of constants, a non-standard `format`, a `default`.
+fn verdict_schema() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Verdict",
+        "type": "object",
+        "properties": {
+            "ok": {"type": "boolean"},
+            "color": {"$ref": "#/$defs/Color", "description": "The sky's color"},
+            "note": {"type": ["string", "null"], "default": null},
+            "count": {"type": "integer", "format": "uint32", "minimum": 0}
+        },
+        "required": ["ok", "color"],
+        "$defs": {"Color": {"oneOf": [
+            {"const": "red", "type": "string", "description": "Warm"},
+            {"const": "blue", "type": "string"}
+        ]}}
+    })
+}
+
+/// The strict-mode form of [`verdict_schema`]: closed, every property required, annotations strict mode rejects
+/// dropped, the `oneOf` of distinct constants as `anyOf`.
+fn verdict_schema_strict() -> Value {
+    let mut strict = json!({
+        "title": "Verdict",
+        "type": "object",
+        "properties": {
+            "ok": {"type": "boolean"},
+            "color": {"$ref": "#/$defs/Color"},
+            "note": {"type": ["string", "null"]},
+            "count": {"type": "integer", "minimum": 0}
+        },
+        "additionalProperties": false,
+        "$defs": {"Color": {"anyOf": [
+            {"const": "red", "type": "string", "description": "Warm"},
+            {"const": "blue", "type": "string"}
+        ]}}
+    });
+    // Every property, in the order the client's JSON map lists them.
+    let names: Vec<Value> = strict["properties"].as_object().unwrap().keys().cloned().map(Value::String).collect();
+    strict["required"] = Value::Array(names);
+    strict
+}
+
+const LARK: &str = "start: \"yes\" | \"no\"";
+
+fn all_constraints() -> Vec<(&'static str, Constraint)> {
+    vec![
+        ("json_schema", Constraint::JsonSchema(verdict_schema())),
+        ("regex", Constraint::Regex("[A-Z]{2}-[0-9]{3}".into())),
+        ("choice", Constraint::choice(["yes", "no \"way\"", "naïve"])),
+        ("grammar", Constraint::Grammar(LARK.into())),
+        ("gbnf", Constraint::Gbnf("root ::= (\"yes\" | \"no\") [0-9]".into())),
+    ]
+}
+
+/// What each family must put in the body for each kind (`None`: rejected before sending).
+fn expected_fields(compat: Compat, kind: &str) -> Option<Value> {
+    let schema_format = |strict: Option<bool>, schema: Value| {
+        let mut json_schema = json!({"name": "Verdict", "schema": schema});
+        if let Some(strict) = strict {
+            json_schema["strict"] = json!(strict);
+        }
+        json!({"response_format": {"type": "json_schema", "json_schema": json_schema}})
+    };
+    match (compat, kind) {
+        (Compat::OpenAi, "json_schema") => Some(schema_format(Some(true), verdict_schema_strict())),
+        (Compat::Vllm | Compat::Ollama, "json_schema") => Some(schema_format(None, verdict_schema())),
+        (Compat::Vllm, "regex") => Some(json!({"structured_outputs": {"regex": "[A-Z]{2}-[0-9]{3}"}})),
+        (Compat::Vllm, "choice") => Some(json!({"structured_outputs": {"choice": ["yes", "no \"way\"", "naïve"]}})),
+        (Compat::Vllm, "gbnf") => Some(json!({"structured_outputs": {"grammar": "root ::= (\"yes\" | \"no\") [0-9]"}})),
+        (Compat::LlamaCpp, "json_schema") => {
+            Some(json!({"response_format": {"type": "json_object", "schema": verdict_schema()}}))
+        }
+        (Compat::LlamaCpp, "regex") => Some(json!({"grammar": "root ::= [A-Z]{2} \"-\" [0-9]{3}"})),
+        (Compat::LlamaCpp, "choice") => {
+            Some(json!({"grammar": "root ::= \"yes\" | \"no \\x22way\\x22\" | \"na\\xEFve\""}))
+        }
+        (Compat::LlamaCpp, "gbnf") => Some(json!({"grammar": "root ::= (\"yes\" | \"no\") [0-9]"})),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn each_family_gets_constraints_in_its_own_dialect() {
+    let server = TestServer::start(Reply::Answer(Canned::text("yes"))).await;
+    let prompt = ChatRequest::new(vec![Message::user("Q")]);
+    for compat in [Compat::OpenAi, Compat::Vllm, Compat::Ollama, Compat::LlamaCpp, Compat::Generic] {
+        let client = server.client(compat).api_key("k").build().unwrap();
+        let support = client.capabilities().constraints;
+        for (kind, constraint) in all_constraints() {
+            let request = prompt.clone().with_constraint(constraint.clone());
+            let before = server.request_count();
+            match expected_fields(compat, kind) {
+                Some(fields) => {
+                    assert!(support.strategy_for(&constraint).is_some(), "{compat} {kind}: capabilities");
+                    client.chat(request.clone()).await.unwrap_or_else(|e| panic!("{compat} {kind}: {e}"));
+                    let mut expected = json!({"model": "gpt-test", "messages": [{"role": "user", "content": "Q"}],
+                        "stream": false});
+                    for (k, v) in fields.as_object().unwrap() {
+                        expected[k] = v.clone();
+                    }
+                    assert_eq!(server.last_body(), expected, "{compat} {kind}");
+                    // Streams carry the same constraint.
+                    collect_stream(client.stream(request).await.unwrap()).await.unwrap();
+                    let streamed = server.last_body();
+                    for (k, v) in fields.as_object().unwrap() {
+                        assert_eq!(&streamed[k], v, "{compat} {kind} streamed");
+                    }
+                    assert_eq!(server.request_count(), before + 2);
+                }
+                None => {
+                    assert_eq!(support.strategy_for(&constraint), None, "{compat} {kind}: capabilities");
+                    for err in
+                        [client.chat(request.clone()).await.unwrap_err(), client.stream(request).await.err().unwrap()]
+                    {
+                        match &err {
+                            Error::Unsupported { capability, .. } => {
+                                assert!(capability.contains(kind), "{compat} {kind}: {capability}")
+                            }
+                            other => panic!("{compat} {kind}: expected Unsupported, got {other:?}"),
+                        }
+                    }
+                    assert_eq!(server.request_count(), before, "{compat} {kind}: nothing may be sent");
+                }
+            }
+        }
+    }
+    // The strategies the profiles declare.
+    let caps = |c: Compat| c.capabilities().constraints;
+    assert_eq!(caps(Compat::OpenAi).json_schema, Some(Strategy::Native));
+    assert_eq!(caps(Compat::Vllm).regex, Some(Strategy::Native));
+    assert_eq!(caps(Compat::LlamaCpp).json_schema, Some(Strategy::Native));
+    assert_eq!(caps(Compat::LlamaCpp).choice, Some(Strategy::Grammar));
+    assert_eq!(caps(Compat::LlamaCpp).gbnf, Some(Strategy::Grammar));
+    assert_eq!(caps(Compat::Generic), catena_core::ConstraintSupport::none());
+}
+
+#[tokio::test]
+async fn openai_sends_schemas_without_a_strict_form_unenforced() {
+    let server = TestServer::start(Reply::Answer(Canned::text("{}"))).await;
+    let client = server.client(Compat::OpenAi).api_key("k").build().unwrap();
+    let map = json!({"type": "object", "additionalProperties": {"type": "integer"}});
+    let list = json!({"title": "Names", "type": "array", "items": {"type": "string"}});
+    let short = json!({"type": "object", "properties": {"s": {"type": "string", "maxLength": 3}}});
+    for (schema, name) in [(map, "response"), (list, "Names"), (short, "response")] {
+        let request =
+            ChatRequest::new(vec![Message::user("Q")]).with_constraint(Constraint::JsonSchema(schema.clone()));
+        client.chat(request).await.unwrap();
+        assert_eq!(
+            server.last_body()["response_format"],
+            json!({"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": false}})
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_or_conflicting_constraints_are_refused_before_sending() {
+    let server = TestServer::start(Reply::Answer(Canned::text("yes"))).await;
+    let prompt = ChatRequest::new(vec![Message::user("Q")]);
+    let llama = server.client(Compat::LlamaCpp).build().unwrap();
+    let vllm = server.client(Compat::Vllm).build().unwrap();
+    let invalid = |e: &Error, what: &str| matches!(e, Error::InvalidInput(m) if m.contains(what));
+    for client in [&llama, &vllm] {
+        let err = client.chat(prompt.clone().with_constraint(Constraint::Choice(vec![]))).await.unwrap_err();
+        assert!(invalid(&err, "at least one option"), "{err}");
+        let err = client.chat(prompt.clone().with_constraint(Constraint::Regex("[0-9".into()))).await.unwrap_err();
+        assert!(invalid(&err, "regex"), "{err}");
+        // A GBNF grammar llama.cpp's parser rejects (it would crash llama-cpp-python's server).
+        let err = client.chat(prompt.clone().with_constraint(Constraint::Gbnf("root ::= answer".into()))).await;
+        assert!(invalid(&err.unwrap_err(), "never defined"));
+        let err = client.chat(prompt.clone().with_constraint(Constraint::JsonSchema(json!(false)))).await;
+        assert!(invalid(&err.unwrap_err(), "false"));
+    }
+    // A regex llama.cpp's grammars cannot express exactly.
+    let err = llama.chat(prompt.clone().with_constraint(Constraint::Regex(r"\bword\b".into()))).await.unwrap_err();
+    assert!(matches!(&err, Error::Unsupported { capability, .. } if capability.contains("regex")), "{err}");
+    // A constraint next to another way of constraining the answer.
+    let choice = prompt.clone().with_constraint(Constraint::choice(["yes", "no"]));
+    let grammar = ChatOptions::new().with_grammar(Gbnf::parse("root ::= \"x\"").unwrap());
+    let err = llama.chat_with(choice.clone(), &grammar).await.unwrap_err();
+    assert!(invalid(&err, "with_grammar"), "{err}");
+    let schema = ChatOptions::new().with_json_object_schema(json!({"type": "object"}));
+    assert!(invalid(&llama.chat_with(choice.clone(), &schema).await.unwrap_err(), "with_json_object_schema"));
+    let forced = choice.clone().with_tool(weather_tool()).with_tool_choice(ToolChoice::Tool("weather".into()));
+    assert!(invalid(&llama.chat(forced).await.unwrap_err(), "forced tool choice"));
+    let both = choice.clone().with_response_format(ResponseFormat::JsonObject);
+    assert!(invalid(&vllm.chat(both).await.unwrap_err(), "response_format"));
+    // Capabilities that claim more than the wire dialect can say: refused, never dropped silently.
+    let overclaiming = server
+        .client(Compat::Generic)
+        .capabilities(catena_core::Capabilities {
+            constraints: catena_core::ConstraintSupport::all(Strategy::Native),
+            ..Compat::Generic.capabilities()
+        })
+        .build()
+        .unwrap();
+    let err = overclaiming.chat(choice).await.unwrap_err();
+    assert!(matches!(&err, Error::Unsupported { capability, .. } if capability.contains("choice")), "{err}");
+    assert_eq!(server.request_count(), 0, "nothing may be sent");
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum SkyColor {
+    Blue,
+    Grey,
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
+struct Sky {
+    color: SkyColor,
+    cloudy: bool,
+}
+
+/// A canned answer with its own usage counts.
+fn canned(content: &'static str, usage: (u64, u64)) -> Canned {
+    Canned { usage, ..Canned::text(content) }
+}
+
+#[tokio::test]
+async fn generate_uses_the_native_feature_where_there_is_one() {
+    let server = TestServer::start(Reply::Answer(canned(r#"{"color": "grey", "cloudy": true}"#, (30, 12)))).await;
+    for compat in [Compat::OpenAi, Compat::Vllm, Compat::Ollama, Compat::LlamaCpp] {
+        let client = server.client(compat).api_key("k").build().unwrap();
+        let before = server.request_count();
+        let sky = client.generate::<Sky>("What is the sky like?").await.unwrap();
+        assert_eq!(sky.value, Sky { color: SkyColor::Grey, cloudy: true }, "{compat}");
+        assert_eq!((sky.strategy, sky.attempts), (Strategy::Native, 1), "{compat}");
+        assert_eq!(sky.usage, Usage { input_tokens: 30, output_tokens: 12, total_tokens: 42 });
+        assert_eq!(server.request_count(), before + 1);
+        let body = server.last_body();
+        // The prompt goes as it is (no format instruction), the schema in the family's form.
+        assert_eq!(body["messages"], json!([{"role": "user", "content": "What is the sky like?"}]), "{compat}");
+        let schema = Constraint::json_schema_for::<Sky>();
+        let Constraint::JsonSchema(schema) = schema else { unreachable!() };
+        match compat {
+            Compat::LlamaCpp => assert_eq!(body["response_format"], json!({"type": "json_object", "schema": schema})),
+            Compat::OpenAi => {
+                assert_eq!(body["response_format"]["json_schema"]["strict"], true);
+                assert_eq!(body["response_format"]["json_schema"]["name"], "Sky");
+                assert_eq!(body["response_format"]["json_schema"]["schema"]["additionalProperties"], false);
+            }
+            _ => assert_eq!(
+                body["response_format"],
+                json!({"type": "json_schema", "json_schema": {"name": "Sky", "schema": schema}})
+            ),
+        }
+    }
+    // Text constraints on vLLM.
+    let vllm = server.client(Compat::Vllm).build().unwrap();
+    server.set_reply(Reply::Answer(Canned::text("blue")));
+    let done = vllm.constrained("Sky?", Constraint::choice(["blue", "grey"]), Fallback::Forbid).await.unwrap();
+    assert_eq!((done.text.as_str(), done.strategy, done.attempts), ("blue", Strategy::Native, 1));
+    assert_eq!(server.last_body()["structured_outputs"], json!({"choice": ["blue", "grey"]}));
+}
+
+#[tokio::test]
+async fn generic_servers_get_validate_and_repair() {
+    // First an answer that is not JSON, then one that breaks the schema, then a valid one.
+    for (bad, reason) in
+        [("Sure! The sky is grey.", "not valid JSON"), (r#"{"color": "green", "cloudy": true}"#, "/color")]
+    {
+        let server = TestServer::start(Reply::Sequence(vec![
+            canned(bad, (40, 7)),
+            canned(r#"{"color": "blue", "cloudy": false}"#, (60, 11)),
+        ]))
+        .await;
+        let client = server.client(Compat::Generic).build().unwrap();
+        let sky = client.generate::<Sky>("What is the sky like?").await.unwrap();
+        assert_eq!(sky.value, Sky { color: SkyColor::Blue, cloudy: false });
+        assert_eq!((sky.strategy, sky.attempts), (Strategy::ValidateAndRepair, 2));
+        assert_eq!(sky.usage, Usage { input_tokens: 100, output_tokens: 18, total_tokens: 118 });
+        let bodies = server.bodies();
+        assert_eq!(bodies.len(), 2);
+        for body in &bodies {
+            // Generic servers take json_object, which the repair loop asks for; no schema goes on the wire.
+            assert_eq!(body["response_format"], json!({"type": "json_object"}));
+            assert!(body.get("structured_outputs").is_none() && body.get("grammar").is_none());
+            assert_eq!(body["messages"][0]["role"], "system");
+            assert!(body["messages"][0]["content"].as_str().unwrap().contains("JSON Schema"));
+        }
+        let messages = bodies[1]["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 4, "{messages:?}");
+        assert_eq!(messages[1], json!({"role": "user", "content": "What is the sky like?"}));
+        assert_eq!(messages[2], json!({"role": "assistant", "content": bad}));
+        assert_eq!(messages[3]["role"], "user");
+        let repair = messages[3]["content"].as_str().unwrap();
+        assert!(repair.contains("invalid") && repair.contains(reason), "{repair}");
+    }
+}
+
+#[tokio::test]
+async fn forbidding_the_fallback_on_a_generic_server_sends_nothing() {
+    let server = TestServer::start(Reply::Answer(Canned::text("{}"))).await;
+    let client = server.client(Compat::Generic).build().unwrap();
+    let err = client.generate_with::<Sky>("Sky?", Fallback::Forbid).await.unwrap_err();
+    assert!(matches!(&err, Error::Unsupported { capability, .. } if capability.contains("json_schema")), "{err}");
+    let err = client.constrained("Sky?", Constraint::Regex("[a-z]+".into()), Fallback::Forbid).await.unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    assert_eq!(server.request_count(), 0);
+}
+
+#[tokio::test]
+async fn no_valid_attempt_is_invalid_output_with_the_raw_text() {
+    // A generic server that never complies: three attempts (the default allows two repairs).
+    let server = TestServer::start(Reply::Answer(canned("I cannot answer in JSON.", (10, 5)))).await;
+    let client = server.client(Compat::Generic).build().unwrap();
+    match client.generate::<Sky>("Sky?").await.unwrap_err() {
+        Error::InvalidOutput { raw, reason, attempts, strategy } => {
+            assert_eq!(raw, "I cannot answer in JSON.");
+            assert!(reason.contains("not valid JSON"), "{reason}");
+            assert_eq!((attempts, strategy), (3, Strategy::ValidateAndRepair));
+        }
+        other => panic!("expected InvalidOutput, got {other:?}"),
+    }
+    assert_eq!(server.request_count(), 3);
+    // A server that claims to enforce the schema but does not: caught by the final validation too.
+    let vllm = server.client(Compat::Vllm).build().unwrap();
+    server.set_reply(Reply::Answer(Canned { finish_reason: "length", ..canned(r#"{"color": "bl"#, (10, 64)) }));
+    match vllm.generate_with::<Sky>("Sky?", Fallback::Forbid).await.unwrap_err() {
+        Error::InvalidOutput { raw, reason, attempts, strategy } => {
+            assert_eq!(raw, r#"{"color": "bl"#);
+            assert!(reason.contains("max_tokens"), "a cut answer names the token limit: {reason}");
+            assert_eq!((attempts, strategy), (1, Strategy::Native));
+        }
+        other => panic!("expected InvalidOutput, got {other:?}"),
+    }
+    assert_eq!(server.request_count(), 4);
 }

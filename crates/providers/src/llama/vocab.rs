@@ -218,6 +218,24 @@ pub trait TokenMask: Send {
     /// Any error ends the generation and is passed on to the caller (for example "the grammar cannot
     /// continue").
     fn constrain(&mut self, generated: &[TokenId], allowed: &mut TokenSet) -> Result<()>;
+
+    /// Tokens that must come next whatever the model prefers (fast-forward): the worker appends them without
+    /// sampling and decodes them in one batch. Called before every step with the tokens generated so far; the
+    /// default forces nothing.
+    ///
+    /// # Errors
+    /// As [`TokenMask::constrain`].
+    fn forced_tokens(&mut self, generated: &[TokenId]) -> Result<Vec<TokenId>> {
+        let _ = generated;
+        Ok(Vec::new())
+    }
+
+    /// Named parts of the output the mask recognised (a grammar's captures), reported in
+    /// [`GenerationSummary::captures`](super::GenerationSummary::captures) when generation ends. The default
+    /// reports none.
+    fn captures(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

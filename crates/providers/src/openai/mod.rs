@@ -34,7 +34,6 @@
 //! # Ok(()) }
 //! ```
 
-mod gbnf;
 mod sse;
 mod stream;
 mod wire;
@@ -45,17 +44,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use catena_core::{
-    async_trait, Capabilities, ChatRequest, ChatResponse, ChatStream, Embedder, Error, FinishReason, Llm,
-    ResponseFormat, Result, ToolChoice,
+    async_trait, Capabilities, ChatRequest, ChatResponse, ChatStream, ConstraintSupport, Embedder, Error, FinishReason,
+    Llm, ResponseFormat, Result, Strategy, ToolChoice,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::Value;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-pub use self::gbnf::Gbnf;
 use self::stream::SseChatStream;
 use self::wire::StreamUsage;
+pub use self::wire::{choice_to_gbnf, openai_strict_schema, regex_to_gbnf};
+pub use catena_core::constraint::gbnf::Gbnf;
 
 /// OpenAI's API root, the default of [`OpenAiBuilder`] and of [`OpenAiClient::from_env`].
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -123,6 +123,26 @@ impl From<&str> for ApiKey {
 /// | `Generic` | no | yes | no | yes | no | yes | no |
 ///
 /// All profiles stream. Only `LlamaCpp` takes a GBNF grammar ([`ChatOptions::with_grammar`]).
+///
+/// # Constraints
+///
+/// Which [`Constraint`](catena_core::Constraint)s a [`ChatRequest::constraint`] may carry
+/// ([`Capabilities::constraints`]) and how they go on the wire ([`ConstraintDialect`]). `Native` is the server's
+/// own structured-output feature, `Grammar` a GBNF grammar the server samples under, `-` means the request is
+/// rejected with [`Error::Unsupported`] before anything is sent (`catena_core::structured` then falls back to
+/// validate-and-repair, unless forbidden):
+///
+/// | profile | JSON Schema | regex | choice | Lark grammar | GBNF |
+/// |---|---|---|---|---|---|
+/// | `OpenAi` | Native: `response_format` `json_schema`, `strict: true` on a strict-compatible rewrite of the schema (see [`ConstraintDialect::OpenAi`]) | - | - | - | - |
+/// | `Vllm` (>= 0.10.2) | Native: `response_format` `json_schema` | Native: `structured_outputs.regex` | Native: `structured_outputs.choice` | - | Native: `structured_outputs.grammar` |
+/// | `Ollama` | Native: `response_format` `json_schema` | - | - | - | - |
+/// | `LlamaCpp` | Native: `response_format` `{"type": "json_object", "schema": ...}` | Grammar: converted to GBNF | Grammar: GBNF alternation | - | Grammar: `grammar` |
+/// | `Generic` | - | - | - | - | - |
+///
+/// Whatever the strategy, `catena_core::structured` validates the answer against the original constraint before
+/// returning it: a server that enforces less than it claims (llama.cpp does not enforce integer bounds, for
+/// example) costs a repair round, never a wrong value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Compat {
@@ -168,11 +188,43 @@ impl Compat {
             json_schema: true,
             seed: true,
             images: true,
+            constraints: ConstraintSupport::none(),
         };
+        let native = Some(Strategy::Native);
+        let grammar = Some(Strategy::Grammar);
         match self {
-            Compat::OpenAi | Compat::Vllm => all,
-            Compat::Ollama => Capabilities { forced_tool_choice: false, ..all },
-            Compat::LlamaCpp => Capabilities { streaming_usage: false, json_schema: false, images: false, ..all },
+            Compat::OpenAi => Capabilities {
+                constraints: ConstraintSupport { json_schema: native, ..ConstraintSupport::none() },
+                ..all
+            },
+            Compat::Vllm => Capabilities {
+                constraints: ConstraintSupport {
+                    json_schema: native,
+                    regex: native,
+                    choice: native,
+                    grammar: None,
+                    gbnf: native,
+                },
+                ..all
+            },
+            Compat::Ollama => Capabilities {
+                forced_tool_choice: false,
+                constraints: ConstraintSupport { json_schema: native, ..ConstraintSupport::none() },
+                ..all
+            },
+            Compat::LlamaCpp => Capabilities {
+                streaming_usage: false,
+                json_schema: false,
+                images: false,
+                constraints: ConstraintSupport {
+                    json_schema: native,
+                    regex: grammar,
+                    choice: grammar,
+                    grammar: None,
+                    gbnf: grammar,
+                },
+                ..all
+            },
             Compat::Generic => Capabilities {
                 streaming_usage: false,
                 forced_tool_choice: false,
@@ -196,6 +248,13 @@ impl Compat {
             json_object_schema: self == Compat::LlamaCpp,
             grammar_field: if self == Compat::LlamaCpp { GrammarField::Grammar } else { GrammarField::Unsupported },
             stream_requires_finish_reason: true,
+            constraint_dialect: match self {
+                Compat::OpenAi => ConstraintDialect::OpenAi,
+                Compat::Vllm => ConstraintDialect::Vllm,
+                Compat::Ollama => ConstraintDialect::Ollama,
+                Compat::LlamaCpp => ConstraintDialect::LlamaCpp,
+                Compat::Generic => ConstraintDialect::Unsupported,
+            },
         }
     }
 }
@@ -246,6 +305,50 @@ pub enum GrammarField {
     Grammar,
 }
 
+/// How a [`ChatRequest::constraint`] is written into the request body ([`Quirks::constraint_dialect`]). Which
+/// kinds a client accepts at all is decided by [`Capabilities::constraints`]; a kind the capabilities allow but
+/// the dialect cannot express fails with [`Error::Unsupported`] before sending, never silently dropped.
+///
+/// Every dialect checks the constraint first: an invalid JSON Schema or regex, an empty choice or a GBNF grammar
+/// that llama.cpp's parser would reject is an [`Error::InvalidInput`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConstraintDialect {
+    /// The server has no structured-output feature: every constraint is refused.
+    Unsupported,
+    /// OpenAI: a JSON Schema goes as `response_format: {"type": "json_schema", "json_schema": {"name", "schema",
+    /// "strict"}}`. Strict mode only takes a subset of JSON Schema (every object closed with
+    /// `"additionalProperties": false` and listing all its properties in `required`, a limited set of keywords,
+    /// an object at the root), which schemas derived with `schemars` rarely meet as they are. So the schema is
+    /// rewritten into that subset when the rewrite accepts only values the original accepts: open objects with
+    /// `properties` are closed, every property becomes required (an `Option` field, whose schema admits `null`,
+    /// then says `null` instead of being absent; an answer with every property present is still valid), `oneOf`
+    /// whose branches are distinct constants becomes `anyOf`, annotations strict mode rejects (`$schema`,
+    /// `default`, `examples`, formats it does not know such as `uint32`) are dropped. The name is the schema's
+    /// `title` (made safe), else `response`. A schema that cannot be rewritten that way (maps, i.e.
+    /// `additionalProperties` with a schema; `allOf`, `not`, `if`, `minLength`, tuples; a non-object root) is sent
+    /// unchanged with `strict: false`: the model is then guided by the schema but not held to it, and the answer
+    /// is still validated by `catena_core::structured`.
+    OpenAi,
+    /// vLLM >= 0.10.2: a JSON Schema goes as `response_format` `json_schema` (the schema unchanged, no `strict`:
+    /// vLLM enforces the whole schema with its grammar backend); regex, choice and grammars go in the
+    /// `structured_outputs` object (`{"regex": ...}`, `{"choice": [...]}`, `{"grammar": ...}`). The older
+    /// top-level `guided_regex`/`guided_choice`/`guided_grammar` fields were removed in vLLM 0.12 and are ignored
+    /// by newer servers (unconstrained output with HTTP 200), so they are not used. A GBNF grammar is checked with
+    /// [`Gbnf::parse`] and sent verbatim (vLLM's default backend, xgrammar, reads GBNF-style EBNF). A regex uses
+    /// catena's (Rust `regex`) syntax; vLLM's backends read the common subset the same way.
+    Vllm,
+    /// llama.cpp servers (llama-cpp-python, `llama-server`): a JSON Schema goes as `response_format: {"type":
+    /// "json_object", "schema": ...}` (OpenAI's `json_schema` form is an HTTP 500 there); a GBNF grammar, after
+    /// [`Gbnf::parse`], as the top-level `grammar` (an invalid grammar would crash llama-cpp-python's server); a
+    /// choice as a GBNF alternation of the options as literals; a regex as an equivalent GBNF grammar (see
+    /// [`regex_to_gbnf`]).
+    LlamaCpp,
+    /// Ollama's `/v1`: a JSON Schema goes as `response_format` `json_schema`; Ollama passes the schema on as its
+    /// native `format`, turned into a grammar by llama.cpp.
+    Ollama,
+}
+
 /// Wire-format differences between server families. Start from [`Compat::quirks`] and change fields.
 ///
 /// ```
@@ -273,6 +376,8 @@ pub struct Quirks {
     /// arrives unless it runs with `--interrupt_requests false`. Set it to false only for a server that never
     /// sends finish reasons in streams; such answers then end with `finish_reason: None`.
     pub stream_requires_finish_reason: bool,
+    /// How [`ChatRequest::constraint`] goes on the wire.
+    pub constraint_dialect: ConstraintDialect,
 }
 
 /// Per-request options that only OpenAI-compatible servers understand, beyond the provider-neutral
@@ -907,6 +1012,22 @@ impl OpenAiClient {
     fn prepare(&self, request: &ChatRequest, options: &ChatOptions, streaming: bool) -> Result<Prepared> {
         let inner = &self.inner;
         let caps = &inner.capabilities;
+        if request.constraint.is_some() {
+            let conflict = if options.grammar.is_some() {
+                Some("ChatOptions::with_grammar")
+            } else if options.json_object_schema.is_some() {
+                Some("ChatOptions::with_json_object_schema")
+            } else if matches!(request.tool_choice, Some(ToolChoice::Required | ToolChoice::Tool(_))) {
+                Some("a forced tool choice (the answer would be a tool call, not constrained text)")
+            } else {
+                None
+            };
+            if let Some(other) = conflict {
+                return Err(Error::InvalidInput(format!(
+                    "ChatRequest::constraint cannot be combined with {other}; keep one of the two"
+                )));
+            }
+        }
         if let Some(schema) = &options.json_object_schema {
             if !inner.quirks.json_object_schema {
                 return Err(Error::unsupported(
@@ -936,6 +1057,12 @@ impl OpenAiClient {
         if options.grammar.is_some() {
             self.check_grammar(request, options)?;
         }
+        let constraint = match &request.constraint {
+            Some(constraint) => {
+                Some(wire::encode_constraint(constraint, inner.quirks.constraint_dialect, &caps.backend)?)
+            }
+            None => None,
+        };
         if request.tool_choice == Some(ToolChoice::Required) && !inner.quirks.tool_choice_required {
             return Err(Error::unsupported(
                 &caps.backend,
@@ -956,7 +1083,7 @@ impl OpenAiClient {
         };
         let stream =
             streaming.then_some(if caps.streaming_usage { StreamUsage::Requested } else { StreamUsage::NotRequested });
-        let wire = wire::encode_chat(request, &model, &inner.quirks, options, stream)?;
+        let wire = wire::encode_chat(request, &model, &inner.quirks, options, constraint.as_ref(), stream)?;
         let body = serde_json::to_vec(&wire)?;
         Ok(Prepared { model, body })
     }

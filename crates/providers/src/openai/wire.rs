@@ -5,15 +5,15 @@
 //! string, missing `index`, content as an array of text parts).
 
 use catena_core::{
-    ChatChunk, ChatRequest, ChatResponse, ContentPart, Error, FinishReason, Message, ResponseFormat, Result, Role,
-    ToolCall, ToolCallDelta, ToolChoice, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Constraint, ContentPart, Error, FinishReason, Message, ResponseFormat,
+    Result, Role, ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::{ChatOptions, GrammarField, MaxTokensField, Quirks};
+use super::{ChatOptions, ConstraintDialect, Gbnf, GrammarField, MaxTokensField, Quirks};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Requests
@@ -45,6 +45,9 @@ pub(crate) struct ChatCompletionRequest<'a> {
     /// A GBNF grammar (llama.cpp servers).
     #[serde(skip_serializing_if = "Option::is_none")]
     grammar: Option<&'a str>,
+    /// vLLM's structured-output parameters (regex, choice, grammar).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    structured_outputs: Option<&'a StructuredOutputs>,
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
@@ -149,7 +152,8 @@ enum WireResponseFormat<'a> {
 struct WireJsonSchema<'a> {
     name: &'a str,
     schema: &'a Value,
-    strict: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
 }
 
 /// Encodes `request` for `model`. `stream_usage` asks for the final usage chunk (`stream_options`).
@@ -161,6 +165,7 @@ pub(crate) fn encode_chat<'a>(
     model: &'a str,
     quirks: &Quirks,
     options: &'a ChatOptions,
+    constraint: Option<&'a EncodedConstraint>,
     stream: Option<StreamUsage>,
 ) -> Result<ChatCompletionRequest<'a>> {
     let messages = request.messages.iter().map(|m| encode_message(m, quirks)).collect::<Result<Vec<_>>>()?;
@@ -187,8 +192,18 @@ pub(crate) fn encode_chat<'a>(
         (None, None | Some(ResponseFormat::Text)) => None,
         (None, Some(ResponseFormat::JsonObject)) => Some(WireResponseFormat::JsonObject { schema: None }),
         (None, Some(ResponseFormat::JsonSchema { name, schema, strict })) => {
+            Some(WireResponseFormat::JsonSchema { json_schema: WireJsonSchema { name, schema, strict: Some(*strict) } })
+        }
+    };
+    // The client refuses a constraint next to a response format or grammar option before encoding.
+    let response_format = match constraint.and_then(|c| c.response_format.as_ref()) {
+        Some(ConstraintFormat::JsonSchema { name, schema, strict }) => {
             Some(WireResponseFormat::JsonSchema { json_schema: WireJsonSchema { name, schema, strict: *strict } })
         }
+        Some(ConstraintFormat::JsonObjectSchema(schema)) => {
+            Some(WireResponseFormat::JsonObject { schema: Some(schema) })
+        }
+        None => response_format,
     };
     Ok(ChatCompletionRequest {
         model,
@@ -202,17 +217,526 @@ pub(crate) fn encode_chat<'a>(
         tools,
         tool_choice,
         response_format,
-        grammar: match quirks.grammar_field {
-            GrammarField::Grammar => options.grammar.as_ref().map(|g| g.as_str()),
+        grammar: match (constraint.and_then(|c| c.grammar.as_ref()), quirks.grammar_field) {
+            (Some(grammar), _) => Some(grammar.as_str()),
+            (None, GrammarField::Grammar) => options.grammar.as_ref().map(|g| g.as_str()),
             // The client refuses grammars for such servers before encoding.
-            GrammarField::Unsupported => None,
+            (None, GrammarField::Unsupported) => None,
         },
+        structured_outputs: constraint.and_then(|c| c.structured_outputs.as_ref()),
         stream: stream.is_some(),
         stream_options: match stream {
             Some(StreamUsage::Requested) => Some(StreamOptions { include_usage: true }),
             Some(StreamUsage::NotRequested) | None => None,
         },
     })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Constraints
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A [`Constraint`] in the form one server family takes, built by [`encode_constraint`] before the request is
+/// encoded (the request borrows from it).
+#[derive(Debug)]
+pub(crate) struct EncodedConstraint {
+    response_format: Option<ConstraintFormat>,
+    grammar: Option<String>,
+    structured_outputs: Option<StructuredOutputs>,
+}
+
+#[derive(Debug)]
+enum ConstraintFormat {
+    /// `response_format: {"type": "json_schema", ...}`.
+    JsonSchema { name: String, schema: Value, strict: Option<bool> },
+    /// `response_format: {"type": "json_object", "schema": ...}` (llama.cpp servers).
+    JsonObjectSchema(Value),
+}
+
+/// vLLM's `structured_outputs` request object (vLLM >= 0.10.2); exactly one field is set.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct StructuredOutputs {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    choice: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grammar: Option<String>,
+}
+
+impl EncodedConstraint {
+    fn format(format: ConstraintFormat) -> Self {
+        EncodedConstraint { response_format: Some(format), grammar: None, structured_outputs: None }
+    }
+    fn grammar(grammar: Gbnf) -> Self {
+        EncodedConstraint { response_format: None, grammar: Some(grammar.into_string()), structured_outputs: None }
+    }
+    fn vllm(outputs: StructuredOutputs) -> Self {
+        EncodedConstraint { response_format: None, grammar: None, structured_outputs: Some(outputs) }
+    }
+}
+
+/// Checks `constraint` and writes it in `dialect`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] for an invalid constraint (schema, regex, empty choice, GBNF); [`Error::Unsupported`]
+/// when `dialect` cannot express this kind (capabilities were overridden to allow it) or, for llama.cpp, a regex
+/// outside the subset [`regex_to_gbnf`] converts exactly.
+pub(crate) fn encode_constraint(
+    constraint: &Constraint,
+    dialect: ConstraintDialect,
+    backend: &str,
+) -> Result<EncodedConstraint> {
+    // Checks that need no grammar engine: the schema compiles, the regex parses, the choice is not empty.
+    if matches!(constraint, Constraint::JsonSchema(_) | Constraint::Regex(_) | Constraint::Choice(_)) {
+        constraint.validator()?;
+    }
+    let unsupported = || {
+        Err(Error::unsupported(
+            backend,
+            format!("{} constraints on the wire ({dialect:?} dialect)", constraint.kind()),
+            "use catena_core::structured's validate-and-repair fallback, or set Quirks::constraint_dialect to a \
+             dialect this server speaks",
+        ))
+    };
+    match (dialect, constraint) {
+        (ConstraintDialect::Unsupported, _) => unsupported(),
+        (ConstraintDialect::OpenAi, Constraint::JsonSchema(schema)) => {
+            let name = schema_name(schema);
+            Ok(EncodedConstraint::format(match openai_strict_schema(schema) {
+                Ok(strict) => ConstraintFormat::JsonSchema { name, schema: strict, strict: Some(true) },
+                Err(why) => {
+                    tracing::debug!(reason = %why, "JSON Schema sent with strict: false");
+                    ConstraintFormat::JsonSchema { name, schema: schema.clone(), strict: Some(false) }
+                }
+            }))
+        }
+        (ConstraintDialect::Vllm | ConstraintDialect::Ollama, Constraint::JsonSchema(schema)) => {
+            Ok(EncodedConstraint::format(ConstraintFormat::JsonSchema {
+                name: schema_name(schema),
+                schema: schema.clone(),
+                strict: None,
+            }))
+        }
+        (ConstraintDialect::LlamaCpp, Constraint::JsonSchema(schema)) => {
+            Ok(EncodedConstraint::format(ConstraintFormat::JsonObjectSchema(schema.clone())))
+        }
+        (ConstraintDialect::Vllm, Constraint::Regex(rx)) => {
+            Ok(EncodedConstraint::vllm(StructuredOutputs { regex: Some(rx.clone()), ..Default::default() }))
+        }
+        (ConstraintDialect::Vllm, Constraint::Choice(options)) => {
+            Ok(EncodedConstraint::vllm(StructuredOutputs { choice: Some(options.clone()), ..Default::default() }))
+        }
+        (ConstraintDialect::Vllm, Constraint::Gbnf(text)) => {
+            let checked = Gbnf::parse(text.as_str())?;
+            Ok(EncodedConstraint::vllm(StructuredOutputs {
+                grammar: Some(checked.into_string()),
+                ..Default::default()
+            }))
+        }
+        (ConstraintDialect::Vllm, Constraint::Grammar(lark)) => {
+            Ok(EncodedConstraint::vllm(StructuredOutputs { grammar: Some(lark.clone()), ..Default::default() }))
+        }
+        (ConstraintDialect::LlamaCpp, Constraint::Gbnf(text)) => {
+            Ok(EncodedConstraint::grammar(Gbnf::parse(text.as_str())?))
+        }
+        (ConstraintDialect::LlamaCpp, Constraint::Choice(options)) => {
+            Ok(EncodedConstraint::grammar(choice_to_gbnf(options)?))
+        }
+        (ConstraintDialect::LlamaCpp, Constraint::Regex(rx)) => match regex_to_gbnf(rx) {
+            Ok(grammar) => Ok(EncodedConstraint::grammar(grammar)),
+            Err(Error::Unsupported { capability, hint, .. }) => Err(Error::unsupported(backend, capability, hint)),
+            Err(e) => Err(e),
+        },
+        _ => unsupported(),
+    }
+}
+
+/// The `name` OpenAI requires next to a schema (`^[A-Za-z0-9_-]{1,64}$`): the schema's `title` with other
+/// characters replaced by `_`, else `response`.
+fn schema_name(schema: &Value) -> String {
+    let title = schema.get("title").and_then(Value::as_str).unwrap_or_default();
+    let name: String = title
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "response".to_string()
+    } else {
+        name
+    }
+}
+
+/// Formats OpenAI's strict mode knows; other `format` values (schemars' `uint32`, `double`, ...) are annotations
+/// it rejects, and are dropped.
+const OPENAI_FORMATS: &[&str] = &["date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"];
+
+/// Rewrites a JSON Schema into the subset OpenAI's strict structured outputs accept, such that every value the
+/// rewrite accepts is also accepted by `schema` (see [`ConstraintDialect::OpenAi`](super::ConstraintDialect::OpenAi)
+/// for the rules).
+///
+/// ```
+/// use catena_providers::openai::openai_strict_schema;
+/// use serde_json::json;
+///
+/// let schema = json!({
+///     "title": "City",
+///     "type": "object",
+///     "properties": {"name": {"type": "string"}, "population": {"type": ["integer", "null"], "format": "uint64"}},
+///     "required": ["name"]
+/// });
+/// let strict = openai_strict_schema(&schema).unwrap();
+/// assert_eq!(strict["required"], json!(["name", "population"]));
+/// assert_eq!(strict["additionalProperties"], json!(false));
+/// assert!(strict["properties"]["population"].get("format").is_none());
+///
+/// // A map has no strict form.
+/// let map = json!({"type": "object", "additionalProperties": {"type": "integer"}});
+/// assert!(openai_strict_schema(&map).unwrap_err().contains("a map"));
+/// ```
+///
+/// # Errors
+/// Why the schema has no strict form that accepts only values the original accepts.
+pub fn openai_strict_schema(schema: &Value) -> std::result::Result<Value, String> {
+    let out = strict_node(schema, "#")?;
+    let is_object = out.get("type").and_then(Value::as_str) == Some("object") && out.get("properties").is_some();
+    if !is_object {
+        return Err("the root of a strict schema must be an object with `properties` (`\"type\": \"object\"`)".into());
+    }
+    Ok(out)
+}
+
+fn strict_node(node: &Value, at: &str) -> std::result::Result<Value, String> {
+    let Value::Object(map) = node else {
+        return Err(format!("{at}: the boolean schema `{node}` has no strict form"));
+    };
+    if map.contains_key("$ref") {
+        // Only annotations may sit next to a reference; they are dropped.
+        if let Some(k) = map.keys().find(|k| !matches!(k.as_str(), "$ref" | "title" | "description" | "$comment")) {
+            return Err(format!("{at}: `{k}` next to `$ref`"));
+        }
+        let target = map["$ref"].as_str().unwrap_or_default();
+        if !(target == "#" || target.starts_with("#/$defs/") || target.starts_with("#/definitions/")) {
+            return Err(format!("{at}: `$ref` to `{target}` (only local definitions are allowed)"));
+        }
+        return Ok(Value::Object(Map::from_iter([("$ref".to_string(), Value::String(target.to_string()))])));
+    }
+    let mut out = Map::new();
+    for (key, value) in map {
+        let here = format!("{at}/{key}");
+        match key.as_str() {
+            "$schema" | "$comment" | "default" | "examples" | "deprecated" | "readOnly" | "writeOnly" => {}
+            "title" | "description" | "type" | "enum" | "const" | "pattern" | "minimum" | "maximum"
+            | "exclusiveMinimum" | "exclusiveMaximum" | "multipleOf" | "minItems" | "maxItems" => {
+                out.insert(key.clone(), value.clone());
+            }
+            "format" => {
+                if value.as_str().is_some_and(|f| OPENAI_FORMATS.contains(&f)) {
+                    out.insert(key.clone(), value.clone());
+                }
+            }
+            "properties" | "$defs" | "definitions" => {
+                let Value::Object(children) = value else { return Err(format!("{here} is not an object")) };
+                let mut converted = Map::new();
+                for (name, child) in children {
+                    converted.insert(name.clone(), strict_node(child, &format!("{here}/{name}"))?);
+                }
+                out.insert(key.clone(), Value::Object(converted));
+            }
+            "items" => {
+                if !value.is_object() {
+                    return Err(format!("{here}: tuple `items` (an array or boolean) has no strict form"));
+                }
+                out.insert(key.clone(), strict_node(value, &here)?);
+            }
+            "anyOf" => {
+                out.insert(key.clone(), strict_branches(value, &here)?);
+            }
+            "oneOf" => {
+                // `oneOf` is `anyOf` when no value can match two branches: branches that are distinct constants.
+                if !distinct_literal_branches(value) {
+                    return Err(format!("{here}: `oneOf` whose branches may overlap"));
+                }
+                out.insert("anyOf".to_string(), strict_branches(value, &here)?);
+            }
+            "required" | "additionalProperties" => {}
+            other => return Err(format!("{at}: `{other}` is not supported by OpenAI's strict mode")),
+        }
+    }
+    if !["type", "anyOf", "enum", "const"].iter().any(|k| out.contains_key(*k)) {
+        return Err(format!("{at}: a schema without `type`, `anyOf`, `enum` or `const` accepts any value"));
+    }
+    let mentions_object = match map.get("type") {
+        Some(Value::String(t)) => t == "object",
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "object"),
+        _ => false,
+    };
+    if let Some(Value::Object(properties)) = map.get("properties") {
+        match map.get("additionalProperties") {
+            None | Some(Value::Bool(false)) => {}
+            Some(other) => return Err(format!("{at}: `additionalProperties: {other}` (an open object or a map)")),
+        }
+        if let Some(Value::Array(required)) = map.get("required") {
+            if let Some(missing) = required.iter().find(|r| !r.as_str().is_some_and(|r| properties.contains_key(r))) {
+                return Err(format!("{at}: required property {missing} is not among `properties`"));
+            }
+        }
+        out.insert("required".into(), Value::Array(properties.keys().cloned().map(Value::String).collect()));
+        out.insert("additionalProperties".into(), Value::Bool(false));
+    } else if mentions_object || map.contains_key("additionalProperties") {
+        return Err(format!("{at}: an object without `properties` (a map or any object) has no strict form"));
+    }
+    Ok(Value::Object(out))
+}
+
+fn strict_branches(value: &Value, at: &str) -> std::result::Result<Value, String> {
+    let Value::Array(branches) = value else { return Err(format!("{at} is not an array")) };
+    let converted = branches
+        .iter()
+        .enumerate()
+        .map(|(i, b)| strict_node(b, &format!("{at}/{i}")))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Value::Array(converted))
+}
+
+/// Whether every branch only allows constants (`const` or `enum`, plus `type` and annotations) and no constant
+/// appears in two branches.
+fn distinct_literal_branches(value: &Value) -> bool {
+    let Value::Array(branches) = value else { return false };
+    let mut seen: Vec<&Value> = Vec::new();
+    for branch in branches {
+        let Value::Object(map) = branch else { return false };
+        if map.keys().any(|k| !matches!(k.as_str(), "const" | "enum" | "type" | "title" | "description")) {
+            return false;
+        }
+        let literals: Vec<&Value> = match (map.get("const"), map.get("enum")) {
+            (Some(c), None) => vec![c],
+            (None, Some(Value::Array(e))) => e.iter().collect(),
+            _ => return false,
+        };
+        for literal in literals {
+            if seen.contains(&literal) {
+                return false;
+            }
+            seen.push(literal);
+        }
+    }
+    true
+}
+
+/// A GBNF grammar whose language is exactly `options` (each verbatim).
+///
+/// ```
+/// use catena_providers::openai::choice_to_gbnf;
+/// let g = choice_to_gbnf(&["yes".to_string(), "say \"no\"".to_string()]).unwrap();
+/// assert_eq!(g.as_str(), r#"root ::= "yes" | "say \x22no\x22""#);
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidInput`] for an empty list.
+pub fn choice_to_gbnf(options: &[String]) -> Result<Gbnf> {
+    if options.is_empty() {
+        return Err(Error::InvalidInput(
+            "Constraint::Choice needs at least one option; an empty choice allows no output".into(),
+        ));
+    }
+    let mut text = String::from("root ::=");
+    for (i, option) in options.iter().enumerate() {
+        text.push_str(if i == 0 { " " } else { " | " });
+        gbnf_literal(option, &mut text);
+    }
+    Gbnf::parse(text)
+}
+
+/// Appends `s` as a GBNF string literal: printable ASCII as is, everything else (and `"`, `\`) escaped.
+fn gbnf_literal(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        if (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\' {
+            out.push(c);
+        } else {
+            gbnf_escape(c, out);
+        }
+    }
+    out.push('"');
+}
+
+fn gbnf_escape(c: char, out: &mut String) {
+    let v = u32::from(c);
+    if v <= 0xFF {
+        out.push_str(&format!("\\x{v:02X}"));
+    } else if v <= 0xFFFF {
+        out.push_str(&format!("\\u{v:04X}"));
+    } else {
+        out.push_str(&format!("\\U{v:08X}"));
+    }
+}
+
+/// Converts a regular expression (Rust `regex` syntax, matched against the whole text, as
+/// [`Constraint::Regex`] means it) into a GBNF grammar with exactly the same language, for llama.cpp servers.
+///
+/// Everything that describes a set of strings converts: literals, classes (Unicode ones such as `\w` or `\p{L}`
+/// become explicit ranges), `.`, case-insensitive flags, groups, alternation and every repetition (`*`, `+`, `?`,
+/// `{m,n}`; laziness does not change what matches the whole text). `^`/`\A` at the very start and `$`/`\z` at
+/// the very end are allowed (the match is anchored anyway). Assertions elsewhere (`\b`, `^` in the middle) have no
+/// GBNF equivalent and are refused, as are patterns that match bytes outside UTF-8 (`(?-u:\xFF)`), rather than
+/// approximated.
+///
+/// ```
+/// use catena_providers::openai::regex_to_gbnf;
+/// let g = regex_to_gbnf("[a-c]{2}-(?:x|yz)?").unwrap();
+/// assert_eq!(g.as_str(), r#"root ::= [a-c]{2} "-" ("x" | "yz")?"#);
+/// assert!(regex_to_gbnf(r"\bword\b").is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidInput`] for a regex that does not parse or whose grammar exceeds llama.cpp's limits;
+/// [`Error::Unsupported`] naming the construct that has no exact GBNF form.
+pub fn regex_to_gbnf(regex: &str) -> Result<Gbnf> {
+    use regex_syntax::hir::{Hir, HirKind, Look};
+    let hir = regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(regex)
+        .map_err(|e| Error::InvalidInput(format!("invalid regex constraint: {e}")))?;
+    // Drop anchors at the very start and end: the whole text is matched anyway.
+    let is_start = |h: &Hir| matches!(h.kind(), HirKind::Look(Look::Start | Look::StartLF | Look::StartCRLF));
+    let is_end = |h: &Hir| matches!(h.kind(), HirKind::Look(Look::End | Look::EndLF | Look::EndCRLF));
+    let body: Vec<&Hir> = match hir.kind() {
+        HirKind::Concat(items) => {
+            let mut items: Vec<&Hir> = items.iter().collect();
+            if items.first().is_some_and(|h| is_start(h)) {
+                items.remove(0);
+            }
+            if items.last().is_some_and(|h| is_end(h)) {
+                items.pop();
+            }
+            items
+        }
+        _ if is_start(&hir) || is_end(&hir) => Vec::new(),
+        _ => vec![&hir],
+    };
+    let mut text = String::from("root ::= ");
+    if body.is_empty() {
+        text.push_str("\"\"");
+    }
+    for (i, h) in body.iter().enumerate() {
+        if i > 0 {
+            text.push(' ');
+        }
+        hir_to_gbnf(h, &mut text, 0)?;
+    }
+    Gbnf::parse(text).map_err(|e| {
+        Error::InvalidInput(format!("the regex {regex:?} converts to a grammar llama.cpp would not accept: {e}"))
+    })
+}
+
+fn hir_to_gbnf(hir: &regex_syntax::hir::Hir, out: &mut String, depth: usize) -> Result<()> {
+    use regex_syntax::hir::{Class, HirKind};
+    let unsupported = |what: String| {
+        Err(Error::unsupported(
+            "llama.cpp grammar conversion",
+            format!("regex constraints with {what}"),
+            "remove the construct from the regex, or use catena_core::structured's validate-and-repair fallback",
+        ))
+    };
+    if depth > 48 {
+        return unsupported("groups nested more than 48 deep".into());
+    }
+    match hir.kind() {
+        HirKind::Empty => out.push_str("\"\""),
+        HirKind::Literal(lit) => match std::str::from_utf8(&lit.0) {
+            Ok(s) => gbnf_literal(s, out),
+            Err(_) => return unsupported("a literal that is not UTF-8".into()),
+        },
+        HirKind::Class(Class::Unicode(class)) => {
+            let ranges: Vec<(char, char)> = class.ranges().iter().map(|r| (r.start(), r.end())).collect();
+            gbnf_class(&ranges, out).or_else(|()| unsupported("a class that matches nothing".into()))?;
+        }
+        HirKind::Class(Class::Bytes(class)) => {
+            if class.ranges().iter().any(|r| r.end() > 0x7F) {
+                return unsupported("a byte class beyond ASCII (which may match non-UTF-8 bytes)".into());
+            }
+            let ranges: Vec<(char, char)> =
+                class.ranges().iter().map(|r| (char::from(r.start()), char::from(r.end()))).collect();
+            gbnf_class(&ranges, out).or_else(|()| unsupported("a class that matches nothing".into()))?;
+        }
+        HirKind::Look(look) => return unsupported(format!("the assertion {look:?} (only a leading ^ and trailing $)")),
+        HirKind::Repetition(rep) => {
+            let mut sub = &*rep.sub;
+            while let HirKind::Capture(cap) = sub.kind() {
+                sub = &cap.sub;
+            }
+            // Classes, one-character literals and groups (concatenations and alternations bring their own
+            // parentheses) take a repetition suffix directly.
+            let atomic = match sub.kind() {
+                HirKind::Class(_) | HirKind::Concat(_) | HirKind::Alternation(_) => true,
+                HirKind::Literal(lit) => std::str::from_utf8(&lit.0).is_ok_and(|s| s.chars().count() == 1),
+                _ => false,
+            };
+            if atomic {
+                hir_to_gbnf(sub, out, depth + 1)?;
+            } else {
+                out.push('(');
+                hir_to_gbnf(sub, out, depth + 1)?;
+                out.push(')');
+            }
+            match (rep.min, rep.max) {
+                (0, None) => out.push('*'),
+                (1, None) => out.push('+'),
+                (0, Some(1)) => out.push('?'),
+                (m, None) => out.push_str(&format!("{{{m},}}")),
+                (m, Some(n)) if m == n => out.push_str(&format!("{{{m}}}")),
+                (m, Some(n)) => out.push_str(&format!("{{{m},{n}}}")),
+            }
+        }
+        HirKind::Capture(cap) => hir_to_gbnf(&cap.sub, out, depth)?,
+        HirKind::Concat(items) => {
+            out.push('(');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                hir_to_gbnf(item, out, depth + 1)?;
+            }
+            out.push(')');
+        }
+        HirKind::Alternation(items) => {
+            out.push('(');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(" | ");
+                }
+                hir_to_gbnf(item, out, depth + 1)?;
+            }
+            out.push(')');
+        }
+    }
+    Ok(())
+}
+
+/// Appends a GBNF character class for these inclusive ranges; `Err` when there are none.
+fn gbnf_class(ranges: &[(char, char)], out: &mut String) -> std::result::Result<(), ()> {
+    if ranges.is_empty() {
+        return Err(());
+    }
+    out.push('[');
+    let push = |c: char, out: &mut String| {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else {
+            gbnf_escape(c, out);
+        }
+    };
+    for &(start, end) in ranges {
+        push(start, out);
+        if end != start {
+            out.push('-');
+            push(end, out);
+        }
+    }
+    out.push(']');
+    Ok(())
 }
 
 /// Whether a streaming request asks for the usage chunk.
@@ -657,7 +1181,7 @@ mod tests {
 
     fn encode(req: &ChatRequest, quirks: &Quirks, options: &ChatOptions, stream: Option<StreamUsage>) -> Value {
         // Through bytes, as on the wire: f32 fields must print as written (0.9, not 0.8999999761581421).
-        let bytes = serde_json::to_vec(&encode_chat(req, "m", quirks, options, stream).unwrap()).unwrap();
+        let bytes = serde_json::to_vec(&encode_chat(req, "m", quirks, options, None, stream).unwrap()).unwrap();
         serde_json::from_slice(&bytes).unwrap()
     }
 
@@ -751,12 +1275,52 @@ mod tests {
     }
 
     #[test]
+    fn regexes_convert_to_exact_grammars() {
+        let g = |rx: &str| regex_to_gbnf(rx).map(Gbnf::into_string);
+        assert_eq!(g("^a\\.b$").unwrap(), r#"root ::= "a.b""#);
+        assert_eq!(g("(?i)x").unwrap(), "root ::= [Xx]");
+        assert_eq!(g("\"|\\\\").unwrap(), r#"root ::= [\x22\x5C]"#);
+        assert_eq!(g("(ab)*c{2,}").unwrap(), r#"root ::= ("ab")* "c"{2,}"#);
+        assert_eq!(g("").unwrap(), r#"root ::= """#);
+        assert_eq!(g(".").unwrap(), r"root ::= [\x00-\x09\x0B-\U0010FFFF]");
+        assert!(matches!(g("a^b"), Err(Error::Unsupported { .. })));
+        // Bytes outside UTF-8 are refused by the parser already.
+        assert!(g("(?-u:\\xFF)").is_err());
+        assert!(matches!(g("("), Err(Error::InvalidInput(_))));
+    }
+
+    #[test]
+    fn strict_schema_refuses_what_it_cannot_rewrite_soundly() {
+        let refuse = |schema: Value| openai_strict_schema(&schema).unwrap_err();
+        assert!(refuse(json!({"type": "string"})).contains("root"));
+        assert!(refuse(json!({"type": "object", "properties": {"any": {"description": "x"}}})).contains("any value"));
+        assert!(refuse(
+            json!({"type": "object", "properties": {"a": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}})
+        )
+        .contains("oneOf"));
+        assert!(refuse(json!({"type": "object", "properties": {"a": {"type": "string", "minLength": 2}}}))
+            .contains("minLength"));
+        assert!(refuse(json!({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["b"]}))
+            .contains("\"b\""));
+        let ok =
+            openai_strict_schema(&json!({"type": "object", "properties": {"t": {"type": "string", "format": "date"}}}))
+                .unwrap();
+        assert_eq!(ok["properties"]["t"], json!({"type": "string", "format": "date"}));
+    }
+
+    #[test]
     fn tool_message_without_id_is_rejected() {
         let mut m = Message::tool_result("x", "y");
         m.tool_call_id = None;
-        let err =
-            encode_chat(&ChatRequest::new(vec![m]), "m", &Compat::Generic.quirks(), &ChatOptions::default(), None)
-                .unwrap_err();
+        let err = encode_chat(
+            &ChatRequest::new(vec![m]),
+            "m",
+            &Compat::Generic.quirks(),
+            &ChatOptions::default(),
+            None,
+            None,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("Message::tool_result"), "{err}");
     }
 

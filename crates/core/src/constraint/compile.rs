@@ -1,30 +1,4 @@
-//! Grammar-constrained generation: JSON Schema, regex, choice and Lark-grammar constraints compiled to per-token
-//! masks with [llguidance](https://github.com/guidance-ai/llguidance).
-//!
-//! A [`Constraint`] says what the output must look like. A [`ConstraintCompiler`] holds the tokenizer-specific
-//! state (built once per vocabulary and shared behind an `Arc`) and turns a constraint into a
-//! [`ConstraintMatcher`], which follows one generation token by token: before sampling, ask it for the
-//! [`TokenMask`] of allowed tokens; after sampling, feed it the token.
-//!
-//! Invalid or unsupported constraints (a malformed regex, a Lark syntax error, a JSON Schema keyword llguidance
-//! cannot enforce) are rejected by [`ConstraintCompiler::compile`] with [`Error::InvalidInput`] naming the
-//! construct, before any token is generated.
-//!
-//! ```
-//! use catena_core::constraint::{Constraint, ConstraintCompiler};
-//!
-//! # fn main() -> catena_core::Result<()> {
-//! let compiler = ConstraintCompiler::o200k()?;
-//! let mut matcher = compiler.compile(&Constraint::Regex("[0-9]{3}".into()))?;
-//! let digits = compiler.tokenize("042");
-//! for &token in &digits {
-//!     assert!(matcher.compute_mask()?.is_allowed(token));
-//!     matcher.consume_tokens(&[token])?;
-//! }
-//! assert!(matcher.is_accepting()?);
-//! # Ok(())
-//! # }
-//! ```
+//! Compiling [`Constraint`]s to token masks with llguidance (feature `constrain`).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
@@ -37,21 +11,8 @@ use tiktoken_rs::CoreBPE;
 use toktrie::{InferenceCapabilities, SimpleVob, TokRxInfo, TokTrie};
 pub use toktrie::{TokEnv, TokenId, TokenizerEnv};
 
+use super::Constraint;
 use crate::error::{Error, Result};
-
-/// What the generated text must look like.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Constraint {
-    /// A JSON value valid against this JSON Schema (drafts 4 to 2020-12; unsupported keywords are rejected at
-    /// compile time). `true` is the same as `{}`; `false` is rejected.
-    JsonSchema(Value),
-    /// Text fully matching this regular expression (Rust `regex` syntax, implicitly anchored at both ends).
-    Regex(String),
-    /// Exactly one of these strings, verbatim.
-    Choice(Vec<String>),
-    /// A context-free grammar in llguidance's Lark dialect, starting at the rule `start`.
-    Grammar(String),
-}
 
 /// How JSON produced under a [`Constraint::JsonSchema`] may be laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,22 +26,6 @@ pub enum JsonWhitespace {
 }
 
 impl Constraint {
-    /// A JSON Schema constraint for the type `T`, derived with `schemars`.
-    pub fn json_schema_for<T: schemars::JsonSchema>() -> Self {
-        Constraint::JsonSchema(schemars::schema_for!(T).to_value())
-    }
-
-    /// A short name of the constraint's kind, used in errors and spans: `json_schema`, `regex`, `choice`,
-    /// `grammar`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Constraint::JsonSchema(_) => "json_schema",
-            Constraint::Regex(_) => "regex",
-            Constraint::Choice(_) => "choice",
-            Constraint::Grammar(_) => "grammar",
-        }
-    }
-
     /// Converts to llguidance's grammar description with [`JsonWhitespace::Flexible`] JSON layout.
     ///
     /// This only checks the shape of the constraint (an empty choice list, a `false` or non-object schema);
@@ -138,6 +83,7 @@ impl Constraint {
                 }
                 Ok(TopLevelGrammar::from_lark(lark.clone()))
             }
+            Constraint::Gbnf(src) => Ok(TopLevelGrammar::from_lark(super::gbnf::to_lark(src)?)),
         }
     }
 }
@@ -243,9 +189,61 @@ impl ConstraintCompiler {
     pub fn compile(&self, constraint: &Constraint) -> Result<ConstraintMatcher> {
         let _span =
             tracing::debug_span!("catena.constraint.compile", catena.constraint.kind = constraint.kind()).entered();
+        let parser = self.parser(constraint)?;
+        self.matcher(constraint, parser)
+    }
+
+    /// Compiles `constraint` for a generation that continues `prompt`, with token healing: the prompt's last
+    /// tokens, which a tokenizer would merge differently with the text that follows (a trailing space, half a
+    /// word), are removed and the constraint is extended to regenerate their bytes first; text the constraint
+    /// forces at its start is moved into the prompt. Returns the matcher and the prompt to decode.
+    ///
+    /// `prompt` should hold the text tokens right before the output (no BOS or other special tokens: they are
+    /// never healed, so pass only the tokens after the last special one). Bytes of the returned prompt plus
+    /// the generated output always equal the bytes of `prompt` plus the constrained output.
+    ///
+    /// # Errors
+    /// As [`ConstraintCompiler::compile`]; [`Error::Unsupported`] when this compiler's tokenizer is not
+    /// canonical (its tokenization depends on context llguidance cannot see), where healing is impossible.
+    pub fn compile_for_prompt(
+        &self,
+        constraint: &Constraint,
+        prompt: Vec<TokenId>,
+    ) -> Result<(ConstraintMatcher, Vec<TokenId>)> {
+        let _span = tracing::debug_span!(
+            "catena.constraint.compile",
+            catena.constraint.kind = constraint.kind(),
+            catena.constraint.healing = true
+        )
+        .entered();
+        if !self.tok_env().tokenize_is_canonical() {
+            return Err(Error::unsupported(
+                "llguidance",
+                "token healing",
+                "this tokenizer is not canonical; compile without a prompt (ConstraintCompiler::compile)",
+            ));
+        }
+        if let Some(t) = prompt.iter().find(|&&t| t as usize >= self.vocab_size()) {
+            return Err(Error::InvalidInput(format!(
+                "prompt token id {t} is outside the vocabulary of {} tokens",
+                self.vocab_size()
+            )));
+        }
+        let mut parser = self.parser(constraint)?;
+        let healed = std::panic::catch_unwind(AssertUnwindSafe(|| parser.process_prompt(prompt))).map_err(|panic| {
+            Error::InvalidInput(format!(
+                "{} constraint: llguidance failed while healing the prompt ({})",
+                constraint.kind(),
+                panic_text(&panic)
+            ))
+        })?;
+        Ok((self.matcher(constraint, parser)?, healed))
+    }
+
+    fn parser(&self, constraint: &Constraint) -> Result<llguidance::TokenParser> {
         let grammar = constraint.to_grammar_with(self.whitespace)?;
         let factory = &self.factory;
-        let parser = std::panic::catch_unwind(AssertUnwindSafe(|| factory.create_parser(grammar)))
+        std::panic::catch_unwind(AssertUnwindSafe(|| factory.create_parser(grammar)))
             .map_err(|panic| {
                 Error::InvalidInput(format!(
                     "{} constraint: llguidance failed while compiling it ({}); simplify the constraint",
@@ -253,7 +251,10 @@ impl ConstraintCompiler {
                     panic_text(&panic)
                 ))
             })?
-            .map_err(|e| Error::InvalidInput(format!("{} constraint rejected: {e}", constraint.kind())))?;
+            .map_err(|e| Error::InvalidInput(format!("{} constraint rejected: {e}", constraint.kind())))
+    }
+
+    fn matcher(&self, constraint: &Constraint, parser: llguidance::TokenParser) -> Result<ConstraintMatcher> {
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
             return Err(Error::InvalidInput(format!("{} constraint rejected: {e}", constraint.kind())));
@@ -456,6 +457,16 @@ impl ConstraintMatcher {
     /// Bytes the grammar forces next; empty when nothing is forced or the matcher is in an error state.
     pub fn compute_ff_bytes(&mut self) -> Vec<u8> {
         self.matcher.compute_ff_bytes()
+    }
+
+    /// What each `[capture]` rule of a Lark grammar matched so far, in the order the captures completed (a rule
+    /// captured twice appears twice). Bytes that are not UTF-8 are replaced with U+FFFD.
+    pub fn captures(&self) -> Vec<(String, String)> {
+        self.matcher
+            .captures()
+            .iter()
+            .map(|(name, bytes)| (name.clone(), String::from_utf8_lossy(bytes).into_owned()))
+            .collect()
     }
 }
 
