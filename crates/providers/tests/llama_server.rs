@@ -803,3 +803,61 @@ async fn unsupported_constraints_never_reach_the_server() {
     let word_boundary = ask("x").with_constraint(catena_core::Constraint::Regex(r"a\b".into()));
     assert!(matches!(closed_port_client().chat(word_boundary).await, Err(Error::Unsupported { .. })));
 }
+
+/// A GBNF constraint through the structured driver: sent as the server's `grammar` (strategy `grammar`), and
+/// the answers checked by catena's own GBNF validator (the grammar converted to Lark, run by llguidance).
+#[cfg(feature = "constrain")]
+#[tokio::test]
+async fn gbnf_constraint_through_the_structured_driver() {
+    use catena_core::structured::{Fallback, LlmStructuredExt};
+    let client = client();
+    let grammar = r#"root ::= word (", " word){0,2} "."
+word ::= [a-z]{2,6}"#;
+    let constraint = catena_core::Constraint::Gbnf(grammar.into());
+    let validator = constraint.validator().unwrap();
+    assert!(validator.check("ab, cde.").is_ok() && validator.check("ab cde.").is_err());
+    for seed in 1..=4 {
+        let request = ask("List words.").with_temperature(1.0).with_seed(seed).with_max_tokens(40);
+        let done = client.constrained(request, constraint.clone(), Fallback::Forbid).await.unwrap();
+        assert_eq!(done.strategy, catena_core::Strategy::Grammar);
+        assert_eq!(done.attempts, 1);
+        validator.check(&done.text).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+/// A Guidance-style template against the real server: no single pass (a remote model has no grammar
+/// continuation), so each slot is one request with the slot's constraint mapped to the server's feature, and a
+/// branch on a capture re-renders between slots.
+#[tokio::test]
+async fn guidance_template_runs_slot_by_slot_on_the_server() {
+    use catena_core::guidance::{Program, RunOptions};
+    let client = client();
+    assert!(client.grammar_completion().is_none());
+    let program = Program::new(
+        r#"{{#system}}You fill in forms.{{/system}}{{#user}}Describe {{thing}}.{{/user}}{{#assistant}}Kind: {{select "kind" options=(list "animal" "plant")}}
+Code: {{gen "code" regex="[A-Z]{2}-[0-9]{3}"}}
+{{#if (eq kind "animal")}}Legs: {{gen "legs" regex="[0-9]"}}{{else}}Leaves: {{select "leaves" options=(list "many" "few")}}{{/if}}
+Facts: {{json "facts" schema=schema}}{{/assistant}}"#,
+    )
+    .unwrap();
+    let schema = json!({"type": "object", "properties": {"rare": {"type": "boolean"}}, "required": ["rare"]});
+    let vars = json!({"thing": "a moss", "schema": schema});
+    for seed in 1..=3 {
+        let options = RunOptions { seed: Some(seed), temperature: Some(1.0), default_max_tokens: 40, ..RunOptions::default() };
+        let run = program.run_with(&client, &vars, &options).await.unwrap();
+        assert!(!run.single_pass);
+        let kind = run.captures.text("kind").unwrap();
+        assert!(["animal", "plant"].contains(&kind), "{kind}");
+        let code = run.captures.text("code").unwrap();
+        assert!(regex::Regex::new("^[A-Z]{2}-[0-9]{3}$").unwrap().is_match(code), "{code}");
+        match kind {
+            "animal" => assert!(run.captures.text("legs").is_some_and(|l| l.len() == 1)),
+            _ => assert!(["many", "few"].contains(&run.captures.text("leaves").unwrap())),
+        }
+        assert!(run.captures.get("facts").unwrap()["rare"].is_boolean(), "{:?}", run.captures);
+        assert_eq!(run.slots.len(), 4);
+        assert!(run.slots.iter().all(|s| s.attempts == 1), "{:?}", run.slots);
+        assert!(run.usage.output_tokens > 0);
+        assert!(run.messages.last().unwrap().text().starts_with(&format!("Kind: {kind}\nCode: {code}\n")));
+    }
+}
