@@ -843,7 +843,8 @@ Facts: {{json "facts" schema=schema}}{{/assistant}}"#,
     let schema = json!({"type": "object", "properties": {"rare": {"type": "boolean"}}, "required": ["rare"]});
     let vars = json!({"thing": "a moss", "schema": schema});
     for seed in 1..=3 {
-        let options = RunOptions { seed: Some(seed), temperature: Some(1.0), default_max_tokens: 40, ..RunOptions::default() };
+        let options =
+            RunOptions { seed: Some(seed), temperature: Some(1.0), default_max_tokens: 40, ..RunOptions::default() };
         let run = program.run_with(&client, &vars, &options).await.unwrap();
         assert!(!run.single_pass);
         let kind = run.captures.text("kind").unwrap();
