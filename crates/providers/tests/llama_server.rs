@@ -842,6 +842,7 @@ Facts: {{json "facts" schema=schema}}{{/assistant}}"#,
     .unwrap();
     let schema = json!({"type": "object", "properties": {"rare": {"type": "boolean"}}, "required": ["rare"]});
     let vars = json!({"thing": "a moss", "schema": schema});
+    let code_format = regex::Regex::new("^[A-Z]{2}-[0-9]{3}$").unwrap();
     for seed in 1..=3 {
         let options =
             RunOptions { seed: Some(seed), temperature: Some(1.0), default_max_tokens: 40, ..RunOptions::default() };
@@ -850,7 +851,7 @@ Facts: {{json "facts" schema=schema}}{{/assistant}}"#,
         let kind = run.captures.text("kind").unwrap();
         assert!(["animal", "plant"].contains(&kind), "{kind}");
         let code = run.captures.text("code").unwrap();
-        assert!(regex::Regex::new("^[A-Z]{2}-[0-9]{3}$").unwrap().is_match(code), "{code}");
+        assert!(code_format.is_match(code), "{code}");
         match kind {
             "animal" => assert!(run.captures.text("legs").is_some_and(|l| l.len() == 1)),
             _ => assert!(["many", "few"].contains(&run.captures.text("leaves").unwrap())),
