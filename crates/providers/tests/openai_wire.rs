@@ -1528,3 +1528,29 @@ async fn no_valid_attempt_is_invalid_output_with_the_raw_text() {
     }
     assert_eq!(server.request_count(), 4);
 }
+
+/// Every attempt of the validate-and-repair loop is a span saying whether it was valid and why not; the parent
+/// span carries the strategy, the number of attempts and the summed usage.
+#[tokio::test]
+async fn structured_attempts_are_traced() {
+    let (captured, _guard) = capture::start();
+    let server = TestServer::start(Reply::Sequence(vec![
+        canned("not json", (40, 7)),
+        canned(r#"{"color": "blue", "cloudy": false}"#, (60, 11)),
+    ]))
+    .await;
+    let client = server.client(Compat::Generic).build().unwrap();
+    let sky = client.generate::<Sky>("Sky?").await.unwrap();
+    assert_eq!(sky.attempts, 2);
+    let c = &captured;
+    assert_eq!(c.value("catena.structured.attempt", "catena.structured.attempt"), ["1", "2"], "{}", c.everything());
+    assert_eq!(c.value("catena.structured.attempt", "catena.structured.valid"), ["false", "true"]);
+    let errors = c.value("catena.structured.attempt", "catena.structured.error");
+    assert!(errors.len() == 1 && errors[0].contains("not valid JSON"), "{errors:?}");
+    assert_eq!(c.value("catena.structured", "catena.structured.strategy"), ["validate_and_repair"]);
+    assert_eq!(c.value("catena.structured", "catena.structured.attempts"), ["2"]);
+    assert_eq!(c.value("catena.structured", "gen_ai.usage.input_tokens"), ["100"]);
+    assert_eq!(c.value("catena.structured", "gen_ai.usage.output_tokens"), ["18"]);
+    // Each attempt's HTTP call is a child `chat` span.
+    assert_eq!(c.value("chat", "gen_ai.operation.name").len(), 2);
+}
