@@ -11,14 +11,14 @@
 //! It prints the filled-in assistant turn, the captures as a typed struct, and how the template ran (one pass
 //! or slot by slot, strategy and attempts per slot, tokens).
 
-use std::path::PathBuf;
-use std::sync::Arc;
+#[path = "common/llm.rs"]
+mod llm;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use catena::guidance::{Program, RunOptions};
-use catena::Llm;
 use clap::Parser;
 use serde::Deserialize;
+use std::path::PathBuf;
 
 /// The template: the review is a variable; `sentiment`, `score`, `reason` and `tags` are generated. The line
 /// after the score depends on the sentiment the model picked.
@@ -58,7 +58,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let llm = choose_llm(&args)?;
+    let llm = llm::choose_llm(args.model.as_deref())?;
     let program = Program::new(TEMPLATE)?;
     let tag_schema = serde_json::json!({
         "type": "array",
@@ -90,29 +90,4 @@ async fn main() -> Result<()> {
         eprintln!("  slot {} ({}): strategy={strategy} attempts={}", slot.name, slot.kind, slot.attempts);
     }
     Ok(())
-}
-
-fn choose_llm(args: &Args) -> Result<Arc<dyn Llm>> {
-    if let Some(path) = &args.model {
-        return local_llm(path);
-    }
-    if std::env::var_os("OPENAI_BASE_URL").is_some() || std::env::var_os("OPENAI_API_KEY").is_some() {
-        let client = catena::providers::openai::OpenAiBuilder::from_env()?.build()?;
-        if client.default_model().is_none() {
-            bail!("an OpenAI-compatible endpoint is configured but no model: set CATENA_MODEL=<model>");
-        }
-        return Ok(Arc::new(client));
-    }
-    bail!("no model: pass --model <file.gguf> (feature llama-cpp) or set OPENAI_BASE_URL and CATENA_MODEL")
-}
-
-#[cfg(feature = "llama-cpp")]
-fn local_llm(path: &std::path::Path) -> Result<Arc<dyn Llm>> {
-    use catena::providers::llama::{LocalLlm, LocalLlmOptions};
-    Ok(Arc::new(LocalLlm::from_gguf(path, LocalLlmOptions::default())?))
-}
-
-#[cfg(not(feature = "llama-cpp"))]
-fn local_llm(path: &std::path::Path) -> Result<Arc<dyn Llm>> {
-    bail!("{} is a local model, but this example was built without the `llama-cpp` feature", path.display())
 }

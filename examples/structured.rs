@@ -12,14 +12,15 @@
 //! `native` where the server enforces JSON Schemas, `validate_and_repair` elsewhere), the number of attempts
 //! and the tokens used. `--no-fallback` forbids validate-and-repair.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+#[path = "common/llm.rs"]
+mod llm;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use catena::structured::{Fallback, LlmStructuredExt};
-use catena::{ChatRequest, Llm, Message};
+use catena::{ChatRequest, Message};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// A person mentioned in the text.
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -62,7 +63,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let llm = choose_llm(&args)?;
+    let llm = llm::choose_llm(args.model.as_deref())?;
     let request = ChatRequest::new(vec![
         Message::system("Extract the person the user's text is about. Use null for what the text does not say."),
         Message::user(args.text.clone()),
@@ -78,29 +79,4 @@ async fn main() -> Result<()> {
         person.strategy, person.attempts, person.usage.input_tokens, person.usage.output_tokens
     );
     Ok(())
-}
-
-fn choose_llm(args: &Args) -> Result<Arc<dyn Llm>> {
-    if let Some(path) = &args.model {
-        return local_llm(path);
-    }
-    if std::env::var_os("OPENAI_BASE_URL").is_some() || std::env::var_os("OPENAI_API_KEY").is_some() {
-        let client = catena::providers::openai::OpenAiBuilder::from_env()?.build()?;
-        if client.default_model().is_none() {
-            bail!("an OpenAI-compatible endpoint is configured but no model: set CATENA_MODEL=<model>");
-        }
-        return Ok(Arc::new(client));
-    }
-    bail!("no model: pass --model <file.gguf> (feature llama-cpp) or set OPENAI_BASE_URL and CATENA_MODEL")
-}
-
-#[cfg(feature = "llama-cpp")]
-fn local_llm(path: &std::path::Path) -> Result<Arc<dyn Llm>> {
-    use catena::providers::llama::{LocalLlm, LocalLlmOptions};
-    Ok(Arc::new(LocalLlm::from_gguf(path, LocalLlmOptions::default())?))
-}
-
-#[cfg(not(feature = "llama-cpp"))]
-fn local_llm(path: &std::path::Path) -> Result<Arc<dyn Llm>> {
-    bail!("{} is a local model, but this example was built without the `llama-cpp` feature", path.display())
 }

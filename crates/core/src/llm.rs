@@ -47,7 +47,8 @@ pub struct Capabilities {
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// The provider's own structured-output feature (OpenAI `json_schema` strict, vLLM structured outputs,
-    /// llama.cpp `json_object` + `schema`, Ollama `format`). The provider guarantees the shape.
+    /// llama.cpp `json_object` + `schema`, Ollama `format`). How much it enforces is the provider's (some ignore
+    /// parts of a schema), so catena validates the answer too.
     Native,
     /// Token-level grammar enforcement: every sampled token is masked to the constraint (a local model under
     /// llguidance, a GBNF grammar on a llama.cpp server). The output matches by construction.

@@ -16,7 +16,11 @@
 //!   forbid this with [`Fallback::Forbid`], and then gets [`Error::Unsupported`] instead.
 //!
 //! Whatever the strategy, the final text is validated (and, for a typed call, deserialised) before it is
-//! returned, usage is summed over every attempt, and every attempt is a `catena.structured.attempt` span. When
+//! returned (the one exception, a Lark or GBNF grammar enforced by the backend while catena's grammar engine is
+//! not compiled in, is flagged by [`Constrained::validated`]). A backend that supports a kind of constraint but
+//! refuses one instance of it before generating (say, a regex construct its grammar converter cannot express)
+//! falls back to validate-and-repair when the fallback is allowed, with a warning and the strategy reported.
+//! Usage is summed over every attempt, and every attempt is a `catena.structured.attempt` span. When
 //! nothing valid comes back, the error is [`Error::InvalidOutput`] with the raw text.
 //!
 //! ```no_run
@@ -80,6 +84,10 @@ pub struct Constrained {
     pub usage: Usage,
     /// The last (valid) response.
     pub response: ChatResponse,
+    /// Whether catena checked the text against the constraint. Always `true` except for a Lark or GBNF grammar
+    /// enforced by the backend when catena is built without the `constrain` feature (which provides the grammar
+    /// engine): the text is then the backend's, unchecked.
+    pub validated: bool,
 }
 
 /// A typed value generated under its JSON Schema, with how it was obtained.
@@ -241,16 +249,24 @@ where
         gen_ai.usage.output_tokens = tracing::field::Empty,
     );
     let result = async {
-        let mut request = request;
-        match strategy {
-            Strategy::ValidateAndRepair => {
-                add_instruction(&mut request.messages, &constraint.describe());
-                if matches!(constraint, Constraint::JsonSchema(_)) && caps.json_object {
-                    request.response_format = Some(ResponseFormat::JsonObject);
+        let mut strategy = strategy;
+        let request_for = |strategy: Strategy| {
+            let mut request = request.clone();
+            match strategy {
+                Strategy::ValidateAndRepair => {
+                    add_instruction(&mut request.messages, &constraint.describe());
+                    // `json_object` helps only when the schema wants an object.
+                    let wants_object = matches!(constraint, Constraint::JsonSchema(schema)
+                        if schema.get("type").and_then(|t| t.as_str()) == Some("object"));
+                    if wants_object && caps.json_object {
+                        request.response_format = Some(ResponseFormat::JsonObject);
+                    }
                 }
+                Strategy::Native | Strategy::Grammar => request.constraint = Some(constraint.clone()),
             }
-            Strategy::Native | Strategy::Grammar => request.constraint = Some(constraint.clone()),
-        }
+            request
+        };
+        let mut request = request_for(strategy);
         let mut usage = Usage::default();
         let mut attempt = 0;
         loop {
@@ -261,7 +277,29 @@ where
                 catena.structured.valid = tracing::field::Empty,
                 catena.structured.error = tracing::field::Empty,
             );
-            let response = llm.chat(request.clone()).instrument(attempt_span.clone()).await?;
+            let response = match llm.chat(request.clone()).instrument(attempt_span.clone()).await {
+                Ok(response) => response,
+                // The backend enforces this kind of constraint but refused this one (a regex construct its
+                // grammar converter cannot express, say), before generating anything: fall back, visibly.
+                Err(Error::Unsupported { capability, .. })
+                    if attempt == 1
+                        && strategy != Strategy::ValidateAndRepair
+                        && max_attempts > 1
+                        && validator.is_some() =>
+                {
+                    tracing::warn!(
+                        parent: &attempt_span,
+                        %capability,
+                        "the backend cannot enforce this constraint; falling back to validate-and-repair"
+                    );
+                    strategy = Strategy::ValidateAndRepair;
+                    tracing::Span::current().record("catena.structured.strategy", tracing::field::display(strategy));
+                    request = request_for(strategy);
+                    attempt = 0;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if let Some(u) = response.usage {
                 usage = usage + u;
             }
@@ -270,7 +308,8 @@ where
             match verdict {
                 Ok((text, value)) => {
                     attempt_span.record("catena.structured.valid", true);
-                    let done = Constrained { text, strategy, attempts: attempt, usage, response };
+                    let validated = validator.is_some();
+                    let done = Constrained { text, strategy, attempts: attempt, usage, response, validated };
                     return Ok((value, done));
                 }
                 Err(reason) => {

@@ -653,7 +653,7 @@ impl LocalLlm {
                 return Err(Error::unsupported(
                     self.backend_name(),
                     "tool calls in messages",
-                    "LocalLlm has no tool calling yet; send the tool results as plain text messages",
+                    "build with the `constrain` feature (tool calls through a grammar), or send tool results as text",
                 ));
             }
             if message.content.iter().any(|p| !matches!(p, ContentPart::Text { .. })) {
@@ -778,14 +778,18 @@ impl LocalLlm {
     }
 
     /// Translates a chat request into a generation request (rejecting what this backend cannot do).
-    /// With tools: the stream of the answer decoded under the tool-call grammar, flagged so that its text is
-    /// parsed into calls.
-    fn chat_generation(&self, request: ChatRequest, streaming: bool) -> Result<(GenerationStream, bool)> {
+    /// With tools: the stream of the answer decoded under the tool-call grammar, and the tools it may call (its
+    /// text is parsed into calls to them).
+    fn chat_generation(
+        &self,
+        request: ChatRequest,
+        streaming: bool,
+    ) -> Result<(GenerationStream, Option<Vec<catena_core::ToolDefinition>>)> {
         self.capabilities().check(&request, streaming)?;
         #[cfg(feature = "constrain")]
         let (request, tool_mode) = self.tool_request(request)?;
         #[cfg(not(feature = "constrain"))]
-        let tool_mode = false;
+        let tool_mode = None;
         if let Some(model) = &request.model {
             let stem = self.inner.path.file_stem().map(|s| s.to_string_lossy());
             if *model != self.inner.name && Some(model.as_str()) != stem.as_deref() {
@@ -818,7 +822,10 @@ impl LocalLlm {
     /// Rewrites a request with tools into one without: the tools described in the system message, tool traffic
     /// in the conversation rendered as text, the answer constrained by the tool-call grammar.
     #[cfg(feature = "constrain")]
-    fn tool_request(&self, mut request: ChatRequest) -> Result<(ChatRequest, bool)> {
+    fn tool_request(
+        &self,
+        mut request: ChatRequest,
+    ) -> Result<(ChatRequest, Option<Vec<catena_core::ToolDefinition>>)> {
         // A response format is a JSON Schema constraint here.
         match request.response_format.take() {
             Some(catena_core::ResponseFormat::JsonObject) => {
@@ -832,7 +839,7 @@ impl LocalLlm {
         let has_traffic =
             request.messages.iter().any(|m| !m.tool_calls.is_empty() || m.role == catena_core::Role::Tool);
         if request.tools.is_empty() && !has_traffic {
-            return Ok((request, false));
+            return Ok((request, None));
         }
         if request.messages.iter().any(|m| !tools::text_only(m)) {
             return Err(Error::unsupported(self.backend_name(), "image inputs", "send text only"));
@@ -846,7 +853,7 @@ impl LocalLlm {
         let Some((chosen, required)) = selected else {
             request.tools.clear();
             request.tool_choice = None;
-            return Ok((request, false));
+            return Ok((request, None));
         };
         if request.constraint.is_some() {
             return Err(Error::InvalidInput(
@@ -861,9 +868,43 @@ impl LocalLlm {
             None => request.messages.insert(0, Message::system(instructions)),
         }
         request.constraint = Some(catena_core::Constraint::Grammar(grammar));
+        let chosen: Vec<catena_core::ToolDefinition> = chosen.into_iter().cloned().collect();
         request.tools.clear();
         request.tool_choice = None;
-        Ok((request, true))
+        Ok((request, Some(chosen)))
+    }
+
+    /// Turns an answer written in the tool-call notation into tool calls (plain text stays text).
+    fn with_tool_calls(
+        &self,
+        mut response: ChatResponse,
+        tools: &[catena_core::ToolDefinition],
+    ) -> Result<ChatResponse> {
+        #[cfg(feature = "constrain")]
+        {
+            let parsed = match tools::parse(&response.text(), tools) {
+                Ok(parsed) => parsed,
+                // Cut off by the token limit: the caller sees the partial text and `Length`.
+                Err(_) if response.finish_reason == Some(FinishReason::Length) => None,
+                Err(e) => {
+                    return Err(Error::Decode {
+                        provider: self.backend_name().to_string(),
+                        message: format!(
+                            "the tool-call grammar let through an invalid call ({e}); report this as a bug"
+                        ),
+                    })
+                }
+            };
+            if let Some(calls) = parsed {
+                response.message = Message { content: Vec::new(), tool_calls: calls, ..Message::assistant("") };
+                if response.finish_reason == Some(FinishReason::Stop) {
+                    response.finish_reason = Some(FinishReason::ToolCalls);
+                }
+            }
+        }
+        #[cfg(not(feature = "constrain"))]
+        let _ = tools;
+        Ok(response)
     }
 
     /// The llguidance compiler for this model's vocabulary, built on first use and shared by every request.
@@ -932,20 +973,6 @@ fn read_vocabulary(model: &LlamaModel) -> Vocabulary {
         .collect();
     let eos = vocab.eos();
     Vocabulary { entries, eos: u32::try_from(eos.0).ok() }
-}
-
-/// Turns an answer written in the tool-call notation into tool calls (plain text stays text).
-fn with_tool_calls(mut response: ChatResponse) -> ChatResponse {
-    #[cfg(feature = "constrain")]
-    if let Some(calls) = tools::parse(&response.text()) {
-        response.message = Message { content: Vec::new(), tool_calls: calls, ..Message::assistant("") };
-        if response.finish_reason == Some(FinishReason::Stop) {
-            response.finish_reason = Some(FinishReason::ToolCalls);
-        }
-    }
-    #[cfg(not(feature = "constrain"))]
-    let _ = &mut response;
-    response
 }
 
 /// Folds generation events into chat chunks.
@@ -1051,13 +1078,16 @@ impl Llm for LocalLlm {
             }
         }
         let response = builder.finish();
-        Ok(if tool_mode { with_tool_calls(response) } else { response })
+        match tool_mode {
+            Some(tools) => self.with_tool_calls(response, &tools),
+            None => Ok(response),
+        }
     }
 
     async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
         let (events, tool_mode) = self.chat_generation(request, true)?;
         let model = self.inner.name.clone();
-        if tool_mode {
+        if let Some(tools) = tool_mode {
             // Calls are known only once the answer is complete: it comes as one chunk.
             let mut builder = ChatResponseBuilder::default();
             let mut events = events;
@@ -1066,7 +1096,7 @@ impl Llm for LocalLlm {
                     builder.push(&chunk);
                 }
             }
-            let response = with_tool_calls(builder.finish());
+            let response = self.with_tool_calls(builder.finish(), &tools)?;
             let deltas = response
                 .message
                 .tool_calls

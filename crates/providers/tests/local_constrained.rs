@@ -307,7 +307,11 @@ async fn tools_are_called_through_a_grammar() {
             }
         }
         let streamed = collect_stream(llm.stream(request.clone()).await.unwrap()).await.unwrap();
-        assert_eq!(streamed.message.tool_calls, response.message.tool_calls, "same seed, same calls");
+        let calls = |r: &catena_core::ChatResponse| {
+            r.message.tool_calls.iter().map(|c| (c.name.clone(), c.arguments.clone())).collect::<Vec<_>>()
+        };
+        assert_eq!(calls(&streamed), calls(&response), "same seed, same calls");
+        assert_ne!(streamed.message.tool_calls[0].id, response.message.tool_calls[0].id, "ids are never reused");
 
         // The loop goes on: the call and its result are part of the next request.
         let mut next = request.clone().with_tool_choice(ToolChoice::Tool("weather".into()));
@@ -428,5 +432,57 @@ The end."#,
         }
         assert_eq!(seen.len(), 2, "both branches are taken over 16 seeds: {seen:?}");
         assert!(llm.grammar_completion().is_some());
+    }
+}
+
+/// `ToolChoice::Auto`: an answer is plain text that does not look like a call, or calls that parse and
+/// validate; the grammar allows nothing in between.
+#[tokio::test]
+async fn auto_tool_choice_gives_text_or_valid_calls() {
+    use catena_core::ToolDefinition;
+    let llm = load();
+    let weather = ToolDefinition::for_type::<WeatherArgs>("weather", "Weather forecast for a city");
+    let (mut texts, mut calls) = (0, 0);
+    for seed in 0..12 {
+        let request = ChatRequest::new(vec![Message::user("Weather in Tokyo?")])
+            .with_tool(weather.clone())
+            .with_seed(seed)
+            .with_temperature(2.0)
+            .with_max_tokens(60);
+        let response = llm.chat(request).await.unwrap();
+        if response.message.tool_calls.is_empty() {
+            texts += 1;
+            assert!(!response.text().trim_start().starts_with("<tool_call>"), "{response:?}");
+        } else {
+            calls += 1;
+            assert_eq!(response.finish_reason, Some(FinishReason::ToolCalls));
+            for call in &response.message.tool_calls {
+                let _: WeatherArgs = call.parse_arguments().unwrap();
+            }
+        }
+    }
+    assert_eq!(texts + calls, 12);
+}
+
+/// A constraint completed exactly at the token limit is a finished answer (`Stop`); one that still needs more
+/// is `Length`. (The grammar's literal start is moved into the prompt by token healing, so the one generated
+/// token is the letter.)
+#[tokio::test]
+async fn completing_at_the_token_limit_is_a_stop() {
+    let llm = load();
+    let completer = llm.grammar_completion().unwrap();
+    let prompt = CompletionPrompt::Text("Initial:\n".into());
+    for seed in 0..4 {
+        let mut complete =
+            GrammarRequest::new(prompt.clone(), Constraint::Grammar("start: \"x = \" /[a-z]/".into()), 1);
+        complete.seed = Some(seed);
+        let out = completer.complete_grammar(complete).await.unwrap();
+        assert_eq!(out.finish_reason, FinishReason::Stop, "{out:?}");
+        assert!(regex::Regex::new("^x = [a-z]$").unwrap().is_match(&out.text), "{out:?}");
+        let mut cut =
+            GrammarRequest::new(prompt.clone(), Constraint::Grammar("start: \"x = \" /[a-z]/ \";\"".into()), 1);
+        cut.seed = Some(seed);
+        let out = completer.complete_grammar(cut).await.unwrap();
+        assert_eq!(out.finish_reason, FinishReason::Length, "{out:?}");
     }
 }

@@ -1554,3 +1554,31 @@ async fn structured_attempts_are_traced() {
     // Each attempt's HTTP call is a child `chat` span.
     assert_eq!(c.value("chat", "gen_ai.operation.name").len(), 2);
 }
+
+/// `json_object` is asked for only when the schema wants an object: a list is valid JSON but not an object.
+#[tokio::test]
+async fn validate_and_repair_asks_for_json_object_only_for_objects() {
+    let server = TestServer::start(Reply::Answer(canned(r#"["a", "b"]"#, (5, 5)))).await;
+    let client = server.client(Compat::Generic).build().unwrap();
+    let list = client.generate::<Vec<String>>("Two letters?").await.unwrap();
+    assert_eq!((list.value, list.attempts), (vec!["a".to_string(), "b".to_string()], 1));
+    assert!(server.last_body().get("response_format").is_none(), "{}", server.last_body());
+}
+
+/// A backend that supports regexes but cannot express this one (llama.cpp: no GBNF for `\b`) refuses it before
+/// sending; with the fallback allowed the call goes on as validate-and-repair, and says so.
+#[tokio::test]
+async fn a_constraint_the_backend_refuses_falls_back_visibly() {
+    let server = TestServer::start(Reply::Answer(canned("foo", (5, 1)))).await;
+    let client = server.client(Compat::LlamaCpp).build().unwrap();
+    let word = Constraint::Regex(r"\bfoo\b".into());
+    let err = client.constrained("Say foo.", word.clone(), Fallback::Forbid).await.unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    assert_eq!(server.request_count(), 0);
+    let done = client.constrained("Say foo.", word, Fallback::default()).await.unwrap();
+    assert_eq!((done.text.as_str(), done.strategy, done.attempts), ("foo", Strategy::ValidateAndRepair, 1));
+    assert!(done.validated);
+    let body = server.last_body();
+    assert!(body.get("grammar").is_none(), "{body}");
+    assert!(body["messages"][0]["content"].as_str().unwrap().contains("regular expression"), "{body}");
+}

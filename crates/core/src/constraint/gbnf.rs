@@ -128,6 +128,33 @@ enum Origin {
     Synthesised(String),
 }
 
+/// Skips blanks, tabs and `#` comments from `pos`, and line breaks when `newline_ok` (llama.cpp's
+/// `parse_space`).
+fn skip_space(bytes: &[u8], mut pos: usize, newline_ok: bool) -> usize {
+    while let Some(&c) = bytes.get(pos) {
+        match c {
+            b' ' | b'\t' => pos += 1,
+            b'\r' | b'\n' if newline_ok => pos += 1,
+            b'#' => {
+                while !matches!(bytes.get(pos), None | Some(b'\r' | b'\n')) {
+                    pos += 1;
+                }
+            }
+            _ => break,
+        }
+    }
+    pos
+}
+
+/// The end of the rule name starting at `pos` (letters, digits and `-`).
+fn name_end(bytes: &[u8], pos: usize) -> usize {
+    let mut end = pos;
+    while bytes.get(end).is_some_and(|&c| Checker::is_word(c)) {
+        end += 1;
+    }
+    end
+}
+
 struct Checker<'a> {
     src: &'a str,
     bytes: &'a [u8],
@@ -192,21 +219,8 @@ impl<'a> Checker<'a> {
         self.check_left_recursion()
     }
 
-    /// Skips blanks, tabs and `#` comments, and line breaks when `newline_ok`.
-    fn space(&self, mut pos: usize, newline_ok: bool) -> usize {
-        while let Some(c) = self.at(pos) {
-            match c {
-                b' ' | b'\t' => pos += 1,
-                b'\r' | b'\n' if newline_ok => pos += 1,
-                b'#' => {
-                    while !matches!(self.at(pos), None | Some(b'\r' | b'\n')) {
-                        pos += 1;
-                    }
-                }
-                _ => break,
-            }
-        }
-        pos
+    fn space(&self, pos: usize, newline_ok: bool) -> usize {
+        skip_space(self.bytes, pos, newline_ok)
     }
 
     fn underscore_hint(c: u8) -> &'static str {
@@ -222,11 +236,7 @@ impl<'a> Checker<'a> {
     }
 
     fn name_end(&self, pos: usize) -> usize {
-        let mut end = pos;
-        while self.at(end).is_some_and(Self::is_word) {
-            end += 1;
-        }
-        end
+        name_end(self.bytes, pos)
     }
 
     /// A decimal number; llama.cpp fails on numbers beyond 64 bits too.
@@ -865,28 +875,12 @@ impl<'a> Reader<'a> {
         self.error(pos, "the GBNF to Lark converter cannot read this grammar here (please report this as a bug)")
     }
 
-    fn space(&self, mut pos: usize, newline_ok: bool) -> usize {
-        while let Some(c) = self.at(pos) {
-            match c {
-                b' ' | b'\t' => pos += 1,
-                b'\r' | b'\n' if newline_ok => pos += 1,
-                b'#' => {
-                    while !matches!(self.at(pos), None | Some(b'\r' | b'\n')) {
-                        pos += 1;
-                    }
-                }
-                _ => break,
-            }
-        }
-        pos
+    fn space(&self, pos: usize, newline_ok: bool) -> usize {
+        skip_space(self.bytes, pos, newline_ok)
     }
 
     fn name_end(&self, pos: usize) -> usize {
-        let mut end = pos;
-        while self.at(end).is_some_and(Checker::is_word) {
-            end += 1;
-        }
-        end
+        name_end(self.bytes, pos)
     }
 
     fn rule_index(&mut self, name: &str) -> usize {

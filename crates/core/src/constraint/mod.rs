@@ -161,11 +161,7 @@ impl Constraint {
                     .map_err(|e| Error::InvalidInput(format!("invalid JSON Schema: {e}")))?;
                 ValidatorKind::Json(Box::new(compiled))
             }
-            Constraint::Regex(rx) => {
-                let anchored = regex::Regex::new(&format!("^(?:{rx})$"))
-                    .map_err(|e| Error::InvalidInput(format!("invalid regex constraint: {e}")))?;
-                ValidatorKind::Regex(anchored)
-            }
+            Constraint::Regex(rx) => ValidatorKind::Regex(Box::new(full_match_regex(rx)?)),
             Constraint::Choice(options) => {
                 if options.is_empty() {
                     return Err(Error::InvalidInput(
@@ -209,7 +205,7 @@ pub struct Validator {
 
 enum ValidatorKind {
     Json(Box<jsonschema::Validator>),
-    Regex(regex::Regex),
+    Regex(Box<(regex_automata::meta::Regex, String)>),
     Choice(Vec<String>),
     #[cfg(feature = "constrain")]
     Grammar(Box<(ConstraintCompiler, Constraint)>),
@@ -250,11 +246,12 @@ impl Validator {
                     Err(format!("the JSON does not match the schema: {}", problems.join("; ")))
                 }
             }
-            ValidatorKind::Regex(rx) => {
+            ValidatorKind::Regex(state) => {
+                let (rx, source) = &**state;
                 if rx.is_match(text) {
                     Ok(())
                 } else {
-                    Err(format!("{text:?} does not fully match the regular expression {}", inner_regex(rx.as_str())))
+                    Err(format!("{text:?} does not fully match the regular expression {source}"))
                 }
             }
             ValidatorKind::Choice(options) => {
@@ -289,8 +286,15 @@ impl Validator {
     }
 }
 
-fn inner_regex(anchored: &str) -> &str {
-    anchored.strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")).unwrap_or(anchored)
+/// `rx` (Rust `regex` syntax) anchored at both ends. Built from the parsed expression, not by pasting `^(?:`
+/// and `)$` around the text, which a pattern like `a)|(b` or a trailing `(?x)` comment would subvert.
+fn full_match_regex(rx: &str) -> Result<(regex_automata::meta::Regex, String)> {
+    use regex_syntax::hir::{Hir, Look};
+    let invalid = |e: &dyn std::fmt::Display| Error::InvalidInput(format!("invalid regex constraint: {e}"));
+    let hir = regex_syntax::ParserBuilder::new().build().parse(rx).map_err(|e| invalid(&e))?;
+    let anchored = Hir::concat(vec![Hir::look(Look::Start), hir, Hir::look(Look::End)]);
+    let regex = regex_automata::meta::Builder::new().build_from_hir(&anchored).map_err(|e| invalid(&e))?;
+    Ok((regex, rx.to_string()))
 }
 
 #[cfg(test)]
@@ -305,6 +309,10 @@ mod tests {
         let v = Constraint::Regex("a|b".into()).validator().unwrap();
         assert!(v.check("a").is_ok());
         assert!(v.check("ab").is_err(), "alternation must stay anchored");
+        // Not fooled by text that would close the anchoring group early, or comment it out.
+        assert!(Constraint::Regex("a)|(b".into()).validator().is_err());
+        let v = Constraint::Regex("(?x)[0-9]+ # digits".into()).validator().unwrap();
+        assert!(v.check("42").is_ok() && v.check("42x").is_err());
     }
 
     #[test]

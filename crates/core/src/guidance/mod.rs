@@ -147,6 +147,10 @@ impl fmt::Display for SlotKind {
     }
 }
 
+/// Tokens added to every grammar continuation's budget for the prompt bytes that token healing removes and the
+/// model regenerates (they count as generated tokens).
+const HEALING_SLACK: u64 = 4;
+
 /// Settings of one [`Program::run`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOptions {
@@ -311,7 +315,8 @@ pub struct SinglePass {
     /// The Lark grammar ([`Constraint::Grammar`]) of the literal text and slots from the first slot on; slot
     /// rules capture under the slot names.
     pub grammar: Constraint,
-    /// The token budget: every slot's limit plus one token per byte of literal text and stop strings.
+    /// The token budget: every slot's limit plus one token per byte of literal text and stop strings, plus a few
+    /// tokens for the prompt text that token healing regenerates.
     pub max_tokens: u32,
     /// What the grammar describes, in order: literal text and slots with their resolved arguments.
     pub segments: Vec<Segment>,
@@ -580,7 +585,7 @@ impl Program {
                 }
             };
         }
-        let max_tokens = u32::try_from(budget).unwrap_or(u32::MAX);
+        let max_tokens = u32::try_from(budget.saturating_add(HEALING_SLACK)).unwrap_or(u32::MAX);
         let segments = elements
             .iter()
             .map(|e| match e {
@@ -726,7 +731,8 @@ impl Program {
                     .saturating_add(stop.iter().map(|s| s.len() as u32).max().unwrap_or(1)),
                 SlotSpec::Select { options } => options.iter().map(|o| o.len() as u32).max().unwrap_or(1),
                 SlotSpec::Json { max_tokens, .. } => max_tokens.unwrap_or(options.default_max_tokens),
-            };
+            }
+            .saturating_add(HEALING_SLACK as u32);
             let mut request = GrammarRequest::new(prompt, Constraint::Grammar(grammar), budget);
             request.temperature = options.temperature;
             request.seed = options.seed;

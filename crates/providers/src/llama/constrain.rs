@@ -201,6 +201,18 @@ impl TokenMask for GrammarMask {
         Ok(self.matcher.compute_ff_tokens())
     }
 
+    fn is_complete(&mut self, generated: &[TokenId]) -> Result<bool> {
+        self.sync(generated)?;
+        if self.matcher.is_stopped() {
+            return Ok(self.matcher.error().is_none());
+        }
+        if !self.matcher.is_accepting()? {
+            return Ok(false);
+        }
+        // Accepting, and nothing but the end may follow.
+        Ok(self.matcher.compute_mask()?.num_allowed() <= 1)
+    }
+
     fn captures(&self) -> Vec<(String, String)> {
         self.matcher.captures()
     }

@@ -3,12 +3,16 @@
 //! The tools are described to the model in a system message, and the answer is decoded under a Lark grammar:
 //! either free text, or one or more calls written as
 //! `<tool_call>{"name": "<tool>", "arguments": <JSON valid against the tool's schema>}</tool_call>`, separated by
-//! newlines. `ToolChoice::Required` leaves out the free-text branch; `ToolChoice::Tool(name)` allows only that
-//! tool; `ToolChoice::None` sends no grammar and no tools. Because the arguments are generated under the tool's
-//! JSON Schema, every call parses and validates, so a local model drives the same tool loop as a remote one.
-//! Earlier calls and tool results in the conversation are rendered back in the same notation.
+//! newlines. Free text may not start with `<tool_call>` (so a call is always a call, checked by the grammar);
+//! `ToolChoice::Required` leaves out the free-text branch; `ToolChoice::Tool(name)` allows only that tool;
+//! `ToolChoice::None` sends no grammar and no tools. Because the arguments are generated under the tool's JSON
+//! Schema, every call parses and validates (and is checked again when the answer is read), so a local model
+//! drives the same tool loop as a remote one. Earlier calls and tool results in the conversation are rendered
+//! back in the same notation; every call gets an id unique in this process.
 
-use catena_core::{ContentPart, Error, Message, Result, Role, ToolCall, ToolChoice, ToolDefinition};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use catena_core::{Constraint, ContentPart, Error, Message, Result, Role, ToolCall, ToolChoice, ToolDefinition};
 
 const OPEN: &str = "<tool_call>";
 const CLOSE: &str = "</tool_call>";
@@ -87,25 +91,46 @@ pub(crate) fn grammar(tools: &[&ToolDefinition], required: bool, compact_json: b
         ));
     }
     if !required {
-        lark.push_str("TEXT: /(?s:.+)/\n");
+        // Any text that does not start like a call (`OPEN` has no regex metacharacters).
+        lark.push_str(&format!("TEXT: /(?s:.+)/ & ~/(?s:{OPEN}.*)/\n"));
     }
     Ok(lark)
 }
 
-/// The calls in an answer written in the call notation, or `None` when the answer is plain text.
-pub(crate) fn parse(text: &str) -> Option<Vec<ToolCall>> {
-    let mut calls = Vec::new();
-    let mut rest = text.trim();
-    while !rest.is_empty() {
-        let body = rest.strip_prefix(OPEN)?;
-        let end = body.find(CLOSE)?;
-        let call: serde_json::Value = serde_json::from_str(&body[..end]).ok()?;
-        let name = call.get("name")?.as_str()?.to_string();
-        let arguments = call.get("arguments")?.to_string();
-        calls.push(ToolCall { id: format!("call_{}", calls.len()), name, arguments });
-        rest = body[end + CLOSE.len()..].trim_start_matches('\n');
+/// The calls in an answer written in the call notation: `Ok(None)` for plain text (not starting with
+/// `<tool_call>`), an error for a call that names a tool not offered or whose arguments break its schema (the
+/// grammar rules both out, so this is a bug report, not a model mistake).
+pub(crate) fn parse(text: &str, tools: &[ToolDefinition]) -> std::result::Result<Option<Vec<ToolCall>>, String> {
+    let mut rest = text.trim_start();
+    if !rest.starts_with(OPEN) {
+        return Ok(None);
     }
-    (!calls.is_empty()).then_some(calls)
+    let mut calls = Vec::new();
+    while !rest.is_empty() {
+        let body = rest.strip_prefix(OPEN).ok_or_else(|| format!("expected {OPEN} at {rest:?}"))?;
+        let mut values = serde_json::Deserializer::from_str(body).into_iter::<serde_json::Value>();
+        let call = match values.next() {
+            Some(Ok(call)) => call,
+            Some(Err(e)) => return Err(format!("a tool call is not JSON: {e}")),
+            None => return Err("an empty tool call".into()),
+        };
+        let after = body[values.byte_offset()..].strip_prefix(CLOSE).ok_or_else(|| format!("{CLOSE} missing"))?;
+        let name = call.get("name").and_then(|n| n.as_str()).ok_or("a tool call without a name")?;
+        let tool = tools.iter().find(|t| t.name == name).ok_or_else(|| format!("a call to unknown tool `{name}`"))?;
+        let arguments = call.get("arguments").ok_or_else(|| format!("the call to `{name}` has no arguments"))?;
+        if let Ok(validator) = Constraint::JsonSchema(tool.parameters.clone()).validator() {
+            validator.check(&arguments.to_string()).map_err(|e| format!("the call to `{name}`: {e}"))?;
+        }
+        calls.push(ToolCall { id: next_call_id(), name: name.to_string(), arguments: arguments.to_string() });
+        rest = after.trim_start_matches('\n');
+    }
+    Ok(Some(calls))
+}
+
+/// `call_<n>`, unique in this process, so that the results of several turns never share an id.
+fn next_call_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("call_{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Rewrites tool traffic for a chat template that knows nothing of tools: an assistant message's calls become
@@ -129,7 +154,13 @@ pub(crate) fn render_messages(messages: &[Message]) -> Vec<Message> {
                 Message::assistant(text)
             } else if m.role == Role::Tool {
                 let id = m.tool_call_id.as_deref().unwrap_or_default();
-                Message::user(format!("<tool_response id=\"{id}\">\n{}\n</tool_response>", m.text()))
+                // Name the tool too: the call notation the model sees has no ids.
+                let name = messages
+                    .iter()
+                    .flat_map(|m| &m.tool_calls)
+                    .find(|c| c.id == id)
+                    .map_or(String::new(), |c| format!(" name={:?}", c.name));
+                Message::user(format!("<tool_response{name} id=\"{id}\">\n{}\n</tool_response>", m.text()))
             } else {
                 m.clone()
             }
@@ -146,14 +177,47 @@ pub(crate) fn text_only(m: &Message) -> bool {
 mod tests {
     use super::*;
 
+    fn tool(name: &str, parameters: serde_json::Value) -> ToolDefinition {
+        ToolDefinition { name: name.into(), description: String::new(), parameters }
+    }
+
     #[test]
-    fn parses_one_or_more_calls_and_rejects_text() {
-        let calls = parse("<tool_call>{\"name\": \"add\", \"arguments\": {\"a\": 1}}</tool_call>\n<tool_call>{\"name\": \"neg\", \"arguments\": {}}</tool_call>").unwrap();
+    fn parses_calls_and_checks_them() {
+        let tools = [
+            tool("add", serde_json::json!({"type": "object", "properties": {"a": {"type": "integer"}}})),
+            tool("neg", serde_json::json!({})),
+        ];
+        let text =
+            "<tool_call>{\"name\": \"add\", \"arguments\": {\"a\": 1}}</tool_call>\n<tool_call>{\"name\": \"neg\", \
+                    \"arguments\": {\"s\": \"</tool_call>\"}}</tool_call>";
+        let calls = parse(text, &tools).unwrap().unwrap();
         assert_eq!(calls.len(), 2);
-        assert_eq!(calls[0].name, "add");
-        assert_eq!(calls[0].arguments, "{\"a\":1}");
-        assert_eq!(calls[1].id, "call_1");
-        assert!(parse("hello").is_none());
-        assert!(parse("<tool_call>{\"name\": 1}</tool_call>").is_none());
+        assert_eq!((calls[0].name.as_str(), calls[0].arguments.as_str()), ("add", "{\"a\":1}"));
+        assert_eq!(calls[1].arguments, "{\"s\":\"</tool_call>\"}", "a closing tag inside a string is data");
+        assert_ne!(calls[0].id, calls[1].id);
+        assert!(parse("hello", &tools).unwrap().is_none());
+        let unknown = "<tool_call>{\"name\": \"rm\", \"arguments\": {}}</tool_call>";
+        assert!(parse(unknown, &tools).unwrap_err().contains("unknown tool"));
+        let bad = "<tool_call>{\"name\": \"add\", \"arguments\": {\"a\": \"x\"}}</tool_call>";
+        assert!(parse(bad, &tools).unwrap_err().contains("add"));
+    }
+
+    /// The grammar in auto mode: free text, or valid calls, never a malformed call passed off as text.
+    #[test]
+    fn auto_grammar_separates_text_from_calls() {
+        let add = tool(
+            "add",
+            serde_json::json!({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
+                "additionalProperties": false}),
+        );
+        let lark = grammar(&[&add], false, true).unwrap();
+        let v = Constraint::Grammar(lark).validator().unwrap();
+        assert!(v.check("Just text.").is_ok());
+        assert!(v.check("<tool_call>{\"name\": \"add\", \"arguments\": {\"a\":3}}</tool_call>").is_ok());
+        assert!(v.check("<tool_call>{\"name\": \"rm\", \"arguments\": {}}</tool_call>").is_err());
+        assert!(v.check("<tool_call>{\"name\": \"add\", \"arguments\": {\"a\":\"x\"}}</tool_call>").is_err());
+        assert!(v.check("<tool_call>oops").is_err());
+        let required = Constraint::Grammar(grammar(&[&add], true, true).unwrap()).validator().unwrap();
+        assert!(required.check("Just text.").is_err());
     }
 }

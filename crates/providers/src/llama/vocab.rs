@@ -230,6 +230,17 @@ pub trait TokenMask: Send {
         Ok(Vec::new())
     }
 
+    /// Whether the output is complete: the mask would now allow nothing but end-of-generation tokens. Asked
+    /// when the token limit is reached, to tell a finished answer (`Stop`) from a cut one (`Length`); the
+    /// default says `false`.
+    ///
+    /// # Errors
+    /// As [`TokenMask::constrain`].
+    fn is_complete(&mut self, generated: &[TokenId]) -> Result<bool> {
+        let _ = generated;
+        Ok(false)
+    }
+
     /// Named parts of the output the mask recognised (a grammar's captures), reported in
     /// [`GenerationSummary::captures`](super::GenerationSummary::captures) when generation ends. The default
     /// reports none.

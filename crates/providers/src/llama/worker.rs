@@ -369,8 +369,9 @@ fn generate(
                 logits_index = batch.n_tokens() - 1;
                 forced_tokens += forced.len() as u64;
                 Counters::add(&stats.forced_tokens, forced.len() as u64);
+                // All of them are in the KV cache now, whatever the stop sequences say below.
+                cache.extend(forced.iter().map(|&id| LlamaToken(id as i32)));
                 for id in forced {
-                    cache.push(LlamaToken(id as i32));
                     generated.push(id);
                     Counters::add(&stats.generated_tokens, 1);
                     let entry = shared.vocab.get(id).map(|e| (e.kind, e.bytes.as_slice()));
@@ -386,7 +387,7 @@ fn generate(
                     }
                 }
                 if generated.len() >= job.max_tokens as usize || cache.len() + 1 >= n_ctx {
-                    break End::Finished(FinishReason::Length);
+                    break End::Finished(limit_reason(job.mask.as_deref_mut(), &generated)?);
                 }
                 continue;
             }
@@ -417,7 +418,7 @@ fn generate(
             break End::Finished(FinishReason::Stop);
         }
         if generated.len() >= job.max_tokens as usize || cache.len() + 1 >= n_ctx {
-            break End::Finished(FinishReason::Length);
+            break End::Finished(limit_reason(job.mask.as_deref_mut(), &generated)?);
         }
         batch.clear();
         batch.add(token, cache.len() as i32, &[0], true).map_err(|e| decode_error(shared, cache, ctx, e))?;
@@ -481,6 +482,16 @@ impl Output {
         text.push_str(&self.utf8.finish());
         self.stops.push(&text)
     }
+}
+
+/// Why generation ends at the token limit: `Length`, unless the token mask says the output is complete (a
+/// constraint finished exactly at the limit), which is a natural end (`Stop`).
+fn limit_reason(mask: Option<&mut (dyn TokenMask + 'static)>, generated: &[TokenId]) -> Result<FinishReason> {
+    let complete = match mask {
+        Some(mask) => mask.is_complete(generated)?,
+        None => false,
+    };
+    Ok(if complete { FinishReason::Stop } else { FinishReason::Length })
 }
 
 /// Turns a llama.cpp decode failure into an error and forgets the cache (its state is unknown).

@@ -129,8 +129,9 @@ impl From<&str> for ApiKey {
 /// Which [`Constraint`](catena_core::Constraint)s a [`ChatRequest::constraint`] may carry
 /// ([`Capabilities::constraints`]) and how they go on the wire ([`ConstraintDialect`]). `Native` is the server's
 /// own structured-output feature, `Grammar` a GBNF grammar the server samples under, `-` means the request is
-/// rejected with [`Error::Unsupported`] before anything is sent (`catena_core::structured` then falls back to
-/// validate-and-repair, unless forbidden):
+/// rejected with [`Error::Unsupported`] before anything is sent (`catena_core::structured` then uses
+/// validate-and-repair, unless forbidden; it does the same when a supported kind is refused for one instance,
+/// such as a regex construct with no GBNF equivalent):
 ///
 /// | profile | JSON Schema | regex | choice | Lark grammar | GBNF |
 /// |---|---|---|---|---|---|
@@ -141,8 +142,9 @@ impl From<&str> for ApiKey {
 /// | `Generic` | - | - | - | - | - |
 ///
 /// Whatever the strategy, `catena_core::structured` validates the answer against the original constraint before
-/// returning it: a server that enforces less than it claims (llama.cpp does not enforce integer bounds, for
-/// example) costs a repair round, never a wrong value.
+/// returning it (Lark and GBNF grammars only with catena's `constrain` feature; see `Constrained::validated`): a
+/// server that enforces less than it claims (llama.cpp does not enforce integer bounds, OpenAI ignores a schema
+/// sent with `strict: false`) costs a repair round, never a wrong value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Compat {

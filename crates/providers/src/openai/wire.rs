@@ -306,7 +306,7 @@ pub(crate) fn encode_constraint(
             Ok(EncodedConstraint::format(match openai_strict_schema(schema) {
                 Ok(strict) => ConstraintFormat::JsonSchema { name, schema: strict, strict: Some(true) },
                 Err(why) => {
-                    tracing::debug!(reason = %why, "JSON Schema sent with strict: false");
+                    tracing::warn!(reason = %why, "JSON Schema sent with strict: false: the server will not enforce it fully");
                     ConstraintFormat::JsonSchema { name, schema: schema.clone(), strict: Some(false) }
                 }
             }))
@@ -372,9 +372,11 @@ fn schema_name(schema: &Value) -> String {
 /// it rejects, and are dropped.
 const OPENAI_FORMATS: &[&str] = &["date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"];
 
-/// Rewrites a JSON Schema into the subset OpenAI's strict structured outputs accept, such that every value the
+/// Rewrites a JSON Schema into the subset OpenAI's strict structured outputs accept, meant so that every value the
 /// rewrite accepts is also accepted by `schema` (see [`ConstraintDialect::OpenAi`](super::ConstraintDialect::OpenAi)
-/// for the rules).
+/// for the rules). Two rewrites can widen it: `format` values strict mode does not know are dropped, and `oneOf`
+/// branches that differ only in number spelling (`1` vs `1.0`) count as distinct; the structured driver's final
+/// validation against the original schema catches such answers (a repair round, not a wrong value).
 ///
 /// ```
 /// use catena_providers::openai::openai_strict_schema;
