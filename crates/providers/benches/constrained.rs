@@ -20,8 +20,8 @@
 //! per answer are printed too, next to the tokens per answer.
 //!
 //! Measured per round:
-//! - constrained: catena `generate` with [`GenerationRequest::with_constraint`], catena `chat` with
-//!   [`ChatRequest::with_constraint`], catena `generate` with the same llguidance masks but fast-forward off
+//! - constrained: catena `generate_tokens` with [`GenerationRequest::with_constraint`], catena `chat` with
+//!   [`ChatRequest::with_constraint`], catena `generate_tokens` with the same llguidance masks but fast-forward off
 //!   (every token sampled, as llama.cpp's grammar sampler does), llama-cpp-python `create_completion(grammar=...)`
 //!   and its `Llama.generate` token loop with the same grammar; catena's fraction of forced tokens (decoded in a
 //!   batch without sampling);
@@ -276,7 +276,7 @@ impl TokenMask for SampleEveryToken {
     }
 }
 
-/// One answer through `LocalLlm::generate`: (text, tokens, forced tokens, finish reason).
+/// One answer through `LocalLlm::generate_tokens`: (text, tokens, forced tokens, finish reason).
 async fn catena_generate(
     llm: &LocalLlm,
     prompt: &str,
@@ -296,7 +296,7 @@ async fn catena_generate(
             request = request.with_mask(SampleEveryToken(GrammarMask::new(matcher, eog)));
         }
     }
-    let mut stream = llm.generate(request).expect("request accepted");
+    let mut stream = llm.generate_tokens(request).expect("request accepted");
     let mut text = String::new();
     while let Some(event) = stream.next().await {
         match event.expect("generation succeeds") {
@@ -531,7 +531,7 @@ fn main() {
     // (name, constrained, unconstrained) per API, medians over rounds.
     type Pick<T> = fn(&T) -> &Run;
     let catena_apis: [(&str, Pick<CatenaRound>, Pick<CatenaRound>); 3] = [
-        ("catena LocalLlm::generate", |c| &c.generate, |c| &c.generate_free),
+        ("catena LocalLlm::generate_tokens", |c| &c.generate, |c| &c.generate_free),
         ("catena generate, masks only (no ff)", |c| &c.masks_only, |c| &c.masks_only_free),
         ("catena LocalLlm::chat (Llm)", |c| &c.chat, |c| &c.chat_free),
     ];

@@ -11,7 +11,7 @@
 //! alternate between the two so that load from other processes hits both alike; the medians are compared.
 //!
 //! Measured per side:
-//! - catena `generate` (token-level API) and catena `chat` (the `Llm` trait: template, stop handling, chunks);
+//! - catena `generate_tokens` (token-level API) and catena `chat` (the `Llm` trait: template, stop handling, chunks);
 //! - llama-cpp-python `create_completion` (its high-level API) and its low-level `generate` token loop.
 //!
 //! Settings come from the environment (each printed at the start):
@@ -101,7 +101,7 @@ fn python_round(s: &Settings, prompt: &str) -> (f64, f64) {
 async fn catena_generate(llm: &LocalLlm, prompt: &str, tokens: u32) -> u64 {
     let request =
         GenerationRequest::new(Prompt::Text(prompt.to_string()), SamplingParams::greedy()).with_max_tokens(tokens);
-    let mut stream = llm.generate(request).expect("request accepted");
+    let mut stream = llm.generate_tokens(request).expect("request accepted");
     while let Some(event) = stream.next().await {
         if let GenerationEvent::Finished(summary) = event.expect("generation succeeds") {
             return summary.usage.output_tokens;
@@ -186,7 +186,7 @@ fn main() {
     }
     let (g, c, pc, pg) = (median(ours_gen), median(ours_chat), median(theirs_completion), median(theirs_gen));
     println!("median tokens/s (higher is better):");
-    println!("  catena LocalLlm::generate           {g:>9.0}");
+    println!("  catena LocalLlm::generate_tokens    {g:>9.0}");
     println!("  catena LocalLlm::chat (Llm)         {c:>9.0}");
     println!("  llama-cpp-python create_completion  {pc:>9.0}");
     println!("  llama-cpp-python generate loop      {pg:>9.0}");

@@ -46,7 +46,7 @@
 //!
 //! # Token-level access for constrained generation
 //!
-//! [`LocalLlm::generate`] takes a [`GenerationRequest`] that may carry a [`TokenMask`]: before each token is
+//! [`LocalLlm::generate_tokens`] takes a [`GenerationRequest`] that may carry a [`TokenMask`]: before each token is
 //! sampled, the mask gets the tokens generated so far and removes the disallowed ones from a [`TokenSet`]; the
 //! sampler chain only sees the allowed candidates. [`LocalLlm::vocabulary`] maps every token id to its bytes,
 //! which is what a token trie (llguidance's `toktrie`) is built from.
@@ -710,7 +710,7 @@ impl LocalLlm {
     /// [`Error::InvalidInput`] for an empty prompt, invalid sampling settings, empty stop sequences,
     /// `max_tokens == Some(0)` or a prompt that does not fit the context ("prompt is N tokens, context is M
     /// tokens"); the errors of [`LocalLlm::render_chat`].
-    pub fn generate(&self, request: GenerationRequest) -> Result<GenerationStream> {
+    pub fn generate_tokens(&self, request: GenerationRequest) -> Result<GenerationStream> {
         let operation = if matches!(request.prompt, Prompt::Chat(_)) { "chat" } else { "text_completion" };
         let span = tracing::info_span!(
             "gen_ai.request",
@@ -807,7 +807,7 @@ impl LocalLlm {
             top_k: defaults.top_k,
             seed: request.seed.or(defaults.seed),
         };
-        let events = self.generate(GenerationRequest {
+        let events = self.generate_tokens(GenerationRequest {
             prompt: Prompt::Chat(request.messages),
             sampling,
             max_tokens: request.max_tokens.or(self.inner.options.max_tokens),
@@ -1015,7 +1015,7 @@ impl catena_core::GrammarCompletion for LocalLlm {
         let generation = GenerationRequest::new(prompt, sampling)
             .with_max_tokens(request.max_tokens)
             .with_constraint(request.constraint);
-        let mut events = self.generate(generation)?;
+        let mut events = self.generate_tokens(generation)?;
         let mut text = String::new();
         while let Some(event) = events.next().await {
             match event? {

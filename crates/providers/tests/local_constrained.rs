@@ -131,11 +131,15 @@ async fn typed_generation_uses_the_grammar() {
     let llm = load();
     for seed in 0..5 {
         let prompt = ChatRequest::new(vec![Message::user("File a ticket.")]).with_seed(seed).with_max_tokens(60);
-        let ticket = llm.generate_with::<Ticket>(prompt, Fallback::Forbid).await.unwrap();
+        let ticket = llm.generate_with::<Ticket>(prompt.clone(), Fallback::Forbid).await.unwrap();
         assert_eq!(ticket.strategy, Strategy::Grammar);
         assert_eq!(ticket.attempts, 1);
         assert!((1..=5).contains(&ticket.value.severity), "{ticket:?}");
         assert!(ticket.usage.output_tokens > 0);
+        // `generate` on the model value itself is the structured call (LocalLlm's token-level API is
+        // `generate_tokens`, so the names do not clash).
+        let same = llm.generate::<Ticket>(prompt).await.unwrap();
+        assert_eq!(same.strategy, Strategy::Grammar);
     }
 }
 
@@ -190,7 +194,7 @@ async fn token_healing_keeps_prompt_and_output_consistent() {
             )
             .with_max_tokens(12)
             .with_constraint(constraint);
-            let mut events = llm.generate(generation).unwrap();
+            let mut events = llm.generate_tokens(generation).unwrap();
             let mut text = String::new();
             let mut summary = None;
             while let Some(event) = events.next().await {

@@ -72,7 +72,7 @@ fn python_llama(snippet: &str, arg: &serde_json::Value) -> serde_json::Value {
 }
 
 async fn generate(llm: &LocalLlm, request: GenerationRequest) -> catena_core::Result<(String, GenerationSummary)> {
-    let mut stream = llm.generate(request)?;
+    let mut stream = llm.generate_tokens(request)?;
     let mut text = String::new();
     while let Some(event) = stream.next().await {
         match event? {
