@@ -10,8 +10,8 @@
 //! repetitions (the limits and the left-recursion check are defined on those), so that it accepts and rejects
 //! the same grammars. It is stricter where a grammar could crash or stall a server: `{m,n}` with `n < m`, token
 //! references written as text (`<think>`, which only the server's vocabulary can resolve; write the id,
-//! `<[1234]>`), grammars whose repetitions unroll to more than [`MAX_ELEMENTS`] elements, and parentheses nested
-//! deeper than [`MAX_NESTING`].
+//! `<[1234]>`), grammars whose repetitions unroll to more than 2^20 (`MAX_ELEMENTS`) elements, and parentheses nested
+//! deeper than 64 (`MAX_NESTING`).
 //!
 //! [`to_lark`] converts a checked grammar to llguidance's Lark dialect with the same language, for enforcing it
 //! anywhere else than on a llama.cpp server.
