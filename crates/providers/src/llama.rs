@@ -54,8 +54,8 @@
 //! # Constrained generation, JSON and tools (feature `constrain`)
 //!
 //! With the feature `constrain`, a [`ChatRequest::constraint`](catena_core::ChatRequest::constraint) (JSON
-//! Schema, regex, choice, Lark or GBNF grammar) or a [`GenerationRequest::with_constraint`] is decoded exactly
-//! with llguidance: the compiler is built once per model from this vocabulary ([`LocalLlm::constraint_compiler`])
+//! Schema, regex, choice, Lark or GBNF grammar) or a `GenerationRequest::with_constraint` is decoded exactly
+//! with llguidance: the compiler is built once per model from this vocabulary (`LocalLlm::constraint_compiler`)
 //! and every token is sampled among those the constraint allows ([`Strategy::Grammar`](catena_core::Strategy)).
 //! Tokens the grammar forces (the rest of a key, literal text) are fast-forwarded: appended without sampling and
 //! decoded in one batch ([`GenerationSummary::forced_tokens`]). The prompt's last text tokens are healed: those a
@@ -875,35 +875,35 @@ impl LocalLlm {
     }
 
     /// Turns an answer written in the tool-call notation into tool calls (plain text stays text).
+    #[cfg(feature = "constrain")]
     fn with_tool_calls(
         &self,
         mut response: ChatResponse,
         tools: &[catena_core::ToolDefinition],
     ) -> Result<ChatResponse> {
-        #[cfg(feature = "constrain")]
-        {
-            let parsed = match tools::parse(&response.text(), tools) {
-                Ok(parsed) => parsed,
-                // Cut off by the token limit: the caller sees the partial text and `Length`.
-                Err(_) if response.finish_reason == Some(FinishReason::Length) => None,
-                Err(e) => {
-                    return Err(Error::Decode {
-                        provider: self.backend_name().to_string(),
-                        message: format!(
-                            "the tool-call grammar let through an invalid call ({e}); report this as a bug"
-                        ),
-                    })
-                }
-            };
-            if let Some(calls) = parsed {
-                response.message = Message { content: Vec::new(), tool_calls: calls, ..Message::assistant("") };
-                if response.finish_reason == Some(FinishReason::Stop) {
-                    response.finish_reason = Some(FinishReason::ToolCalls);
-                }
+        let parsed = match tools::parse(&response.text(), tools) {
+            Ok(parsed) => parsed,
+            // Cut off by the token limit: the caller sees the partial text and `Length`.
+            Err(_) if response.finish_reason == Some(FinishReason::Length) => None,
+            Err(e) => {
+                return Err(Error::Decode {
+                    provider: self.backend_name().to_string(),
+                    message: format!("the tool-call grammar let through an invalid call ({e}); report this as a bug"),
+                })
+            }
+        };
+        if let Some(calls) = parsed {
+            response.message = Message { content: Vec::new(), tool_calls: calls, ..Message::assistant("") };
+            if response.finish_reason == Some(FinishReason::Stop) {
+                response.finish_reason = Some(FinishReason::ToolCalls);
             }
         }
-        #[cfg(not(feature = "constrain"))]
-        let _ = tools;
+        Ok(response)
+    }
+
+    /// Without the grammar engine there are no tool calls to read (requests with tools are rejected).
+    #[cfg(not(feature = "constrain"))]
+    fn with_tool_calls(&self, response: ChatResponse, _tools: &[catena_core::ToolDefinition]) -> Result<ChatResponse> {
         Ok(response)
     }
 

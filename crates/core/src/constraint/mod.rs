@@ -3,7 +3,7 @@
 //!
 //! A constraint is plain data. How it is enforced depends on the backend (see
 //! [`crate::structured`]): a local model decodes under it token by token (feature `constrain`: the
-//! [`ConstraintCompiler`] turns it into per-token masks with
+//! `ConstraintCompiler` turns it into per-token masks with
 //! [llguidance](https://github.com/guidance-ai/llguidance)); a remote server gets it in its own structured-output
 //! form; a backend with neither gets the validate-and-repair loop, which uses [`Validator`].
 //!
