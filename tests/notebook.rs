@@ -11,7 +11,6 @@ mod support;
 
 use catena::providers::llama::{LocalLlm, LocalLlmOptions};
 use catena::providers::local_embed::LocalEmbedder;
-use catena::providers::openai::{Compat, OpenAiClient};
 use catena::{collect_stream, ChatRequest, Embedder, Llm, Message};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -27,12 +26,7 @@ fn openai_client_survives_the_runtime_that_built_it() {
     let server = support::shared_server();
     let first = runtime();
     let client = first.block_on(async {
-        let client = OpenAiClient::builder()
-            .base_url(server.base_url())
-            .model(server.model())
-            .compat(Compat::LlamaCpp)
-            .build()
-            .unwrap();
+        let client = server.client();
         let r = client.chat(request()).await.unwrap();
         assert!(!r.text().is_empty());
         client

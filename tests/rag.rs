@@ -15,7 +15,6 @@ use std::sync::{Arc, OnceLock};
 
 use catena::providers::llama::{LocalLlm, LocalLlmOptions};
 use catena::providers::local_embed::LocalEmbedder;
-use catena::providers::openai::{Compat, OpenAiClient};
 use catena::{
     chain_fn, Chain, ChatRequest, Embedder, Llm, LlmChain, Message, RagChain, RagEvent, Retriever, VectorRetriever,
 };
@@ -145,12 +144,7 @@ async fn rag_with_local_model_streams_the_same_answer_with_sources() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rag_over_a_real_openai_compatible_server() {
     let server = support::shared_server();
-    let client = OpenAiClient::builder()
-        .base_url(server.base_url())
-        .model(server.model())
-        .compat(Compat::LlamaCpp)
-        .build()
-        .unwrap();
+    let client = server.client();
     let dir = corpus(&CHAPTERS);
     let retriever = retriever_over(dir.path(), 2).await;
     let request = ChatRequest::default().with_max_tokens(16).with_temperature(0.0);

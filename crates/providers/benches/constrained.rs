@@ -41,8 +41,11 @@
 //! which is what this benchmark is about; on a real model the forward pass dominates and both overheads shrink
 //! in proportion.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+use common::{env_or, median};
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -84,13 +87,6 @@ fn schema() -> serde_json::Value {
         "required": ["name", "age", "role", "active", "tags"],
         "additionalProperties": false
     })
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v.parse().unwrap_or_else(|_| panic!("{name}={v} is not valid")),
-        Err(_) => default,
-    }
 }
 
 struct Settings {
@@ -447,15 +443,8 @@ fn catena_compile_times(s: &Settings, options: &LocalLlmOptions, constraint: &Co
     (first, median(cached))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: then run one small round as a smoke
-    // test.
-    let benching = std::env::args().any(|a| a == "--bench");
+    let benching = common::benching();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let s = Settings {
         model: std::env::var_os("CATENA_BENCH_MODEL").map(PathBuf::from).unwrap_or_else(|| support::tiny_gguf().into()),

@@ -24,8 +24,11 @@
 //! channel hand-off on the catena side; the Python interpreter on the other), not matrix products. Point
 //! `CATENA_BENCH_MODEL` at a real model for compute-bound figures.
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+use common::{env_or, median};
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -37,13 +40,6 @@ use futures::StreamExt;
 
 const USER_MESSAGE: &str = "Explain how the borrow checker decides whether a reference may outlive its owner.";
 const N_CTX: u32 = 2048;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v.parse().unwrap_or_else(|_| panic!("{name}={v} is not valid")),
-        Err(_) => default,
-    }
-}
 
 struct Settings {
     model: PathBuf,
@@ -137,14 +133,8 @@ async fn catena_round(llm: &LocalLlm, s: &Settings, prompt: &str) -> (f64, f64) 
     (generate, chat)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: then run one tiny round as a smoke test.
-    let benching = std::env::args().any(|a| a == "--bench");
+    let benching = common::benching();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let s = Settings {
         model: std::env::var_os("CATENA_BENCH_MODEL").map(PathBuf::from).unwrap_or_else(|| support::tiny_gguf().into()),

@@ -90,13 +90,7 @@ fn client() -> OpenAiClient {
 
 /// A client for `server`, with the llama.cpp profile.
 fn client_for(server: &support::LlamaServer) -> OpenAiClient {
-    OpenAiClient::builder()
-        .base_url(server.base_url())
-        .compat(Compat::LlamaCpp)
-        .model(server.model())
-        .timeout(std::time::Duration::from_secs(120))
-        .build()
-        .expect("client builds")
+    server.client()
 }
 
 fn ask(text: &str) -> ChatRequest {

@@ -240,6 +240,18 @@ impl LlamaServer {
         &self.options.alias
     }
 
+    /// An OpenAI-compatible client for this server: the llama.cpp profile, this server's model, a 120 s timeout
+    /// (a loaded 2-core machine can be slow to answer).
+    pub fn client(&self) -> catena_providers::openai::OpenAiClient {
+        catena_providers::openai::OpenAiClient::builder()
+            .base_url(self.base_url())
+            .compat(catena_providers::openai::Compat::LlamaCpp)
+            .model(self.model())
+            .timeout(Duration::from_secs(120))
+            .build()
+            .expect("client builds")
+    }
+
     /// The last 8 KiB of the server's combined stdout and stderr, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = fs::read(&self.log_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
