@@ -49,7 +49,7 @@ impl Constraint {
                     other => {
                         return Err(Error::InvalidInput(format!(
                             "a JSON Schema must be an object or a boolean, got {}",
-                            json_type_name(other)
+                            crate::loader::json::type_name(other)
                         )))
                     }
                 };
@@ -85,17 +85,6 @@ impl Constraint {
             }
             Constraint::Gbnf(src) => Ok(TopLevelGrammar::from_lark(super::gbnf::to_lark(src)?)),
         }
-    }
-}
-
-fn json_type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -180,9 +180,9 @@ impl Constraint {
 fn grammar_validator(constraint: &Constraint) -> Result<ValidatorKind> {
     let lark = constraint.clone().into_lark()?;
     let compiler = ConstraintCompiler::o200k()?;
-    // Compile once now so that grammar errors surface here, not at the first check.
-    compiler.compile(&lark)?;
-    Ok(ValidatorKind::Grammar(Box::new((compiler, lark))))
+    // Compiled once: grammar errors surface here, and every check starts from a clone of this matcher.
+    let matcher = compiler.compile(&lark)?;
+    Ok(ValidatorKind::Grammar(Box::new((compiler, matcher))))
 }
 
 #[cfg(not(feature = "constrain"))]
@@ -208,7 +208,7 @@ enum ValidatorKind {
     Regex(Box<(regex_automata::meta::Regex, String)>),
     Choice(Vec<String>),
     #[cfg(feature = "constrain")]
-    Grammar(Box<(ConstraintCompiler, Constraint)>),
+    Grammar(Box<(ConstraintCompiler, ConstraintMatcher)>),
 }
 
 impl std::fmt::Debug for Validator {
@@ -264,9 +264,8 @@ impl Validator {
             }
             #[cfg(feature = "constrain")]
             ValidatorKind::Grammar(state) => {
-                let (compiler, constraint) = &**state;
-                let mut matcher =
-                    compiler.compile(constraint).map_err(|e| format!("the grammar cannot be compiled: {e}"))?;
+                let (compiler, fresh) = &**state;
+                let mut matcher = fresh.clone();
                 let tokens = compiler.tokenize(text);
                 let consumed = matcher.try_consume_tokens(&tokens).map_err(|e| e.to_string())?;
                 if consumed < tokens.len() {

@@ -284,7 +284,8 @@ fn pointer_to_key(key: &str) -> String {
     format!("/{}", key.replace('~', "~0").replace('/', "~1"))
 }
 
-fn type_name(value: &Value) -> &'static str {
+/// "null", "a boolean", "a number", "a string", "an array" or "an object", for error messages.
+pub(crate) fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

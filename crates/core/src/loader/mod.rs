@@ -54,7 +54,7 @@
 
 mod directory;
 mod file;
-mod json;
+pub(crate) mod json;
 mod markdown;
 
 use std::fmt;

@@ -183,7 +183,9 @@ impl TokenMask for GrammarMask {
             for (i, word) in allowed.words_mut().iter_mut().enumerate() {
                 *word &= words.get(i).copied().unwrap_or(0);
             }
-            if !self.matcher.is_accepting()? {
+            // llguidance allows the vocabulary's end-of-sequence token (one of `eog`) exactly when the output so
+            // far is complete; then every end-of-generation token may end it.
+            if !self.eog.iter().any(|&t| mask.is_allowed(t)) {
                 return Ok(());
             }
         }
