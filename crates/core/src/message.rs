@@ -112,6 +112,23 @@ impl Message {
     pub fn user(text: impl Into<String>) -> Self {
         Self::new(Role::User, text)
     }
+    /// Adds `instruction` to the conversation's first system message (after a blank line), or inserts a system
+    /// message holding it at the start when there is none.
+    ///
+    /// ```
+    /// use catena_core::{Message, Role};
+    /// let mut messages = vec![Message::user("hi")];
+    /// Message::add_system_instruction(&mut messages, "Be brief.");
+    /// Message::add_system_instruction(&mut messages, "Answer in French.");
+    /// assert_eq!(messages[0].role, Role::System);
+    /// assert_eq!(messages[0].text(), "Be brief.\n\nAnswer in French.");
+    /// ```
+    pub fn add_system_instruction(messages: &mut Vec<Message>, instruction: &str) {
+        match messages.iter_mut().find(|m| m.role == Role::System) {
+            Some(system) => *system = Message::system(format!("{}\n\n{instruction}", system.text())),
+            None => messages.insert(0, Message::system(instruction)),
+        }
+    }
     /// An assistant message.
     pub fn assistant(text: impl Into<String>) -> Self {
         Self::new(Role::Assistant, text)

@@ -48,7 +48,7 @@ use crate::chain::{stream_once, Chain, ChainStream};
 use crate::constraint::{Constraint, Validator};
 use crate::error::{Error, Result};
 use crate::llm::{Llm, Strategy};
-use crate::message::{ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, Usage};
+use crate::message::{ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Usage};
 
 /// What to do when the backend cannot enforce a constraint, or its output fails validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,7 +254,7 @@ where
             let mut request = request.clone();
             match strategy {
                 Strategy::ValidateAndRepair => {
-                    add_instruction(&mut request.messages, &constraint.describe());
+                    Message::add_system_instruction(&mut request.messages, &constraint.describe());
                     // `json_object` helps only when the schema wants an object.
                     let wants_object = matches!(constraint, Constraint::JsonSchema(schema)
                         if schema.get("type").and_then(|t| t.as_str()) == Some("object"));
@@ -406,16 +406,6 @@ fn strip_fence(s: &str) -> &str {
     }
 }
 
-/// Appends the format instruction to the first system message, or inserts one at the start.
-fn add_instruction(messages: &mut Vec<Message>, instruction: &str) {
-    if let Some(system) = messages.iter_mut().find(|m| m.role == Role::System) {
-        let text = format!("{}\n\n{instruction}", system.text());
-        *system = Message::system(text);
-    } else {
-        messages.insert(0, Message::system(instruction));
-    }
-}
-
 /// A chain step that turns a conversation into a typed `T` with [`LlmStructuredExt::generate_with`].
 ///
 /// ```no_run
@@ -498,6 +488,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Role;
 
     #[test]
     fn candidates_unwrap_fences_quotes_and_prose() {
@@ -513,11 +504,11 @@ mod tests {
     #[test]
     fn instruction_merges_into_system_message() {
         let mut m = vec![Message::system("Be brief."), Message::user("hi")];
-        add_instruction(&mut m, "Reply in JSON.");
+        Message::add_system_instruction(&mut m, "Reply in JSON.");
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].text(), "Be brief.\n\nReply in JSON.");
         let mut m = vec![Message::user("hi")];
-        add_instruction(&mut m, "Reply in JSON.");
+        Message::add_system_instruction(&mut m, "Reply in JSON.");
         assert_eq!(m[0].role, Role::System);
     }
 }

@@ -863,10 +863,7 @@ impl LocalLlm {
         let compact = self.inner.options.json_whitespace == catena_core::constraint::JsonWhitespace::Compact;
         let grammar = tools::grammar(&chosen, required, compact)?;
         let instructions = tools::instructions(&chosen, required);
-        match request.messages.iter_mut().find(|m| m.role == catena_core::Role::System) {
-            Some(system) => *system = Message::system(format!("{}\n\n{instructions}", system.text())),
-            None => request.messages.insert(0, Message::system(instructions)),
-        }
+        Message::add_system_instruction(&mut request.messages, &instructions);
         request.constraint = Some(catena_core::Constraint::Grammar(grammar));
         let chosen: Vec<catena_core::ToolDefinition> = chosen.into_iter().cloned().collect();
         request.tools.clear();
