@@ -392,6 +392,26 @@ impl fmt::Debug for GenerationStream {
     }
 }
 
+impl GenerationStream {
+    /// Waits for the end and returns the whole answer text with the summary.
+    ///
+    /// # Errors
+    /// The generation's error; [`Error::Decode`] if the stream ends without a summary.
+    pub async fn text_and_summary(mut self) -> Result<(String, GenerationSummary)> {
+        let mut text = String::new();
+        while let Some(event) = self.next().await {
+            match event? {
+                GenerationEvent::Token { text: piece, .. } => text.push_str(&piece),
+                GenerationEvent::Finished(summary) => {
+                    text.push_str(&summary.text);
+                    return Ok((text, summary));
+                }
+            }
+        }
+        Err(Error::Decode { provider: self.backend.clone(), message: "generation ended without a summary".into() })
+    }
+}
+
 impl Stream for GenerationStream {
     type Item = Result<GenerationEvent>;
 
@@ -1012,26 +1032,13 @@ impl catena_core::GrammarCompletion for LocalLlm {
         let generation = GenerationRequest::new(prompt, sampling)
             .with_max_tokens(request.max_tokens)
             .with_constraint(request.constraint);
-        let mut events = self.generate_tokens(generation)?;
-        let mut text = String::new();
-        while let Some(event) = events.next().await {
-            match event? {
-                GenerationEvent::Token { text: piece, .. } => text.push_str(&piece),
-                GenerationEvent::Finished(summary) => {
-                    text.push_str(&summary.text);
-                    return Ok(catena_core::GrammarOutput {
-                        text,
-                        captures: summary.captures,
-                        finish_reason: summary.finish_reason,
-                        usage: summary.usage,
-                        forced_tokens: summary.forced_tokens,
-                    });
-                }
-            }
-        }
-        Err(Error::Decode {
-            provider: self.backend_name().to_string(),
-            message: "generation ended without a summary".into(),
+        let (text, summary) = self.generate_tokens(generation)?.text_and_summary().await?;
+        Ok(catena_core::GrammarOutput {
+            text,
+            captures: summary.captures,
+            finish_reason: summary.finish_reason,
+            usage: summary.usage,
+            forced_tokens: summary.forced_tokens,
         })
     }
 }

@@ -16,8 +16,7 @@ use catena_core::structured::{Fallback, LlmStructuredExt};
 use catena_core::{
     ChatRequest, CompletionPrompt, Constraint, Error, FinishReason, GrammarRequest, Llm, Message, Strategy,
 };
-use catena_providers::llama::{GenerationEvent, GenerationRequest, LocalLlm, LocalLlmOptions, Prompt, SamplingParams};
-use futures::StreamExt;
+use catena_providers::llama::{GenerationRequest, LocalLlm, LocalLlmOptions, Prompt, SamplingParams};
 use serde::Deserialize;
 
 fn load() -> LocalLlm {
@@ -194,19 +193,7 @@ async fn token_healing_keeps_prompt_and_output_consistent() {
             )
             .with_max_tokens(12)
             .with_constraint(constraint);
-            let mut events = llm.generate_tokens(generation).unwrap();
-            let mut text = String::new();
-            let mut summary = None;
-            while let Some(event) = events.next().await {
-                match event.unwrap() {
-                    GenerationEvent::Token { text: piece, .. } => text.push_str(&piece),
-                    GenerationEvent::Finished(s) => {
-                        text.push_str(&s.text);
-                        summary = Some(s);
-                    }
-                }
-            }
-            let summary = summary.unwrap();
+            let (text, summary) = llm.generate_tokens(generation).unwrap().text_and_summary().await.unwrap();
             assert!(regex::Regex::new(r"^ ?[0-9]{1,4}$").unwrap().is_match(&text), "{prompt:?} -> {text:?}");
             // The decoded prompt the model saw plus the generated tokens spell the prompt plus the output.
             let generated: Vec<u8> = summary

@@ -23,8 +23,8 @@ use catena_core::{
     collect_stream, ChatRequest, Error, FinishReason, Llm, Message, ResponseFormat, ToolDefinition, Usage,
 };
 use catena_providers::llama::{
-    GenerationEvent, GenerationRequest, GenerationSummary, LocalLlm, LocalLlmOptions, Prompt, SamplingParams, TokenId,
-    TokenKind, TokenMask, TokenSet,
+    GenerationRequest, GenerationSummary, LocalLlm, LocalLlmOptions, Prompt, SamplingParams, TokenId, TokenKind,
+    TokenMask, TokenSet,
 };
 use futures::StreamExt;
 
@@ -72,18 +72,7 @@ fn python_llama(snippet: &str, arg: &serde_json::Value) -> serde_json::Value {
 }
 
 async fn generate(llm: &LocalLlm, request: GenerationRequest) -> catena_core::Result<(String, GenerationSummary)> {
-    let mut stream = llm.generate_tokens(request)?;
-    let mut text = String::new();
-    while let Some(event) = stream.next().await {
-        match event? {
-            GenerationEvent::Token { text: piece, .. } => text.push_str(&piece),
-            GenerationEvent::Finished(summary) => {
-                text.push_str(&summary.text);
-                return Ok((text, summary));
-            }
-        }
-    }
-    panic!("the stream ended without a Finished event");
+    llm.generate_tokens(request)?.text_and_summary().await
 }
 
 #[test]
