@@ -8,9 +8,12 @@
 //! Embeddings: in-process all-MiniLM-L6-v2 by default (CATENA_EMBED_MODEL or `--embed-model` names its
 //! directory; `bash .ci/fetch-minilm.sh` installs it), or `--embedder openai`.
 //! Answers, in order of preference: `--model` / CATENA_LLM_MODEL (a local GGUF file), an OpenAI-compatible
-//! endpoint when OPENAI_BASE_URL or OPENAI_API_KEY is set (model from `--openai-model` / CATENA_MODEL), and
-//! with the `llama-hf-hub` feature the default small instruct model downloaded from the Hugging Face hub; with
-//! none of these, the sources are printed with instructions to enable answers.
+//! endpoint when OPENAI_BASE_URL or OPENAI_API_KEY is set (model from `--openai-model` / CATENA_MODEL), the
+//! offline default model SmolLM2-135M-Instruct when it is installed (`bash .ci/fetch-smollm2.sh` puts it in
+//! `${CATENA_CACHE_DIR:-$HOME/.cache/catena}`), and with the `llama-hf-hub` feature a small instruct model
+//! downloaded from the Hugging Face hub; with none of these, the sources are printed with instructions to
+//! enable answers. The model's own sampling settings are used (see `LocalLlmOptions::sampling`); `--temperature`
+//! and `--seed` override them.
 //! With `--index`, the index is saved, and the next run re-embeds only added or changed files and drops removed
 //! ones.
 
@@ -70,6 +73,12 @@ struct Args {
     /// Maximum answer length in tokens.
     #[arg(long, default_value_t = 512)]
     max_tokens: u32,
+    /// Sampling temperature (default: the model's own setting).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Seed for a reproducible answer.
+    #[arg(long)]
+    seed: Option<u64>,
     /// The question.
     question: String,
 }
@@ -105,10 +114,15 @@ async fn main() -> Result<()> {
         true => None,
         false => match choose_llm(&args)? {
             Some(llm) => Some(llm),
-            None => default_download().await?,
+            None => match default_local_llm()? {
+                Some(llm) => Some(llm),
+                None => default_download().await?,
+            },
         },
     };
-    let request = ChatRequest::default().with_max_tokens(args.max_tokens).with_temperature(0.2);
+    let mut request = ChatRequest::default().with_max_tokens(args.max_tokens);
+    request.temperature = args.temperature;
+    request.seed = args.seed;
     match llm {
         None => {
             let rag = RagChain::new(retriever, Arc::new(NoModel))?;
@@ -143,6 +157,7 @@ async fn main() -> Result<()> {
 }
 
 const NO_MODEL_HELP: &str = "No model is configured, so only the sources are shown. To get answers, either:\n  \
+- the offline default model: bash .ci/fetch-smollm2.sh (build with --features local), or\n  \
 - a local GGUF model: --model <file.gguf> or CATENA_LLM_MODEL=<file.gguf> (build with --features local), or\n  \
 - an OpenAI-compatible server: OPENAI_BASE_URL=<url>/v1 (and OPENAI_API_KEY for hosted APIs) with \
 CATENA_MODEL=<model> or --openai-model <model>.";
@@ -202,6 +217,24 @@ async fn default_download() -> Result<Option<Arc<dyn Llm>>> {
 
 #[cfg(not(feature = "llama-hf-hub"))]
 async fn default_download() -> Result<Option<Arc<dyn Llm>>> {
+    Ok(None)
+}
+
+/// The offline default answer model, SmolLM2-135M-Instruct, when it is installed (`.ci/fetch-smollm2.sh`).
+#[cfg(feature = "llama-cpp")]
+fn default_local_llm() -> Result<Option<Arc<dyn Llm>>> {
+    let Some(path) = catena::providers::llama::default_model_path().filter(|p| p.is_file()) else {
+        return Ok(None);
+    };
+    eprintln!(
+        "answering with the offline default model {} (choose another with --model or OPENAI_BASE_URL)",
+        path.display()
+    );
+    local_llm(&path).map(Some)
+}
+
+#[cfg(not(feature = "llama-cpp"))]
+fn default_local_llm() -> Result<Option<Arc<dyn Llm>>> {
     Ok(None)
 }
 

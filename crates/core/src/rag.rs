@@ -18,18 +18,20 @@ use crate::chain::{Chain, ChainStream};
 use crate::document::ScoredDocument;
 use crate::error::Result;
 use crate::llm::Llm;
-use crate::message::{ChatRequest, ChatResponseBuilder, Usage};
+use crate::message::{ChatRequest, ChatResponseBuilder, FinishReason, Usage};
 use crate::prompt::ChatPromptTemplate;
 use crate::retriever::Retriever;
 
-/// The default system prompt of [`RagChain`].
-pub const DEFAULT_RAG_SYSTEM_PROMPT: &str = "You answer questions using only the numbered sources given. \
-Cite the sources you use by their number in square brackets, like [1]. \
+/// The default system prompt of [`RagChain`]: short, so that small local models follow it too.
+pub const DEFAULT_RAG_SYSTEM_PROMPT: &str =
+    "Answer the question using the numbered sources. Cite the sources you use by number, like [1]. \
 If the sources do not contain the answer, say that you do not know.";
 
-/// The default user prompt of [`RagChain`].
+/// The default user prompt of [`RagChain`]: the numbered sources, then the question, then the reminder to be brief
+/// and cite (instructions right before the answer are the ones small models follow).
 pub const DEFAULT_RAG_USER_PROMPT: &str =
-    "Sources:\n{{#each sources}}[{{rank}}] {{source}}\n{{content}}\n\n{{/each}}Question: {{question}}";
+    "{{#each sources}}[{{rank}}] {{content}}\n\n{{/each}}Question: {{question}}\n\
+Answer in a few sentences and cite sources like [1].";
 
 /// A retrieved document as cited in an answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +70,9 @@ pub struct Answer {
     pub sources: Vec<Source>,
     /// Token counts of the model call, when reported.
     pub usage: Option<Usage>,
+    /// Why the model stopped (`Length` means the answer was cut at the token limit), when reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<FinishReason>,
 }
 
 impl fmt::Display for Answer {
@@ -180,7 +185,7 @@ impl Chain for RagChain {
             let (sources, request) = self.prepare(&question).await?;
             let response = self.llm.chat(request).await?;
             tracing::Span::current().record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
-            Ok(Answer { text: response.text(), sources, usage: response.usage })
+            Ok(Answer { text: response.text(), sources, usage: response.usage, finish_reason: response.finish_reason })
         }
         .instrument(rag_span())
         .await
@@ -195,7 +200,7 @@ impl Chain for RagChain {
             if !self.llm.capabilities().streaming {
                 tracing::warn!(backend = %self.llm.capabilities().backend, "backend cannot stream; answering in one chunk");
                 let response = self.llm.chat(request).await?;
-                let answer = Answer { text: response.text(), sources, usage: response.usage };
+                let answer = Answer { text: response.text(), sources, usage: response.usage, finish_reason: response.finish_reason };
                 let events = vec![Ok(RagEvent::Text(answer.text.clone())), Ok(RagEvent::Done(answer))];
                 return Ok(futures::stream::iter(events).boxed());
             }
@@ -215,7 +220,12 @@ impl Chain for RagChain {
                         Some(Err(e)) => return Some((Err(e), (inner, builder, None))),
                         None => {
                             let response = std::mem::take(&mut builder).finish();
-                            let answer = Answer { text: response.text(), sources: sources_left, usage: response.usage };
+                            let answer = Answer {
+                                text: response.text(),
+                                sources: sources_left,
+                                usage: response.usage,
+                                finish_reason: response.finish_reason,
+                            };
                             return Some((Ok(RagEvent::Done(answer)), (inner, builder, None)));
                         }
                     }

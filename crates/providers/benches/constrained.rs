@@ -53,8 +53,8 @@ use std::time::{Duration, Instant};
 
 use catena_core::{ChatRequest, Constraint, FinishReason, Llm, Message};
 use catena_providers::llama::{
-    GenerationEvent, GenerationRequest, GrammarMask, LocalLlm, LocalLlmOptions, Prompt, SamplingParams, TokenId,
-    TokenMask, TokenSet,
+    GenerationEvent, GenerationRequest, GrammarMask, LocalLlm, LocalLlmOptions, Prompt, SamplingDefaults,
+    SamplingParams, TokenId, TokenMask, TokenSet,
 };
 use futures::StreamExt;
 
@@ -97,7 +97,7 @@ struct Settings {
 }
 
 fn sampling(seed: u64) -> SamplingParams {
-    SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, seed: Some(seed) }
+    SamplingParams::plain(1.0).with_seed(seed)
 }
 
 /// One timed batch of `reps` answers.
@@ -472,7 +472,7 @@ fn main() {
         context_length: N_CTX,
         contexts: 1,
         // Chat requests take what they leave unset from here: the same sampling as the token-level requests.
-        sampling: SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, seed: None },
+        sampling: SamplingDefaults::Fixed(SamplingParams::plain(1.0)),
         ..LocalLlmOptions::default()
     };
     let llm = LocalLlm::from_gguf(&s.model, options.clone()).expect("model loads");

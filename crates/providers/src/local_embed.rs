@@ -281,11 +281,7 @@ fn parse_pooling(path: &Path, config: &PoolingConfig) -> Result<Pooling> {
 /// and where [`LocalEmbedder::from_env`] looks when `CATENA_EMBED_MODEL` is not set. `None` when neither
 /// `CATENA_CACHE_DIR` nor `HOME` is set.
 pub fn default_model_dir() -> Option<PathBuf> {
-    let cache = match std::env::var_os("CATENA_CACHE_DIR").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache").join("catena"),
-    };
-    Some(cache.join(DEFAULT_MODEL_DIR_NAME))
+    Some(crate::cache_dir()?.join(DEFAULT_MODEL_DIR_NAME))
 }
 
 /// The Hugging Face hub cache directory, resolved like `huggingface_hub` does: `HF_HUB_CACHE`, else

@@ -16,14 +16,14 @@ use catena_core::structured::{Fallback, LlmStructuredExt};
 use catena_core::{
     ChatRequest, CompletionPrompt, Constraint, Error, FinishReason, GrammarRequest, Llm, Message, Strategy,
 };
-use catena_providers::llama::{GenerationRequest, LocalLlm, LocalLlmOptions, Prompt, SamplingParams};
+use catena_providers::llama::{GenerationRequest, LocalLlm, LocalLlmOptions, Prompt, SamplingDefaults, SamplingParams};
 use serde::Deserialize;
 
 fn load() -> LocalLlm {
     let options = LocalLlmOptions {
         threads: 1,
         context_length: 2048,
-        sampling: SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, seed: Some(1) },
+        sampling: SamplingDefaults::Fixed(SamplingParams::plain(1.0).with_seed(1)),
         ..LocalLlmOptions::default()
     };
     LocalLlm::from_gguf(support::tiny_gguf(), options).expect("the tiny GGUF loads")
@@ -187,12 +187,10 @@ async fn token_healing_keeps_prompt_and_output_consistent() {
         let plain_tokens = llm.tokenize(prompt, true, true).len() as u64;
         for seed in 0..3 {
             let constraint = Constraint::Regex(r" ?[0-9]{1,4}".into());
-            let generation = GenerationRequest::new(
-                Prompt::Text(prompt.into()),
-                SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, seed: Some(seed) },
-            )
-            .with_max_tokens(12)
-            .with_constraint(constraint);
+            let generation =
+                GenerationRequest::new(Prompt::Text(prompt.into()), SamplingParams::plain(1.0).with_seed(seed))
+                    .with_max_tokens(12)
+                    .with_constraint(constraint);
             let (text, summary) = llm.generate_tokens(generation).unwrap().text_and_summary().await.unwrap();
             assert!(regex::Regex::new(r"^ ?[0-9]{1,4}$").unwrap().is_match(&text), "{prompt:?} -> {text:?}");
             // The decoded prompt the model saw plus the generated tokens spell the prompt plus the output.

@@ -158,15 +158,30 @@ fn missing_or_invalid_files_are_named_in_the_error() {
     assert!(err.to_string().contains("LocalLlmOptions::contexts"), "{err}");
 }
 
-/// The only test that touches `CATENA_LLM_MODEL`.
+/// The only test that touches `CATENA_LLM_MODEL` and `CATENA_CACHE_DIR`: the variable wins, else the default
+/// model file in the cache directory, else an error that says where it looked and how to install the model.
 #[test]
-fn from_env_reads_catena_llm_model() {
+fn from_env_reads_catena_llm_model_then_the_default_model() {
     std::env::set_var("CATENA_LLM_MODEL", support::tiny_gguf());
     let llm = LocalLlm::from_env().expect("loads from CATENA_LLM_MODEL");
     assert_eq!(llm.path(), support::tiny_gguf());
     std::env::remove_var("CATENA_LLM_MODEL");
+
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("from-env-cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).unwrap();
+    std::env::set_var("CATENA_CACHE_DIR", &cache);
     let err = LocalLlm::from_env().unwrap_err();
-    assert!(err.to_string().contains("CATENA_LLM_MODEL is not set"), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("CATENA_LLM_MODEL is not set"), "{err}");
+    assert!(text.contains(&cache.join(catena_providers::llama::DEFAULT_MODEL_FILE).display().to_string()), "{err}");
+    assert!(text.contains("fetch-smollm2.sh"), "{err}");
+
+    let default = cache.join(catena_providers::llama::DEFAULT_MODEL_FILE);
+    std::fs::copy(support::tiny_gguf(), &default).unwrap();
+    let llm = LocalLlm::from_env().expect("loads the default model file");
+    assert_eq!(llm.path(), default);
+    std::env::remove_var("CATENA_CACHE_DIR");
 }
 
 /// The prompt is the model's own (ChatML) template rendering, and its token count is what llama-cpp-python
@@ -437,7 +452,7 @@ async fn token_mask_restricts_every_step() {
     let allowed: Vec<TokenId> = llm.tokenize(" the ownership of a value", false, false);
     assert!(allowed.len() >= 3);
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let sampling = SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, seed: Some(3) };
+    let sampling = SamplingParams::plain(1.0).with_seed(3);
     let prompt = Prompt::Chat(vec![Message::user("Say anything.")]);
     let request = GenerationRequest::new(prompt.clone(), sampling)
         .with_max_tokens(20)

@@ -18,7 +18,7 @@ const OPEN: &str = "<tool_call>";
 const CLOSE: &str = "</tool_call>";
 
 /// The system text that describes the tools and the call notation.
-pub(crate) fn instructions(tools: &[&ToolDefinition], required: bool) -> String {
+pub(crate) fn instructions(tools: &[&ToolDefinition], required: bool, max_calls: usize) -> String {
     let mut out = String::from("You can call these tools:\n");
     for tool in tools {
         out.push_str(&format!(
@@ -28,9 +28,10 @@ pub(crate) fn instructions(tools: &[&ToolDefinition], required: bool) -> String 
             serde_json::to_string(&tool.parameters).unwrap_or_default()
         ));
     }
+    let several = if max_calls > 1 { " (one per line for several calls)" } else { "" };
     out.push_str(&format!(
-        "To call a tool, answer with {OPEN}{{\"name\": \"<tool name>\", \"arguments\": {{...}}}}{CLOSE} (one per \
-         line for several calls) and nothing else. Tool results come back in <tool_response> blocks."
+        "To call a tool, answer with {OPEN}{{\"name\": \"<tool name>\", \"arguments\": {{...}}}}{CLOSE}{several} \
+         and nothing else. Tool results come back in <tool_response> blocks."
     ));
     if !required {
         out.push_str(" If no tool is needed, answer in plain text.");
@@ -59,13 +60,21 @@ pub(crate) fn selected<'a>(
 
 /// The Lark grammar of an answer: calls to `tools` (arguments under each tool's schema), or free text unless
 /// `required`.
-pub(crate) fn grammar(tools: &[&ToolDefinition], required: bool, compact_json: bool) -> Result<String> {
+pub(crate) fn grammar(
+    tools: &[&ToolDefinition],
+    required: bool,
+    compact_json: bool,
+    max_calls: usize,
+) -> Result<String> {
     if tools.is_empty() {
         return Err(Error::InvalidInput("the request has tools = [] with a tool choice that needs a tool".into()));
     }
     let mut lark = String::new();
     lark.push_str(if required { "start: calls\n" } else { "start: calls | TEXT\n" });
-    lark.push_str("calls: call (\"\\n\" call)*\n");
+    // At most `max_calls` calls, one per line.
+    lark.push_str("calls: call");
+    lark.push_str(&" (\"\\n\" call)?".repeat(max_calls.max(1) - 1));
+    lark.push('\n');
     let alternatives: Vec<String> = (0..tools.len()).map(|i| format!("call_{i}")).collect();
     lark.push_str(&format!("call: {}\n", alternatives.join(" | ")));
     for (i, tool) in tools.iter().enumerate() {
@@ -210,14 +219,21 @@ mod tests {
             serde_json::json!({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
                 "additionalProperties": false}),
         );
-        let lark = grammar(&[&add], false, true).unwrap();
+        let lark = grammar(&[&add], false, true, 2).unwrap();
         let v = Constraint::Grammar(lark).validator().unwrap();
         assert!(v.check("Just text.").is_ok());
         assert!(v.check("<tool_call>{\"name\": \"add\", \"arguments\": {\"a\":3}}</tool_call>").is_ok());
         assert!(v.check("<tool_call>{\"name\": \"rm\", \"arguments\": {}}</tool_call>").is_err());
         assert!(v.check("<tool_call>{\"name\": \"add\", \"arguments\": {\"a\":\"x\"}}</tool_call>").is_err());
         assert!(v.check("<tool_call>oops").is_err());
-        let required = Constraint::Grammar(grammar(&[&add], true, true).unwrap()).validator().unwrap();
+        let required = Constraint::Grammar(grammar(&[&add], true, true, 2).unwrap()).validator().unwrap();
+        assert!(required.check("<tool_call>{\"name\": \"add\", \"arguments\": {\"a\":3}}</tool_call>").is_ok());
+        let two = "<tool_call>{\"name\": \"add\", \"arguments\": {\"a\":3}}</tool_call>\n\
+                   <tool_call>{\"name\": \"add\", \"arguments\": {\"a\":4}}</tool_call>";
+        assert!(required.check(two).is_ok());
+        assert!(required.check(&format!("{two}\n{}", two.lines().next().unwrap())).is_err(), "at most two calls");
+        let one = Constraint::Grammar(grammar(&[&add], true, true, 1).unwrap()).validator().unwrap();
+        assert!(one.check(two).is_err(), "at most one call");
         assert!(required.check("Just text.").is_err());
     }
 }

@@ -176,7 +176,10 @@ fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
 pub(crate) struct ContextSettings {
     pub(crate) n_ctx: u32,
     pub(crate) n_batch: u32,
+    /// Threads for prompt batches.
     pub(crate) threads: i32,
+    /// Threads for one-token decodes.
+    pub(crate) generation_threads: i32,
 }
 
 /// The body of one worker thread: creates its context (reporting its size or the failure on `ready`), then runs
@@ -192,7 +195,7 @@ pub(crate) fn run_worker(
         .with_n_batch(settings.n_batch)
         .with_n_ubatch(settings.n_batch)
         .with_n_seq_max(1)
-        .with_n_threads(settings.threads)
+        .with_n_threads(settings.generation_threads)
         .with_n_threads_batch(settings.threads);
     let backend = match super::backend() {
         Ok(b) => b,
@@ -325,7 +328,7 @@ fn generate(
         logits_index = batch.n_tokens() - 1;
     }
 
-    let mut sampler = build_sampler(&job.sampling);
+    let mut sampler = build_sampler(&job.sampling, shared.model.n_vocab());
     let mut allowed = job.mask.as_ref().map(|_| TokenSet::all(shared.vocab.len()));
     let mut generated: Vec<TokenId> = Vec::new();
     let mut output = Output {
@@ -371,6 +374,8 @@ fn generate(
                 Counters::add(&stats.forced_tokens, forced.len() as u64);
                 // All of them are in the KV cache now, whatever the stop sequences say below.
                 cache.extend(forced.iter().map(|&id| LlamaToken(id as i32)));
+                // The repetition penalty counts forced tokens as generated ones.
+                sampler.accept_many(forced.iter().map(|&id| LlamaToken(id as i32)));
                 for id in forced {
                     generated.push(id);
                     Counters::add(&stats.generated_tokens, 1);
@@ -506,18 +511,26 @@ fn decode_error(
     Error::Decode { provider: shared.backend_name.clone(), message: format!("llama.cpp decode failed: {e}") }
 }
 
-/// The sampler chain for these parameters: greedy at temperature 0, else top-k → top-p → temperature → seeded
-/// draw (llama.cpp's own order).
-pub(crate) fn build_sampler(params: &SamplingParams) -> LlamaSampler {
-    if params.temperature <= 0.0 {
-        return LlamaSampler::greedy();
+/// The sampler chain for these parameters, in llama.cpp's own order: repetition penalty, then greedy at
+/// temperature 0, else top-k → top-p → min-p → temperature → seeded draw. Filters that are off are left out.
+pub(crate) fn build_sampler(params: &SamplingParams, n_vocab: i32) -> LlamaSampler {
+    let mut chain = Vec::with_capacity(6);
+    if params.repeat_penalty != 1.0 && params.repeat_last_n > 0 {
+        let last_n = i32::try_from(params.repeat_last_n).unwrap_or(i32::MAX);
+        chain.push(LlamaSampler::penalties(n_vocab, last_n, params.repeat_penalty, 0.0, 0.0));
     }
-    let mut chain = Vec::with_capacity(4);
+    if params.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+        return LlamaSampler::chain(chain, true);
+    }
     if params.top_k > 0 {
         chain.push(LlamaSampler::top_k(i32::try_from(params.top_k).unwrap_or(i32::MAX)));
     }
     if params.top_p < 1.0 {
         chain.push(LlamaSampler::top_p(params.top_p, 1));
+    }
+    if params.min_p > 0.0 {
+        chain.push(LlamaSampler::min_p(params.min_p, 1));
     }
     chain.push(LlamaSampler::temp(params.temperature));
     chain.push(LlamaSampler::dist(llama_seed(params.seed)));
