@@ -348,7 +348,7 @@ pub struct LocalLlmOptions {
     pub sampling: SamplingDefaults,
     /// Most tool calls in one answer (tools are called through a grammar, with feature `constrain`). Default 1:
     /// small models asked for a call tend to repeat the same call until the token limit when more are allowed;
-    /// a tool loop makes the next call in the next turn. Raise it for models that call several tools at once.
+    /// a tool loop makes the next call in the next turn. Raise it (up to 64) for models that call several tools at once.
     pub max_tool_calls: usize,
     /// Token limit for requests without `max_tokens`; `None` generates until an end-of-generation token, a stop
     /// sequence or a full context. Default `None`.
@@ -402,8 +402,12 @@ impl LocalLlmOptions {
                 "use None (the same as threads) or at least one thread",
             );
         }
-        if self.max_tool_calls == 0 {
-            return bad("LocalLlmOptions::max_tool_calls", "is 0".into(), "use at least 1");
+        if self.max_tool_calls == 0 || self.max_tool_calls > 64 {
+            return bad(
+                "LocalLlmOptions::max_tool_calls",
+                format!("is {}", self.max_tool_calls),
+                "use 1 to 64 calls per answer",
+            );
         }
         if self.batch_size == 0 {
             return bad("LocalLlmOptions::batch_size", "is 0".into(), "use at least 1 (typically 512)");
