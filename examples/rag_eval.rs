@@ -14,12 +14,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use catena::{MmrRetriever, Retriever, VectorRetriever};
 use clap::Parser;
 use serde::Deserialize;
 
-use common::{EmbedderKind, IndexOptions, DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE};
+use common::{EmbedderKind, DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE};
 
 /// Measure retrieval quality on an evaluation set.
 #[derive(Debug, Parser)]
@@ -69,29 +69,11 @@ fn file_name(source: &str) -> &str {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let text = std::fs::read_to_string(&args.eval).with_context(|| format!("reading {}", args.eval.display()))?;
-    let cases: Vec<Case> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{} line {}", args.eval.display(), i + 1)))
-        .collect::<Result<_>>()?;
+    let cases: Vec<Case> = common::read_jsonl(&args.eval)?;
 
     let embedder = common::embedder(args.embedder, args.embed_model.as_deref()).await?;
-    let include = vec!["**/*.md".to_string()];
-    let (store, stats) = common::index_folder(
-        &embedder,
-        IndexOptions {
-            docs: &args.docs,
-            include: &include,
-            index: args.index.as_ref(),
-            chunk_size: args.chunk_size,
-            chunk_overlap: args.chunk_overlap,
-            progress: true,
-        },
-    )
-    .await?;
-    eprintln!("index: {stats}");
+    let store =
+        common::index_markdown(&embedder, &args.docs, args.index.as_ref(), args.chunk_size, args.chunk_overlap).await?;
     let store = Arc::new(store);
     let depth = args.k.max(10);
     let retriever: Arc<dyn Retriever> = match args.mmr_lambda {

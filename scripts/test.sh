@@ -17,7 +17,7 @@
 #                     still fits CI's time limit); otherwise say so and skip them (a cold machine's first CI run);
 #   never             skip them.
 #
-# Usage: scripts/test.sh [extra cargo test args]
+# Usage: scripts/test.sh [extra cargo test args]   (with arguments, the notebooks are skipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CATENA_CACHE_DIR="${CATENA_CACHE_DIR:-$HOME/.cache/catena}"
@@ -33,7 +33,10 @@ unset CATENA_LLM_MODEL   # the SmolLM2 tests use the default model that scripts/
 cargo test --workspace --features local,constrain "$@"
 
 notebook_build="${CATENA_NOTEBOOK_BUILD_DIR:-$CATENA_CACHE_DIR/evcxr-build}"
-case "${CATENA_NOTEBOOKS:-always}" in
+# Extra arguments select tests (a filter, a package): then only those run, not the notebooks.
+notebooks_mode="${CATENA_NOTEBOOKS:-always}"
+[ $# -eq 0 ] || notebooks_mode=never
+case "$notebooks_mode" in
     always) scripts/run-notebooks.sh ;;
     never) echo "[test] notebooks skipped (CATENA_NOTEBOOKS=never)" ;;
     budget)

@@ -57,6 +57,32 @@ fn local_embedder(_model_dir: Option<&Path>) -> Result<Arc<dyn Embedder>> {
     )
 }
 
+/// Reads a JSON-lines file: one value per non-blank line; errors name the file and the line.
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| serde_json::from_str(line).with_context(|| format!("{} line {}", path.display(), i + 1)))
+        .collect()
+}
+
+/// Indexes the Markdown files of `docs` (what the evaluation examples use), with a progress bar, and reports
+/// the indexing pass on stderr.
+pub async fn index_markdown(
+    embedder: &Arc<dyn Embedder>,
+    docs: &Path,
+    index: Option<&PathBuf>,
+    chunk_size: usize,
+    chunk_overlap: usize,
+) -> Result<InMemoryStore> {
+    let include = vec!["**/*.md".to_string()];
+    let options = IndexOptions { docs, include: &include, index, chunk_size, chunk_overlap, progress: true };
+    let (store, stats) = index_folder(embedder, options).await?;
+    eprintln!("index: {stats}");
+    Ok(store)
+}
+
 /// What an indexing pass did.
 #[derive(Debug, Default)]
 pub struct IndexStats {

@@ -204,7 +204,7 @@ pub struct SamplingParams {
     /// Divides the logits of tokens seen in the last [`repeat_last_n`](Self::repeat_last_n) tokens (`1.0`
     /// disables it; values around 1.1 discourage loops in small models).
     pub repeat_penalty: f32,
-    /// How many recent tokens the repetition penalty looks at (`0` disables it).
+    /// How many recent tokens the repetition penalty looks at (`0` disables it, `u32::MAX` means all of them).
     pub repeat_last_n: u32,
     /// Seed of the random draw; the same seed, prompt and settings give the same answer. `None` draws a random
     /// seed per request. llama.cpp seeds are 32-bit: seeds below `u32::MAX` are used as they are, larger ones
@@ -275,8 +275,11 @@ impl SamplingParams {
         take("general.sampling.penalty_repeat", &mut |v| {
             parse_in(v, 0.000_001..=100.0).map(|x| params.repeat_penalty = x).is_some()
         });
+        // llama.cpp reads -1 as "the whole context": u32::MAX looks back as far as there are tokens.
         take("general.sampling.penalty_last_n", &mut |v| {
-            v.parse::<i64>().ok().map(|x| params.repeat_last_n = x.clamp(0, i64::from(u32::MAX)) as u32).is_some()
+            let n = v.parse::<i64>().ok().filter(|&x| x >= -1);
+            n.map(|x| params.repeat_last_n = if x == -1 { u32::MAX } else { x.min(i64::from(u32::MAX)) as u32 })
+                .is_some()
         });
         (params, found)
     }

@@ -17,8 +17,8 @@ use catena_providers::llama::{
 };
 use futures::StreamExt;
 
-/// One model for the whole binary (loading takes a fraction of a second, but each copy holds its own KV cache).
-/// Two threads: the tests of this binary run one request at a time through the model's single context.
+/// One model for the whole binary (loading takes a fraction of a second, but each copy holds its own KV cache);
+/// the tests of this binary queue their requests on the model's single context.
 fn model() -> &'static LocalLlm {
     static MODEL: OnceLock<LocalLlm> = OnceLock::new();
     MODEL.get_or_init(|| {
@@ -68,14 +68,36 @@ fn model_sampling_settings_are_read_from_metadata() {
         "general.sampling.top_k" => Some("20".to_string()),
         "general.sampling.top_p" => Some("1.5".to_string()),
         "general.sampling.penalty_repeat" => Some("1.1".to_string()),
+        "general.sampling.penalty_last_n" => Some("-1".to_string()),
         _ => None,
     };
     let (params, found) = SamplingParams::from_model_metadata(SamplingParams::default(), metadata);
     assert!(found);
-    let expected = SamplingParams { temperature: 0.3, top_k: 20, repeat_penalty: 1.1, ..SamplingParams::default() };
+    let expected = SamplingParams {
+        temperature: 0.3,
+        top_k: 20,
+        repeat_penalty: 1.1,
+        repeat_last_n: u32::MAX, // -1: the whole context
+        ..SamplingParams::default()
+    };
     assert_eq!(params, expected);
     let (params, found) = SamplingParams::from_model_metadata(SamplingParams::greedy(), |_| None);
     assert_eq!((params, found), (SamplingParams::greedy(), false));
+}
+
+/// A repetition penalty over the whole context (`u32::MAX`, what a model file's `penalty_last_n = -1` means)
+/// generates normally: the window is capped at the context size rather than allocated as asked.
+#[tokio::test]
+async fn whole_context_repetition_penalty_generates() {
+    let sampling = SamplingParams { repeat_penalty: 1.3, repeat_last_n: u32::MAX, ..SamplingParams::default() };
+    let options = LocalLlmOptions {
+        context_length: 1024,
+        sampling: SamplingDefaults::Fixed(sampling.with_seed(2)),
+        ..LocalLlmOptions::default()
+    };
+    let llm = LocalLlm::from_gguf(model().path(), options).unwrap();
+    let response = llm.chat(ask("Name three fruits.").with_max_tokens(40)).await.unwrap();
+    assert!(response.usage.expect("usage").output_tokens > 0);
 }
 
 /// With its default sampling the model answers and stops at `<|im_end|>` (an end-of-generation token, never part

@@ -328,7 +328,7 @@ fn generate(
         logits_index = batch.n_tokens() - 1;
     }
 
-    let mut sampler = build_sampler(&job.sampling, shared.model.n_vocab());
+    let mut sampler = build_sampler(&job.sampling, shared.model.n_vocab(), ctx.n_ctx());
     let mut allowed = job.mask.as_ref().map(|_| TokenSet::all(shared.vocab.len()));
     let mut generated: Vec<TokenId> = Vec::new();
     let mut output = Output {
@@ -513,10 +513,11 @@ fn decode_error(
 
 /// The sampler chain for these parameters, in llama.cpp's own order: repetition penalty, then greedy at
 /// temperature 0, else top-k → top-p → min-p → temperature → seeded draw. Filters that are off are left out.
-pub(crate) fn build_sampler(params: &SamplingParams, n_vocab: i32) -> LlamaSampler {
+/// The penalty's window is capped at the context size: llama.cpp allocates a buffer of that many tokens.
+pub(crate) fn build_sampler(params: &SamplingParams, n_vocab: i32, n_ctx: u32) -> LlamaSampler {
     let mut chain = Vec::with_capacity(6);
     if params.repeat_penalty != 1.0 && params.repeat_last_n > 0 {
-        let last_n = i32::try_from(params.repeat_last_n).unwrap_or(i32::MAX);
+        let last_n = i32::try_from(params.repeat_last_n.min(n_ctx)).unwrap_or(i32::MAX);
         chain.push(LlamaSampler::penalties(n_vocab, last_n, params.repeat_penalty, 0.0, 0.0));
     }
     if params.temperature <= 0.0 {
