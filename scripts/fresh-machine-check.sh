@@ -7,15 +7,19 @@
 # --purge-apt   first removes the Debian packages the command must install (cmake, clang, libclang-dev), so the
 #               check also covers them (root only; they are installed again by the command itself).
 # --second      afterwards runs the README's second command (the tests) in the same clone.
+# --keep        keeps the working directory (several GB of build output) instead of deleting it.
+# Cargo's home (registry, downloaded crates) and pip's cache are new and empty too; only the Rust toolchain
+# (rustup) and Python stay, as on a fresh machine of this kind.
 # The clone is made from this checkout's HEAD (commit first) into a new temporary directory with `shared`
 # linked beside it, as CI lays it out. Fails unless the command exits 0 and prints an answer with sources.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-purge=0 second=0
+purge=0 second=0 keep=0
 for arg in "$@"; do
     case "$arg" in
         --purge-apt) purge=1 ;;
         --second) second=1 ;;
+        --keep) keep=1 ;;
         *) echo "unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -24,11 +28,15 @@ shared="$(cd "$repo/.." && pwd)/shared"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/catena-fresh.XXXXXX")"
 echo "[fresh] working in $work"
+[ "$keep" = 1 ] || trap 'rm -rf "$work"' EXIT
 git clone --quiet "$repo" "$work/catena"
 ln -s "$shared" "$work/shared"
-export CARGO_TARGET_DIR="$work/target" CATENA_CACHE_DIR="$work/cache"
+export CARGO_TARGET_DIR="$work/target" CATENA_CACHE_DIR="$work/cache" CARGO_HOME="$work/cargo-home" \
+    PIP_CACHE_DIR="$work/pip-cache"
+export RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
 unset CATENA_LLM_MODEL CATENA_EMBED_MODEL OPENAI_BASE_URL OPENAI_API_KEY CATENA_MODEL
 if [ "$purge" = 1 ]; then
+    [ "$(id -u)" = 0 ] || { echo "[fresh] --purge-apt needs root" >&2; exit 1; }
     DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq cmake clang libclang-dev >/dev/null
     apt-get autoremove -y -qq >/dev/null
 fi
