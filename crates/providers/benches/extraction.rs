@@ -164,7 +164,7 @@ model = sys.argv[1]
 threads, n_ctx, max_tokens = (int(a) for a in sys.argv[2:5])
 schema = sys.argv[5]
 prompts = json.load(sys.stdin)
-llm = Llama(model_path=model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
+llm = Llama(model_path=model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512, flash_attn=True, verbose=False)
 grammar = LlamaGrammar.from_json_schema(schema, verbose=False)
 
 def answer(prompt, grammar):
@@ -521,7 +521,7 @@ fn main() {
          Times include prompt processing (cached prefix reused on both sides) and, for constrained answers, \
          compiling the schema (catena) or initialising the grammar sampler (llama.cpp) per request; catena builds \
          its constraint compiler from the vocabulary once per model, before the timed rounds ({first_ms:.0} ms \
-         here). Peer: llama-cpp-python {peer_version}.",
+         here). Flash attention on both sides (llama.cpp's default; llama-cpp-python's would be off). Peer: llama-cpp-python {peer_version}.",
         examples.len(),
         s.rounds,
         s.threads
