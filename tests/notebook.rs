@@ -6,8 +6,7 @@
 
 #![cfg(all(feature = "local-embed", feature = "llama-cpp"))]
 
-#[path = "../crates/providers/tests/support/mod.rs"]
-mod support;
+use catena_test_support::llama as support;
 
 use catena::providers::llama::{LocalLlm, LocalLlmOptions};
 use catena::providers::local_embed::LocalEmbedder;

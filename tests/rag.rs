@@ -7,8 +7,7 @@
 
 #[path = "../examples/common/mod.rs"]
 mod common;
-#[path = "../crates/providers/tests/support/mod.rs"]
-mod support;
+use catena_test_support::llama as support;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

@@ -28,7 +28,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -350,62 +350,7 @@ impl<C: Chain> Chain for Named<C> {
     }
 }
 
-/// How [`Retry`] retries: exponential backoff from `initial_backoff`, times `multiplier` per attempt, capped at
-/// `max_backoff`, with full jitter (a random delay between half and all of the backoff) when `jitter` is set. A
-/// server's `Retry-After` replaces the computed delay.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
-    /// Total attempts, including the first (at least 1).
-    pub max_attempts: usize,
-    /// Delay before the second attempt.
-    pub initial_backoff: Duration,
-    /// Upper bound on any delay.
-    pub max_backoff: Duration,
-    /// Growth factor per attempt.
-    pub multiplier: f64,
-    /// Randomise delays to avoid synchronized retries.
-    pub jitter: bool,
-}
-
-impl RetryPolicy {
-    /// `max_attempts` attempts, 200 ms initial backoff doubling up to 10 s, with jitter.
-    pub fn new(max_attempts: usize) -> Self {
-        RetryPolicy {
-            max_attempts: max_attempts.max(1),
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(10),
-            multiplier: 2.0,
-            jitter: true,
-        }
-    }
-    /// Sets the initial backoff.
-    pub fn with_initial_backoff(mut self, d: Duration) -> Self {
-        self.initial_backoff = d;
-        self
-    }
-    /// Sets the maximum backoff.
-    pub fn with_max_backoff(mut self, d: Duration) -> Self {
-        self.max_backoff = d;
-        self
-    }
-    /// Turns jitter on or off.
-    pub fn with_jitter(mut self, jitter: bool) -> Self {
-        self.jitter = jitter;
-        self
-    }
-
-    /// The delay before attempt `attempt + 1` (attempt counts from 1) after `error`.
-    pub fn delay(&self, attempt: usize, error: &Error) -> Duration {
-        if let Some(d) = error.retry_after() {
-            return d;
-        }
-        let exp = self.multiplier.powi(attempt.saturating_sub(1) as i32);
-        let base = self.initial_backoff.as_secs_f64() * exp;
-        let capped = base.min(self.max_backoff.as_secs_f64());
-        let secs = if self.jitter { capped * (0.5 + 0.5 * fastrand::f64()) } else { capped };
-        Duration::from_secs_f64(secs)
-    }
-}
+pub use crate::layer::RetryPolicy;
 
 /// Retries a chain. Built by [`Chain::with_retry`].
 #[derive(Debug, Clone)]
@@ -428,14 +373,17 @@ where
         loop {
             match self.inner.invoke(input.clone()).await {
                 Ok(out) => return Ok(out),
-                Err(e) if e.is_retryable() && attempt < self.policy.max_attempts => {
-                    let delay = self.policy.delay(attempt, &e);
-                    tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = %e, "retrying chain step");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                Err(e) if attempt > 1 => return Err(Error::Exhausted { attempts: attempt, last: Box::new(e) }),
-                Err(e) => return Err(e),
+                Err(e) => match self.policy.decide(attempt, &e) {
+                    crate::layer::RetryDecision::RetryAfter(delay) => {
+                        tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = %e, "retrying chain step");
+                        tokio::time::sleep(delay).await;
+                        attempt += 1;
+                    }
+                    crate::layer::RetryDecision::GiveUp if attempt > 1 => {
+                        return Err(Error::Exhausted { attempts: attempt as usize, last: Box::new(e) })
+                    }
+                    crate::layer::RetryDecision::GiveUp => return Err(e),
+                },
             }
         }
     }
@@ -446,12 +394,16 @@ where
             loop {
                 let mut s = self.inner.stream(input.clone());
                 match s.next().await {
-                    Some(Err(e)) if e.is_retryable() && attempt < self.policy.max_attempts => {
-                        let delay = self.policy.delay(attempt, &e);
-                        tracing::warn!(attempt, error = %e, "retrying chain stream");
-                        tokio::time::sleep(delay).await;
-                        attempt += 1;
-                    }
+                    Some(Err(e)) => match self.policy.decide(attempt, &e) {
+                        crate::layer::RetryDecision::RetryAfter(delay) => {
+                            tracing::warn!(attempt, error = %e, "retrying chain stream");
+                            tokio::time::sleep(delay).await;
+                            attempt += 1;
+                        }
+                        crate::layer::RetryDecision::GiveUp => {
+                            return Ok::<_, Error>(futures::stream::iter(Some(Err(e))).chain(s));
+                        }
+                    },
                     first => {
                         let head = futures::stream::iter(first);
                         return Ok::<_, Error>(head.chain(s));
@@ -600,6 +552,7 @@ where
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     /// A chain that streams its input string as one chunk per character: a real incremental stream.
     struct Chars;
@@ -678,7 +631,12 @@ mod tests {
                 }
             }
         })
-        .with_retry(RetryPolicy::new(5).with_initial_backoff(Duration::from_millis(1)));
+        .with_retry(
+            RetryPolicy::new(5)
+                .unwrap()
+                .with_backoff(Duration::from_millis(1), Duration::from_millis(10), 2.0)
+                .unwrap(),
+        );
         assert_eq!(flaky.invoke(()).await.unwrap(), "ok");
         assert_eq!(calls.load(Ordering::SeqCst), 3);
 
@@ -691,30 +649,14 @@ mod tests {
                 Err::<(), _>(Error::Http { provider: "t".into(), status: 400, body: "bad".into(), retry_after: None })
             }
         })
-        .with_retry(RetryPolicy::new(5).with_initial_backoff(Duration::from_millis(1)));
+        .with_retry(
+            RetryPolicy::new(5)
+                .unwrap()
+                .with_backoff(Duration::from_millis(1), Duration::from_millis(10), 2.0)
+                .unwrap(),
+        );
         assert!(matches!(fatal.invoke(()).await, Err(Error::Http { status: 400, .. })));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn retry_delay_grows_and_honours_retry_after() {
-        let p = RetryPolicy::new(5).with_jitter(false);
-        let e = Error::Timeout(Duration::from_secs(1));
-        assert_eq!(p.delay(1, &e), Duration::from_millis(200));
-        assert_eq!(p.delay(3, &e), Duration::from_millis(800));
-        assert_eq!(p.delay(30, &e), Duration::from_secs(10));
-        let ra = Error::Http {
-            provider: "t".into(),
-            status: 429,
-            body: String::new(),
-            retry_after: Some(Duration::from_secs(3)),
-        };
-        assert_eq!(p.delay(1, &ra), Duration::from_secs(3));
-        let j = RetryPolicy::new(5);
-        for _ in 0..50 {
-            let d = j.delay(2, &e);
-            assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400), "{d:?}");
-        }
     }
 
     #[tokio::test]

@@ -88,10 +88,8 @@ impl<E: Embedder> Embedder for BatchedEmbedder<E> {
             .chunks(self.batch_size)
             .enumerate()
             .map(|(i, batch)| {
-                let span = tracing::info_span!(
-                    "embedding",
-                    gen_ai.operation.name = "embeddings",
-                    gen_ai.request.model = %model,
+                let span = tracing::debug_span!(
+                    "catena.embed.batch",
                     catena.batch.index = i,
                     catena.batch.size = batch.len(),
                     catena.latency_ms = tracing::field::Empty,

@@ -16,6 +16,7 @@ pub mod document;
 pub mod embed;
 pub mod error;
 pub mod guidance;
+pub mod layer;
 pub mod llm;
 pub mod loader;
 pub mod message;

@@ -22,6 +22,10 @@ pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send + 'sta
 pub struct Capabilities {
     /// The backend's name, used in error messages.
     pub backend: String,
+    /// The provider, as the telemetry layer records it in `gen_ai.provider.name` (`openai`, `vllm`, `ollama`,
+    /// `llama.cpp`, `anthropic`, ...).
+    #[serde(default)]
+    pub provider: String,
     /// Token-by-token streaming.
     pub streaming: bool,
     /// Usage counts in streamed responses.
@@ -109,10 +113,12 @@ impl ConstraintSupport {
 }
 
 impl Capabilities {
-    /// A backend that supports nothing beyond plain chat.
+    /// A backend that supports nothing beyond plain chat; `provider` is set to `backend` (override it).
     pub fn minimal(backend: impl Into<String>) -> Self {
+        let backend = backend.into();
         Capabilities {
-            backend: backend.into(),
+            provider: backend.clone(),
+            backend,
             streaming: false,
             streaming_usage: false,
             tools: false,

@@ -341,6 +341,9 @@ pub struct Usage {
     pub output_tokens: u64,
     /// Their sum, as the provider reported it.
     pub total_tokens: u64,
+    /// Prompt tokens served from the provider's prompt cache (part of `input_tokens`), when it reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_tokens: Option<u64>,
 }
 
 impl std::ops::Add for Usage {
@@ -350,6 +353,10 @@ impl std::ops::Add for Usage {
             input_tokens: self.input_tokens + o.input_tokens,
             output_tokens: self.output_tokens + o.output_tokens,
             total_tokens: self.total_tokens + o.total_tokens,
+            cached_input_tokens: match (self.cached_input_tokens, o.cached_input_tokens) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+            },
         }
     }
 }

@@ -75,10 +75,8 @@ async fn embed_and_search(
     query: &str,
     request: impl FnOnce(Vec<f32>) -> SearchRequest,
 ) -> Result<(Vec<f32>, Vec<ScoredDocument>)> {
-    let span = tracing::info_span!(
-        "retrieval",
-        gen_ai.operation.name = "retrieval",
-        gen_ai.request.model = %embedder.model_name(),
+    let span = tracing::debug_span!(
+        "catena.retrieval.vector",
         catena.retrieval.results = tracing::field::Empty,
         catena.latency_ms = tracing::field::Empty,
     );

@@ -42,8 +42,7 @@
 //! in proportion.
 
 mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
+use catena_test_support::llama as support;
 
 use common::{env_or, median};
 

@@ -56,8 +56,7 @@
 //! The peer is llama-cpp-python, installed by `bash .ci/setup-llama-server.sh`.
 
 mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
+use catena_test_support::llama as support;
 
 use common::{env_or, median};
 

@@ -48,8 +48,7 @@
 //! (both llama.cpp builds use OpenMP threads; `OPENMP = 1` in the kernel line).
 
 mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
+use catena_test_support::llama as support;
 
 use common::{env_or, median};
 

@@ -93,12 +93,11 @@
 //!
 //! # Telemetry
 //!
-//! Every request runs in a `tracing` span `gen_ai.request` (`otel.name` `"chat <file name>"`, or
-//! `"text_completion <file name>"` for raw prompts) with the OpenTelemetry GenAI fields of
-//! [`catena_core::telemetry`]: operation (`chat` / `text_completion`), system `llama.cpp`, request and response
-//! model (the file name), temperature, max tokens, then usage, finish reason, latency in milliseconds and
-//! `catena.llama.prompt_tokens_reused`, recorded by the worker when the request ends. The worker enters the span
-//! while it runs the request, so llama.cpp's own log lines (sent to `tracing` too) land inside it.
+//! `LocalLlm` writes no GenAI spans of its own: wrap it in [`catena_core::layer::TelemetryLayer`], which records
+//! the OpenTelemetry GenAI fields (provider `llama.cpp`, the model file's name, usage, finish reason, latency).
+//! The worker thread enters the caller's span while it runs a request, so its events (a `debug` event with the
+//! token counts, time and `prompt_tokens_reused` when a request ends) and llama.cpp's own log lines (sent to
+//! `tracing` too) land inside that span.
 //!
 //! # Downloading a model
 //!
@@ -125,8 +124,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use catena_core::{
-    async_trait, telemetry, Capabilities, ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ChatStream,
-    ContentPart, Error, FinishReason, Llm, Message, Result, Usage,
+    async_trait, Capabilities, ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ChatStream, ContentPart,
+    Error, FinishReason, Llm, Message, Result, Usage,
 };
 use futures::{Stream, StreamExt};
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -938,22 +937,9 @@ impl LocalLlm {
     /// `max_tokens == Some(0)` or a prompt that does not fit the context ("prompt is N tokens, context is M
     /// tokens"); the errors of [`LocalLlm::render_chat`].
     pub fn generate_tokens(&self, request: GenerationRequest) -> Result<GenerationStream> {
-        let operation = if matches!(request.prompt, Prompt::Chat(_)) { "chat" } else { "text_completion" };
-        let span = tracing::info_span!(
-            "gen_ai.request",
-            otel.name = %format!("{operation} {}", self.inner.name),
-            { telemetry::OPERATION_NAME } = operation,
-            { telemetry::SYSTEM } = SYSTEM,
-            { telemetry::REQUEST_MODEL } = %self.inner.name,
-            { telemetry::RESPONSE_MODEL } = %self.inner.name,
-            { telemetry::REQUEST_TEMPERATURE } = request.sampling.temperature as f64,
-            { telemetry::REQUEST_MAX_TOKENS } = request.max_tokens.map(u64::from),
-            { telemetry::USAGE_INPUT_TOKENS } = tracing::field::Empty,
-            { telemetry::USAGE_OUTPUT_TOKENS } = tracing::field::Empty,
-            { telemetry::RESPONSE_FINISH_REASONS } = tracing::field::Empty,
-            { telemetry::LATENCY_MS } = tracing::field::Empty,
-            catena.llama.prompt_tokens_reused = tracing::field::Empty,
-        );
+        // The caller's span (a `TelemetryLayer` span when the model is layered): the worker enters it while it
+        // runs the request, so its events and llama.cpp's log lines land inside.
+        let span = tracing::Span::current();
         let started = Instant::now();
         request.sampling.validate()?;
         if request.max_tokens == Some(0) {
@@ -1268,6 +1254,7 @@ impl Llm for LocalLlm {
             json_schema: true,
             #[cfg(feature = "constrain")]
             constraints: catena_core::ConstraintSupport::all(catena_core::Strategy::Grammar),
+            provider: SYSTEM.to_string(),
             ..Capabilities::minimal(self.backend_name())
         }
     }

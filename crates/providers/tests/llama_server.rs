@@ -71,7 +71,7 @@
 //! The tiny model never ends an answer by itself (its output weights for control tokens are zero), so every
 //! unconstrained answer stops at `max_tokens` or a stop sequence, and it never emits partial UTF-8.
 
-mod support;
+use catena_test_support::llama as support;
 
 use catena_core::{
     collect_stream, ChatRequest, Embedder, Error, FinishReason, Llm, Message, ResponseFormat, ToolCall, ToolChoice,

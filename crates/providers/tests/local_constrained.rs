@@ -10,7 +10,7 @@
 // The checks build their regexes where they are used, for readability; the cost is irrelevant here.
 #![allow(clippy::regex_creation_in_loops)]
 
-mod support;
+use catena_test_support::llama as support;
 
 use catena_core::structured::{Fallback, LlmStructuredExt};
 use catena_core::{

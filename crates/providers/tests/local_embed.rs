@@ -422,85 +422,23 @@ fn from_env_and_hugging_face_cache() {
     std::fs::remove_dir_all(&scratch).unwrap();
 }
 
-mod spans {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
-
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing_subscriber::layer::{Context, Layer};
-    use tracing_subscriber::registry::LookupSpan;
-
-    /// One recorded span: its name, its parent's name and its fields as text.
-    #[derive(Debug, Clone)]
-    pub struct Recorded {
-        pub name: String,
-        pub parent: Option<String>,
-        pub fields: HashMap<String, String>,
-    }
-
-    /// A `tracing` layer that keeps every span it sees.
-    #[derive(Clone, Default)]
-    pub struct Recorder(pub Arc<Mutex<HashMap<u64, Recorded>>>);
-
-    struct Fields<'a>(&'a mut HashMap<String, String>);
-
-    impl Visit for Fields<'_> {
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            self.0.insert(field.name().to_string(), format!("{value:?}"));
-        }
-        fn record_str(&mut self, field: &Field, value: &str) {
-            self.0.insert(field.name().to_string(), value.to_string());
-        }
-    }
-
-    impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
-        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-            let mut fields = HashMap::new();
-            attrs.record(&mut Fields(&mut fields));
-            let parent = ctx.span(id).and_then(|s| s.parent()).map(|p| p.name().to_string());
-            let name = attrs.metadata().name().to_string();
-            self.0.lock().unwrap().insert(id.into_u64(), Recorded { name, parent, fields });
-        }
-        fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
-            if let Some(r) = self.0.lock().unwrap().get_mut(&id.into_u64()) {
-                values.record(&mut Fields(&mut r.fields));
-            }
-        }
-    }
-}
-
+/// Under the telemetry layer an embedding call has one span with the GenAI fields, and the model reports the
+/// input token count into it.
 #[tokio::test]
-async fn batches_run_inside_genai_spans() {
-    use tracing_subscriber::layer::SubscriberExt;
+async fn the_telemetry_layer_records_embedding_calls() {
+    use catena_core::layer::{LayerExt, TelemetryLayer};
 
-    // tracing caches each callsite's interest process-wide; while at most one dispatcher exists it is computed
-    // against the *registering thread's* default, so a parallel test without a subscriber that reaches our spans
-    // first would cache "never". A second live dispatcher makes tracing ask every dispatcher, ours included.
-    let _anchor = tracing::Dispatch::new(tracing_subscriber::registry());
-    let recorder = spans::Recorder::default();
-    let subscriber = tracing_subscriber::registry().with(recorder.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
-
-    let model = minilm().with_batch_size(32).with_model_name("minilm-under-test");
+    let (captured, _guard) = catena_test_support::spans::start();
+    let model = minilm().with_batch_size(32).with_model_name("minilm-under-test").layer(TelemetryLayer::new());
     let texts: Vec<String> = references().into_iter().take(70).map(|r| r.text).collect();
     model.embed_documents(&texts).await.unwrap();
 
-    let spans: Vec<spans::Recorded> = recorder.0.lock().unwrap().values().cloned().collect();
-    let calls: Vec<_> = spans.iter().filter(|s| s.name == "embedding").collect();
-    let batches: Vec<_> = spans.iter().filter(|s| s.name == "embedding batch").collect();
-    assert_eq!(calls.len(), 1, "{spans:#?}");
-    assert_eq!(batches.len(), 3, "70 texts in batches of 32: {spans:#?}");
-    for s in calls.iter().chain(&batches) {
-        assert_eq!(s.fields["gen_ai.operation.name"], "embeddings", "{s:?}");
-        assert_eq!(s.fields["gen_ai.request.model"], "minilm-under-test", "{s:?}");
-        let latency: f64 = s.fields["catena.latency_ms"].parse().unwrap();
-        assert!(latency > 0.0, "{s:?}");
-    }
-    assert_eq!(calls[0].fields["catena.batch.size"], "70");
-    assert!(calls[0].fields["gen_ai.usage.input_tokens"].parse::<usize>().unwrap() > 70 * 2);
-    for b in &batches {
-        assert_eq!(b.parent.as_deref(), Some("embedding"), "batch spans are children of the call span");
-    }
+    let c = &captured;
+    assert_eq!(c.value("gen_ai", "gen_ai.operation.name"), ["embeddings"]);
+    assert_eq!(c.value("gen_ai", "gen_ai.request.model"), ["minilm-under-test"]);
+    assert_eq!(c.value("gen_ai", "otel.name"), ["embeddings minilm-under-test"]);
+    assert_eq!(c.value("gen_ai", "catena.embeddings.inputs"), ["70"]);
+    let tokens = c.value("gen_ai", "gen_ai.usage.input_tokens");
+    assert!(tokens[0].parse::<usize>().unwrap() > 70 * 2, "{tokens:?}");
+    assert!(c.value("gen_ai", "catena.latency_ms")[0].parse::<f64>().unwrap() > 0.0);
 }

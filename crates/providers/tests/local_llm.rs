@@ -11,7 +11,7 @@
 
 #![cfg(feature = "llama-cpp")]
 
-mod support;
+use catena_test_support::llama as support;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -307,7 +307,15 @@ async fn max_tokens_ends_with_length_and_usage_adds_up() {
     assert_eq!(answer.finish_reason, Some(FinishReason::Length));
     let usage = answer.usage.unwrap();
     let prompt_tokens = llm.tokenize(&chatml(&[("user", "Count to ten.")]), true, true).len() as u64;
-    assert_eq!(usage, Usage { input_tokens: prompt_tokens, output_tokens: 7, total_tokens: prompt_tokens + 7 });
+    assert_eq!(
+        usage,
+        Usage {
+            input_tokens: prompt_tokens,
+            output_tokens: 7,
+            total_tokens: prompt_tokens + 7,
+            cached_input_tokens: None
+        }
+    );
 
     // The answer re-tokenizes to about as many tokens as were generated (BPE may merge across token borders).
     let retokenized = llm.tokenize(&answer.text(), false, false).len();
@@ -527,71 +535,27 @@ async fn unsupported_requests_are_rejected() {
     assert!(err.to_string().contains("max_tokens"), "{err}");
 }
 
-mod spans {
-    //! A `tracing` layer that keeps the fields recorded on spans, to check the GenAI attributes.
-
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex};
-
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing_subscriber::layer::Context;
-    use tracing_subscriber::Layer;
-
-    pub type Fields = BTreeMap<String, String>;
-
-    #[derive(Clone, Default)]
-    pub struct Recorder {
-        pub spans: Arc<Mutex<BTreeMap<u64, (String, Fields)>>>,
-    }
-
-    struct Visitor<'a>(&'a mut Fields);
-
-    impl Visit for Visitor<'_> {
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            self.0.insert(field.name().to_string(), format!("{value:?}"));
-        }
-        fn record_str(&mut self, field: &Field, value: &str) {
-            self.0.insert(field.name().to_string(), value.to_string());
-        }
-    }
-
-    impl<S: tracing::Subscriber> Layer<S> for Recorder {
-        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _ctx: Context<'_, S>) {
-            let mut fields = Fields::new();
-            attrs.record(&mut Visitor(&mut fields));
-            self.spans.lock().unwrap().insert(id.into_u64(), (attrs.metadata().name().to_string(), fields));
-        }
-        fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
-            if let Some((_, fields)) = self.spans.lock().unwrap().get_mut(&id.into_u64()) {
-                values.record(&mut Visitor(fields));
-            }
-        }
-    }
-}
-
+/// Under the telemetry layer a local call has one span with the GenAI fields (the model writes none itself).
 #[tokio::test]
-async fn each_call_has_a_span_with_gen_ai_fields() {
-    use tracing_subscriber::layer::SubscriberExt;
+async fn the_telemetry_layer_records_gen_ai_fields() {
+    use catena_core::layer::{LayerExt, TelemetryLayer};
 
-    let llm = load();
-    let recorder = spans::Recorder::default();
-    let subscriber = tracing_subscriber::registry().with(recorder.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = catena_test_support::spans::start();
+    let plain = load();
+    let name = plain.model_name().to_string();
+    let llm = plain.layer(TelemetryLayer::new());
     let answer = llm.chat(greedy_request("Hello", 5)).await.unwrap();
     let usage = answer.usage.unwrap();
 
-    let spans = recorder.spans.lock().unwrap();
-    let (_, fields) = spans
-        .values()
-        .find(|(_, f)| f.get("gen_ai.operation.name").map(String::as_str) == Some("chat"))
-        .expect("a chat span");
-    let get = |k: &str| fields.get(k).unwrap_or_else(|| panic!("span field {k} missing: {fields:?}")).as_str();
-    assert_eq!(get("gen_ai.system"), "llama.cpp");
-    assert_eq!(get("gen_ai.request.model"), llm.model_name());
-    assert_eq!(get("gen_ai.request.max_tokens"), "5");
-    assert_eq!(get("gen_ai.usage.input_tokens"), usage.input_tokens.to_string());
-    assert_eq!(get("gen_ai.usage.output_tokens"), "5");
-    assert_eq!(get("gen_ai.response.finish_reasons"), "Length");
-    assert!(get("catena.latency_ms").parse::<f64>().unwrap() > 0.0);
+    let c = &captured;
+    assert_eq!(c.value("gen_ai", "gen_ai.operation.name"), ["chat"]);
+    assert_eq!(c.value("gen_ai", "gen_ai.provider.name"), ["llama.cpp"]);
+    assert_eq!(c.value("gen_ai", "gen_ai.request.model"), std::slice::from_ref(&name));
+    assert_eq!(c.value("gen_ai", "gen_ai.response.model"), [name]);
+    assert_eq!(c.value("gen_ai", "gen_ai.request.max_tokens"), ["5"]);
+    assert_eq!(c.value("gen_ai", "gen_ai.usage.input_tokens"), [usage.input_tokens.to_string()]);
+    assert_eq!(c.value("gen_ai", "gen_ai.usage.output_tokens"), ["5"]);
+    assert_eq!(c.value("gen_ai", "gen_ai.response.finish_reasons"), ["length"]);
+    let latency = c.value("gen_ai", "catena.latency_ms");
+    assert!(latency[0].parse::<f64>().unwrap() > 0.0, "{latency:?}");
 }

@@ -35,7 +35,7 @@ mod memory;
 mod persist;
 mod topk;
 
-pub use memory::InMemoryStore;
+pub use memory::{InMemoryStore, BLOCKING_SCAN_FLOATS};
 pub use persist::FORMAT_VERSION;
 
 use std::fmt;

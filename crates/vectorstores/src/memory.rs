@@ -31,8 +31,8 @@ const BLOCK_ROWS: usize = 256;
 /// - **Scores**: see [`Metric`]: cosine similarity, dot product, or the negated Euclidean distance for
 ///   [`Metric::L2`]. `min_score` applies to that reported score.
 /// - **Sharing**: cloning is cheap (an `Arc`) and every clone sees the same data. Reads run in parallel behind an
-///   `RwLock`; a search holds the read lock for the whole scan (milliseconds for 100k × 384), so in a latency
-///   sensitive async server run large searches through `spawn_blocking`.
+///   `RwLock`; a search holds the read lock for the whole scan (milliseconds for 100k × 384). The async
+///   [`VectorStore::search`] moves scans of large stores to tokio's blocking pool ([`BLOCKING_SCAN_FLOATS`]).
 /// - **Persistence**: [`save`](InMemoryStore::save) / [`load`](InMemoryStore::load); see [`FORMAT_VERSION`]
 ///   for the file layout.
 ///
@@ -72,6 +72,10 @@ const BLOCK_ROWS: usize = 256;
 pub struct InMemoryStore {
     shared: Arc<Shared>,
 }
+
+/// Above this many stored numbers (documents times dimensions, about 0.1 ms of scanning), [`VectorStore::search`]
+/// scans on tokio's blocking pool instead of the calling task's thread.
+pub const BLOCKING_SCAN_FLOATS: usize = 1 << 18;
 
 struct Shared {
     dim: usize,
@@ -505,8 +509,16 @@ impl VectorStore for InMemoryStore {
         Ok(ids.iter().filter_map(|id| state.slot_of.get(id)).map(|&slot| state.docs[slot].clone()).collect())
     }
 
+    /// Small stores are scanned in place; a scan of more than [`BLOCKING_SCAN_FLOATS`] numbers runs on tokio's
+    /// blocking pool, so a large exact search never stalls the async runtime's worker thread.
     async fn search(&self, request: SearchRequest) -> Result<Vec<ScoredDocument>> {
-        self.search_now(request)
+        if self.read().docs.len() * self.shared.dim <= BLOCKING_SCAN_FLOATS {
+            return self.search_now(request);
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.search_now(request))
+            .await
+            .map_err(|e| Error::Store { store: "in-memory".into(), message: format!("the search task failed: {e}") })?
     }
 
     async fn len(&self) -> Result<usize> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use catena_core::{
     Document, EmbeddedDocument, Embedder, Error, Filter, Metadata, Result, ScoredDocument, SearchRequest, VectorStore,
 };
-use catena_vectorstores::{InMemoryStore, Metric};
+use catena_vectorstores::{InMemoryStore, Metric, BLOCKING_SCAN_FLOATS};
 use serde_json::json;
 
 fn meta(v: serde_json::Value) -> Metadata {
@@ -411,4 +411,33 @@ fn for_embedder_records_dimensions_and_model_and_display() {
     assert_eq!("L2".parse::<Metric>().unwrap(), Metric::L2);
     assert_eq!("ip".parse::<Metric>().unwrap(), Metric::Dot);
     assert!("hamming".parse::<Metric>().unwrap_err().to_string().contains("cosine, dot or l2"));
+}
+
+/// A large search runs off the runtime's thread: on a single-threaded runtime, a timer task keeps ticking while
+/// the scan runs (a scan in place would block the only thread until it ends), and the results are the same.
+#[tokio::test(flavor = "current_thread")]
+async fn large_searches_leave_the_runtime_thread_free() {
+    let dim = 256;
+    let n = 4 * BLOCKING_SCAN_FLOATS / dim * 16;
+    let store = InMemoryStore::new(dim, Metric::Dot).unwrap();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let docs: Vec<EmbeddedDocument> =
+        (0..n).map(|i| edoc(&format!("d{i}"), random_vec(&mut rng, dim), json!({}))).collect();
+    store.upsert(docs).await.unwrap();
+    let query = random_vec(&mut rng, dim);
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            loop {
+                tokio::task::yield_now().await;
+                ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let hits = store.search(SearchRequest::new(query.clone(), 5)).await.unwrap();
+    let during = ticks.load(std::sync::atomic::Ordering::SeqCst);
+    ticker.abort();
+    assert!(during > 0, "the runtime thread was blocked for the whole scan");
+    assert_eq!(hits.len(), 5);
 }

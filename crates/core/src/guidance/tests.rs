@@ -440,7 +440,12 @@ End."#,
             Ok(ChatResponse {
                 message: Message::assistant(text),
                 finish_reason: Some(if done { FinishReason::Stop } else { FinishReason::Length }),
-                usage: Some(Usage { input_tokens: input, output_tokens: n, total_tokens: input + n }),
+                usage: Some(Usage {
+                    input_tokens: input,
+                    output_tokens: n,
+                    total_tokens: input + n,
+                    cached_input_tokens: None,
+                }),
                 model: "random-o200k".into(),
                 raw: Value::Null,
             })
@@ -481,7 +486,7 @@ End."#,
                 text,
                 captures,
                 finish_reason: if done { FinishReason::Stop } else { FinishReason::Length },
-                usage: Usage { input_tokens: 1, output_tokens: n, total_tokens: n + 1 },
+                usage: Usage { input_tokens: 1, output_tokens: n, total_tokens: n + 1, cached_input_tokens: None },
                 forced_tokens: 0,
             })
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use catena_core::{telemetry, Error, FinishReason, Result, Usage};
+use catena_core::{Error, FinishReason, Result, Usage};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -259,12 +259,14 @@ fn run_job(
     match generate(shared, ctx, batch, cache, &mut job) {
         Ok(Some(summary)) => {
             Counters::add(&stats.completed, 1);
-            let span = &job.span;
-            span.record(telemetry::USAGE_INPUT_TOKENS, summary.usage.input_tokens);
-            span.record(telemetry::USAGE_OUTPUT_TOKENS, summary.usage.output_tokens);
-            span.record(telemetry::RESPONSE_FINISH_REASONS, tracing::field::debug(&summary.finish_reason));
-            span.record(telemetry::LATENCY_MS, job.started.elapsed().as_secs_f64() * 1000.0);
-            span.record("catena.llama.prompt_tokens_reused", summary.prompt_tokens_reused);
+            tracing::debug!(
+                input_tokens = summary.usage.input_tokens,
+                output_tokens = summary.usage.output_tokens,
+                prompt_tokens_reused = summary.prompt_tokens_reused,
+                finish_reason = ?summary.finish_reason,
+                elapsed_ms = job.started.elapsed().as_secs_f64() * 1000.0,
+                "local generation finished"
+            );
             let _ = job.events.send(Ok(GenerationEvent::Finished(summary)));
         }
         Ok(None) => {
@@ -449,7 +451,12 @@ fn generate(
     Ok(Some(GenerationSummary {
         text,
         finish_reason,
-        usage: Usage { input_tokens: n_prompt as u64, output_tokens: output, total_tokens: n_prompt as u64 + output },
+        usage: Usage {
+            input_tokens: n_prompt as u64,
+            output_tokens: output,
+            total_tokens: n_prompt as u64 + output,
+            cached_input_tokens: None,
+        },
         prompt_tokens_reused: reuse as u64,
         prompt_tokens_decoded: (n_prompt - reuse) as u64,
         tokens: generated,

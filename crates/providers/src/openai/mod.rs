@@ -41,16 +41,14 @@ mod wire;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use catena_core::{
-    async_trait, Capabilities, ChatRequest, ChatResponse, ChatStream, ConstraintSupport, Embedder, Error, FinishReason,
-    Llm, ResponseFormat, Result, Strategy, ToolChoice,
+    async_trait, Capabilities, ChatRequest, ChatResponse, ChatStream, ConstraintSupport, Embedder, Error, Llm,
+    ResponseFormat, Result, Strategy, ToolChoice,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::Value;
-use tracing::field::Empty;
-use tracing::{Instrument, Span};
 
 use self::stream::SseChatStream;
 use self::wire::StreamUsage;
@@ -182,6 +180,7 @@ impl Compat {
     pub fn capabilities(self) -> Capabilities {
         let all = Capabilities {
             backend: self.system().to_string(),
+            provider: self.system().to_string(),
             streaming: true,
             streaming_usage: true,
             tools: true,
@@ -709,7 +708,6 @@ impl OpenAiBuilder {
                 http,
                 chat_url: format!("{base_url}/chat/completions"),
                 embeddings_url: format!("{base_url}/embeddings"),
-                server_address: parsed.host_str().unwrap_or_default().to_string(),
                 provider: format!("{system} at {base_url}"),
                 base_url,
                 has_api_key: self.api_key.is_some(),
@@ -737,7 +735,7 @@ pub(crate) struct Inner {
     base_url: String,
     chat_url: String,
     embeddings_url: String,
-    server_address: String,
+
     /// `"<system> at <base url>"`, the `provider` of errors.
     pub(crate) provider: String,
     has_api_key: bool,
@@ -798,52 +796,17 @@ impl Inner {
 fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     let seconds = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
+    // A value too large for a `Duration` (`1e20`) is kept as the longest one: a retry policy then refuses to wait.
+    let duration = |secs: f64| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX);
     if let Some(ms) = header("retry-after-ms").and_then(seconds) {
-        return Some(Duration::from_secs_f64(ms / 1e3));
+        return Some(duration(ms / 1e3));
     }
     let value = header(RETRY_AFTER.as_str())?;
     if let Some(s) = seconds(value) {
-        return Some(Duration::from_secs_f64(s));
+        return Some(duration(s));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// The wire string of a finish reason, as recorded in `gen_ai.response.finish_reasons`.
-pub(crate) fn finish_reason_wire(reason: &FinishReason) -> &str {
-    match reason {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
-        FinishReason::ToolCalls => "tool_calls",
-        FinishReason::ContentFilter => "content_filter",
-        FinishReason::Other(s) => s,
-    }
-}
-
-/// Records `error.type` on a span: the HTTP status, or the kind of failure.
-pub(crate) fn record_error(span: &Span, error: &Error) {
-    let kind = match error {
-        Error::Http { status, .. } => status.to_string(),
-        Error::Transport { .. } => "transport".to_string(),
-        Error::Timeout(_) => "timeout".to_string(),
-        Error::Decode { .. } => "decode".to_string(),
-        Error::Unsupported { .. } => "unsupported".to_string(),
-        Error::Config { .. } => "config".to_string(),
-        Error::InvalidInput(_) => "invalid_input".to_string(),
-        _ => "other".to_string(),
-    };
-    span.record("error.type", kind.as_str());
-}
-
-fn record_response(span: &Span, response: &ChatResponse) {
-    span.record("gen_ai.response.model", response.model.as_str());
-    if let Some(u) = response.usage {
-        span.record("gen_ai.usage.input_tokens", u.input_tokens);
-        span.record("gen_ai.usage.output_tokens", u.output_tokens);
-    }
-    if let Some(r) = &response.finish_reason {
-        span.record("gen_ai.response.finish_reasons", finish_reason_wire(r));
-    }
 }
 
 /// A client for OpenAI or an OpenAI-compatible server. Cheap to clone (one `Arc`), `Send + Sync`; clones share
@@ -888,7 +851,6 @@ impl fmt::Display for OpenAiClient {
 
 /// A request checked and encoded, ready to send.
 struct Prepared {
-    model: String,
     body: Vec<u8>,
 }
 
@@ -930,23 +892,10 @@ impl OpenAiClient {
     /// messages the wire format cannot carry; [`Error::Http`] for non-2xx answers (body and `Retry-After` kept);
     /// [`Error::Transport`] / [`Error::Timeout`] when no answer came; [`Error::Decode`] for unexpected bodies.
     pub async fn chat_with(&self, request: ChatRequest, options: &ChatOptions) -> Result<ChatResponse> {
-        let span = self.chat_span(&request, false);
-        let start = Instant::now();
-        let result = async {
-            let prepared = self.prepare(&request, options, false)?;
-            span.record("gen_ai.request.model", prepared.model.as_str());
-            let response = self.inner.post(&self.inner.chat_url, prepared.body, "application/json", true).await?;
-            let bytes = response.bytes().await.map_err(|e| self.inner.transport_error(e))?;
-            wire::decode_chat(&self.inner.provider, &bytes)
-        }
-        .instrument(span.clone())
-        .await;
-        span.record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
-        match &result {
-            Ok(response) => record_response(&span, response),
-            Err(e) => record_error(&span, e),
-        }
-        result
+        let prepared = self.prepare(&request, options, false)?;
+        let response = self.inner.post(&self.inner.chat_url, prepared.body, "application/json", true).await?;
+        let bytes = response.bytes().await.map_err(|e| self.inner.transport_error(e))?;
+        wire::decode_chat(&self.inner.provider, &bytes)
     }
 
     /// Sends a chat request with OpenAI-compatible [`ChatOptions`] and streams the answer. The stream owns a clone
@@ -956,58 +905,19 @@ impl OpenAiClient {
     /// As [`OpenAiClient::chat_with`], for everything up to the response headers; later failures are items of
     /// the stream. A server that answers with JSON instead of an event stream gives [`Error::Decode`].
     pub async fn stream_with(&self, request: ChatRequest, options: &ChatOptions) -> Result<ChatStream> {
-        let span = self.chat_span(&request, true);
-        let start = Instant::now();
-        let result = async {
-            let prepared = self.prepare(&request, options, true)?;
-            span.record("gen_ai.request.model", prepared.model.as_str());
-            let response = self.inner.post(&self.inner.chat_url, prepared.body, "text/event-stream", false).await?;
-            let content_type = response
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            if content_type.starts_with("application/json") {
-                return Err(Error::Decode {
-                    provider: self.inner.provider.clone(),
-                    message: "asked for a stream but the server answered with one JSON document; it does not \
-                              stream: set `streaming: false` in OpenAiBuilder::capabilities and call `chat`"
-                        .into(),
-                });
-            }
-            Ok(response)
+        let prepared = self.prepare(&request, options, true)?;
+        let response = self.inner.post(&self.inner.chat_url, prepared.body, "text/event-stream", false).await?;
+        let content_type =
+            response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+        if content_type.starts_with("application/json") {
+            return Err(Error::Decode {
+                provider: self.inner.provider.clone(),
+                message: "asked for a stream but the server answered with one JSON document; it does not \
+                          stream: set `streaming: false` in OpenAiBuilder::capabilities and call `chat`"
+                    .into(),
+            });
         }
-        .instrument(span.clone())
-        .await;
-        match result {
-            Ok(response) => Ok(Box::pin(SseChatStream::new(response.bytes_stream(), self.inner.clone(), span, start))),
-            Err(e) => {
-                span.record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
-                record_error(&span, &e);
-                Err(e)
-            }
-        }
-    }
-
-    fn chat_span(&self, request: &ChatRequest, streaming: bool) -> Span {
-        tracing::info_span!(
-            "chat",
-            gen_ai.operation.name = "chat",
-            gen_ai.system = self.inner.compat.system(),
-            gen_ai.request.model = Empty,
-            gen_ai.request.temperature = request.temperature.map(f64::from),
-            gen_ai.request.max_tokens = request.max_tokens,
-            gen_ai.response.model = Empty,
-            gen_ai.usage.input_tokens = Empty,
-            gen_ai.usage.output_tokens = Empty,
-            gen_ai.response.finish_reasons = Empty,
-            server.address = self.inner.server_address.as_str(),
-            catena.stream = streaming,
-            catena.latency_ms = Empty,
-            catena.cancelled = Empty,
-            error.type = Empty,
-        )
+        Ok(Box::pin(SseChatStream::new(response.bytes_stream(), self.inner.clone())))
     }
 
     /// Checks the request against capabilities and quirks, resolves the model and encodes the body.
@@ -1087,7 +997,7 @@ impl OpenAiClient {
             streaming.then_some(if caps.streaming_usage { StreamUsage::Requested } else { StreamUsage::NotRequested });
         let wire = wire::encode_chat(request, &model, &inner.quirks, options, constraint.as_ref(), stream)?;
         let body = serde_json::to_vec(&wire)?;
-        Ok(Prepared { model, body })
+        Ok(Prepared { body })
     }
 
     /// A grammar must reach the server and must be the only constraint on the answer.
@@ -1176,30 +1086,14 @@ impl OpenAiClient {
         expected: Option<usize>,
     ) -> Result<Vec<Vec<f32>>> {
         let inner = &self.inner;
-        let span = tracing::info_span!(
-            "embedding",
-            gen_ai.operation.name = "embeddings",
-            gen_ai.system = inner.compat.system(),
-            gen_ai.request.model = model,
-            gen_ai.response.model = Empty,
-            gen_ai.usage.input_tokens = Empty,
-            server.address = inner.server_address.as_str(),
-            catena.batch.size = texts.len(),
-            catena.latency_ms = Empty,
-            error.type = Empty,
-        );
-        let start = Instant::now();
         let result = async {
             let body =
                 serde_json::to_vec(&wire::EmbeddingRequest { model, input: texts, dimensions: request_dimensions })?;
             let response = inner.post(&inner.embeddings_url, body, "application/json", true).await?;
             let bytes = response.bytes().await.map_err(|e| inner.transport_error(e))?;
             let decoded = wire::decode_embeddings(&inner.provider, &bytes, texts.len())?;
-            if let Some(m) = &decoded.model {
-                Span::current().record("gen_ai.response.model", m.as_str());
-            }
             if let Some(t) = decoded.input_tokens {
-                Span::current().record("gen_ai.usage.input_tokens", t);
+                catena_core::layer::record_embedding_usage(t);
             }
             if let Some(dims) = expected {
                 if let Some((i, v)) = decoded.vectors.iter().enumerate().find(|(_, v)| v.len() != dims) {
@@ -1216,12 +1110,7 @@ impl OpenAiClient {
             }
             Ok(decoded.vectors)
         }
-        .instrument(span.clone())
         .await;
-        span.record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
-        if let Err(e) = &result {
-            record_error(&span, e);
-        }
         result
     }
 }
@@ -1309,6 +1198,9 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut h = HeaderMap::new();
         assert_eq!(parse_retry_after(&h, now), None);
+        let mut huge = HeaderMap::new();
+        huge.insert(RETRY_AFTER, HeaderValue::from_static("1e20"));
+        assert_eq!(parse_retry_after(&huge, now), Some(Duration::MAX));
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(parse_retry_after(&h, now), Some(Duration::from_secs(7)));
         h.insert(RETRY_AFTER, HeaderValue::from_str(&httpdate::fmt_http_date(now + Duration::from_secs(30))).unwrap());

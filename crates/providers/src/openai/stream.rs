@@ -1,22 +1,19 @@
 //! The streaming half of the chat client: turns an SSE response body into [`ChatChunk`]s.
 //!
 //! [`SseChatStream`] owns the response body. Dropping it drops the body, which closes the connection, so the
-//! server stops generating. When the stream ends (or is dropped) it records usage, finish reason, answering model
-//! and latency on the call's span.
+//! server stops generating. It writes no spans: wrap the client in `catena_core::layer::TelemetryLayer`.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use catena_core::{ChatChunk, Error, Result};
 use futures::Stream;
-use tracing::Span;
 
 use super::sse::{SseEvent, SseParser};
 use super::wire::{decode_stream_event, StreamEvent};
-use super::{finish_reason_wire, record_error, Inner};
+use super::Inner;
 
 type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
@@ -32,61 +29,12 @@ pub(crate) struct SseChatStream {
     /// A chunk carried a finish reason: a body that ends without `[DONE]` after that is still complete.
     saw_finish_reason: bool,
     inner: std::sync::Arc<Inner>,
-    telemetry: StreamTelemetry,
-}
-
-/// What the stream has seen, recorded on the span once it ends.
-struct StreamTelemetry {
-    span: Span,
-    start: Instant,
-    model: Option<String>,
-    usage: Option<catena_core::Usage>,
-    finish_reason: Option<String>,
-    recorded: bool,
-}
-
-impl StreamTelemetry {
-    fn observe(&mut self, chunk: &ChatChunk) {
-        if let Some(m) = &chunk.model {
-            self.model = Some(m.clone());
-        }
-        if let Some(u) = chunk.usage {
-            self.usage = Some(u);
-        }
-        if let Some(r) = &chunk.finish_reason {
-            self.finish_reason = Some(finish_reason_wire(r).to_string());
-        }
-    }
-
-    fn record_end(&mut self, error: Option<&Error>) {
-        if self.recorded {
-            return;
-        }
-        self.recorded = true;
-        let span = &self.span;
-        if let Some(m) = &self.model {
-            span.record("gen_ai.response.model", m.as_str());
-        }
-        if let Some(u) = self.usage {
-            span.record("gen_ai.usage.input_tokens", u.input_tokens);
-            span.record("gen_ai.usage.output_tokens", u.output_tokens);
-        }
-        if let Some(r) = &self.finish_reason {
-            span.record("gen_ai.response.finish_reasons", r.as_str());
-        }
-        span.record("catena.latency_ms", self.start.elapsed().as_secs_f64() * 1e3);
-        if let Some(e) = error {
-            record_error(span, e);
-        }
-    }
 }
 
 impl SseChatStream {
     pub(crate) fn new(
         body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
         inner: std::sync::Arc<Inner>,
-        span: Span,
-        start: Instant,
     ) -> Self {
         SseChatStream {
             body: Box::pin(body),
@@ -96,7 +44,6 @@ impl SseChatStream {
             finished: false,
             saw_finish_reason: false,
             inner,
-            telemetry: StreamTelemetry { span, start, model: None, usage: None, finish_reason: None, recorded: false },
         }
     }
 
@@ -120,7 +67,7 @@ impl SseChatStream {
             Ok(StreamEvent::Done) => self.finish_with(None),
             Ok(StreamEvent::Chunk(chunk)) => {
                 self.saw_finish_reason |= chunk.finish_reason.is_some();
-                self.queue.push_back(Ok(chunk));
+                self.queue.push_back(Ok(*chunk));
             }
             Err(e) => self.finish_with(Some(e)),
         }
@@ -179,18 +126,11 @@ impl Stream for SseChatStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        let span = this.telemetry.span.clone();
-        let _entered = span.enter();
         loop {
             if let Some(item) = this.queue.pop_front() {
-                match &item {
-                    Ok(chunk) => this.telemetry.observe(chunk),
-                    Err(e) => this.telemetry.record_end(Some(e)),
-                }
                 return Poll::Ready(Some(item));
             }
             if this.finished {
-                this.telemetry.record_end(None);
                 return Poll::Ready(None);
             }
             match this.body.as_mut().poll_next(cx) {
@@ -202,17 +142,6 @@ impl Stream for SseChatStream {
                 }
                 Poll::Ready(None) => this.end_of_body(),
             }
-        }
-    }
-}
-
-impl Drop for SseChatStream {
-    fn drop(&mut self) {
-        if !self.telemetry.recorded {
-            if !self.finished {
-                self.telemetry.span.record("catena.cancelled", true);
-            }
-            self.telemetry.record_end(None);
         }
     }
 }

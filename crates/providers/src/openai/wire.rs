@@ -909,6 +909,15 @@ struct WireUsage {
     completion_tokens: u64,
     #[serde(default)]
     total_tokens: Option<u64>,
+    /// OpenAI's (and vLLM's) prompt-cache report.
+    #[serde(default)]
+    prompt_tokens_details: Option<WirePromptDetails>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct WirePromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
 }
 
 impl From<WireUsage> for Usage {
@@ -917,6 +926,7 @@ impl From<WireUsage> for Usage {
             input_tokens: u.prompt_tokens,
             output_tokens: u.completion_tokens,
             total_tokens: u.total_tokens.unwrap_or(u.prompt_tokens + u.completion_tokens),
+            cached_input_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
         }
     }
 }
@@ -1041,7 +1051,7 @@ pub(crate) fn decode_chat(provider: &str, body: &[u8]) -> Result<ChatResponse> {
 #[derive(Debug)]
 pub(crate) enum StreamEvent {
     /// A chunk of the answer.
-    Chunk(ChatChunk),
+    Chunk(Box<ChatChunk>),
     /// `data: [DONE]`: the answer is complete.
     Done,
 }
@@ -1103,14 +1113,12 @@ pub(crate) fn decode_stream_event(provider: &str, event: Option<&str>, data: &st
         }
     }
     out.raw = Some(raw);
-    Ok(StreamEvent::Chunk(out))
+    Ok(StreamEvent::Chunk(Box::new(out)))
 }
 
 #[derive(Debug, Deserialize)]
 struct EmbeddingResponse {
     data: Vec<EmbeddingData>,
-    #[serde(default)]
-    model: Option<String>,
     #[serde(default)]
     usage: Option<EmbeddingUsage>,
 }
@@ -1131,7 +1139,7 @@ struct EmbeddingUsage {
 #[derive(Debug)]
 pub(crate) struct Embeddings {
     pub(crate) vectors: Vec<Vec<f32>>,
-    pub(crate) model: Option<String>,
+
     pub(crate) input_tokens: Option<u64>,
 }
 
@@ -1171,7 +1179,7 @@ pub(crate) fn decode_embeddings(provider: &str, body: &[u8], count: usize) -> Re
             v.ok_or_else(|| decode_error(provider, "embeddings list", format!("no vector for input {i}"), body))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Embeddings { vectors, model: response.model, input_tokens: response.usage.map(|u| u.prompt_tokens) })
+    Ok(Embeddings { vectors, input_tokens: response.usage.map(|u| u.prompt_tokens) })
 }
 
 #[cfg(test)]
@@ -1342,7 +1350,10 @@ mod tests {
         let r = decode_chat("p", body).unwrap();
         assert_eq!(r.text(), "");
         assert_eq!(r.message.tool_calls[0].arguments, "{\"a\":1}");
-        assert_eq!(r.usage, Some(Usage { input_tokens: 3, output_tokens: 4, total_tokens: 7 }));
+        assert_eq!(
+            r.usage,
+            Some(Usage { input_tokens: 3, output_tokens: 4, total_tokens: 7, cached_input_tokens: None })
+        );
         let err = decode_chat("p", b"{\"choices\":[]}").unwrap_err();
         assert!(matches!(err, Error::Decode { .. }), "{err}");
     }

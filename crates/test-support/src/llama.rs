@@ -1,15 +1,12 @@
 //! Shared helpers for end-to-end tests against real local model peers.
 //!
 //! - [`tiny_gguf`]: a tiny random-weight llama GGUF written by `scripts/tiny_gguf.py`, generated once per test
-//!   binary (cached by the script's content under `CARGO_TARGET_TMPDIR`).
+//!   binary (cached by the script's content in the system temporary directory).
 //! - [`LlamaServer`]: a real llama-cpp-python OpenAI-compatible server (`python3 -m llama_cpp.server`) on a free
 //!   127.0.0.1 port, killed when dropped or, for the per-binary [`shared_server`], when the test process exits.
 //! - [`gguf_u32`]: reads an integer from a GGUF file's metadata (for example `llama.embedding_length`).
 //!
 //! Missing Python packages make the tests fail (never skip) with a message naming `.ci/setup-llama-server.sh`.
-//! Use from another integration test with `mod support;`.
-
-#![allow(dead_code)]
 
 use std::collections::hash_map::DefaultHasher;
 use std::fs::{self, File};
@@ -78,7 +75,7 @@ pub fn generate_tiny_gguf(seed: u64) -> PathBuf {
     let source = fs::read(&script).unwrap_or_else(|e| panic!("cannot read {}: {e}", script.display()));
     let mut hasher = DefaultHasher::new();
     source.hash(&mut hasher);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("catena-tiny-gguf");
+    let dir = std::env::temp_dir().join("catena-tiny-gguf");
     let path = dir.join(format!("tiny-seed{seed}-{:016x}.gguf", hasher.finish()));
     if path.is_file() {
         return path;
@@ -162,7 +159,7 @@ impl LlamaServer {
     pub fn start(options: ServerOptions) -> LlamaServer {
         require_python_modules(&["llama_cpp", "llama_cpp.server", "uvicorn", "fastapi", "sse_starlette"]);
         let port = free_port();
-        let log_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("llama-server-logs");
+        let log_dir = std::env::temp_dir().join("catena-llama-server-logs");
         fs::create_dir_all(&log_dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", log_dir.display()));
         let log_path = log_dir.join(format!("{}-{port}.log", std::process::id()));
         let log = File::create(&log_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
