@@ -93,6 +93,9 @@ async fn main() -> Result<()> {
     if args.k == 0 {
         bail!("--k must be at least 1");
     }
+    if args.question.trim().is_empty() {
+        bail!("the question is empty: ask something, for example \"How do I read a file into a string?\"");
+    }
 
     let embedder = common::embedder(args.embedder, args.embed_model.as_deref()).await?;
     let (store, stats) = common::index_folder(

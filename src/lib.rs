@@ -4,7 +4,7 @@
 //! OpenAI and every OpenAI-compatible server; vector stores; tracing of every run.
 //!
 //! This facade re-exports [`catena_core`] at its root, and the provider and vector-store crates as
-//! [`providers`] and [`vectorstores`] behind the features of the same names (both on by default).
+//! [`providers`], [`vectorstores`] and [`index`] behind the features of the same names (all on by default).
 //!
 //! ```
 //! use catena::{chain_fn, Chain};
@@ -21,6 +21,10 @@ pub use catena_core::*;
 /// Model providers (`catena-providers`).
 #[cfg(feature = "providers")]
 pub use catena_providers as providers;
+
+/// Incremental indexing of a folder into any vector store (`catena-index`).
+#[cfg(feature = "index")]
+pub use catena_index as index;
 
 /// Vector stores (`catena-vectorstores`).
 #[cfg(feature = "vectorstores")]

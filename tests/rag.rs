@@ -86,11 +86,11 @@ async fn incremental_index_reembeds_only_what_changed() {
         progress: false,
     };
     let (_, first) = common::index_folder(&embedder(), opts(&index)).await.unwrap();
-    assert_eq!((first.added, first.changed, first.removed), (4, 0, 0));
+    assert_eq!((first.added.len(), first.changed.len(), first.removed.len()), (4, 0, 0));
     assert!(first.embedded_chunks > 4 && index.exists());
 
     let (_, again) = common::index_folder(&embedder(), opts(&index)).await.unwrap();
-    assert_eq!((again.added, again.changed, again.removed, again.embedded_chunks), (0, 0, 0, 0));
+    assert_eq!((again.added.len(), again.changed.len(), again.removed.len(), again.embedded_chunks), (0, 0, 0, 0));
     assert_eq!(again.total_chunks, first.total_chunks);
 
     // Change one file, remove one, add one.
@@ -98,7 +98,7 @@ async fn incremental_index_reembeds_only_what_changed() {
     std::fs::remove_file(dir.path().join(CHAPTERS[1])).unwrap();
     std::fs::copy(book().join("ch15-04-rc.md"), dir.path().join("ch15-04-rc.md")).unwrap();
     let (store, third) = common::index_folder(&embedder(), opts(&index)).await.unwrap();
-    assert_eq!((third.added, third.changed, third.removed), (1, 1, 1));
+    assert_eq!((third.added.len(), third.changed.len(), third.removed.len()), (1, 1, 1));
     let sources: std::collections::BTreeSet<String> =
         store.documents().iter().filter_map(|d| d.source().map(str::to_string)).collect();
     assert!(!sources.iter().any(|s| s.ends_with(CHAPTERS[1])), "removed file still indexed: {sources:?}");
@@ -170,4 +170,36 @@ async fn streaming_flows_through_a_composed_chain() {
     let chunks: Vec<String> = chain.stream("borrowing".into()).try_collect().await.unwrap();
     assert!(chunks.len() > 1, "expected incremental chunks, got {chunks:?}");
     assert_eq!(chunks.concat(), whole);
+}
+
+/// The rag example's indexing refuses a folder that does not exist and an index location that cannot be written,
+/// before any embedding work.
+#[tokio::test]
+async fn missing_folders_and_unwritable_index_paths_fail_up_front() {
+    let dir = corpus(&CHAPTERS[..1]);
+    let include = vec!["**/*.md".to_string()];
+    std::fs::write(dir.path().join("plain-file"), "x").unwrap();
+    let unwritable = dir.path().join("plain-file").join("index.catena");
+    let opts = common::IndexOptions {
+        docs: dir.path(),
+        include: &include,
+        index: Some(&unwritable),
+        chunk_size: 1000,
+        chunk_overlap: 200,
+        progress: false,
+    };
+    let err = common::index_folder(&embedder(), opts).await.unwrap_err();
+    assert!(format!("{err:#}").contains("plain-file"), "{err:#}");
+
+    let missing = dir.path().join("no-such-folder");
+    let opts = common::IndexOptions {
+        docs: &missing,
+        include: &include,
+        index: None,
+        chunk_size: 1000,
+        chunk_overlap: 200,
+        progress: false,
+    };
+    let err = common::index_folder(&embedder(), opts).await.unwrap_err();
+    assert!(format!("{err:#}").contains("no-such-folder"), "{err:#}");
 }

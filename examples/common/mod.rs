@@ -3,16 +3,13 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use catena::index::{IndexPhase, IndexReport, Indexer};
 use catena::vectorstores::{InMemoryStore, Metric};
-use catena::{
-    DirectoryLoader, Document, EmbeddedDocument, Embedder, Filter, Loader, RecursiveCharacterTextSplitter,
-    TextSplitter, VectorStore, CONTENT_HASH_KEY, SOURCE_KEY,
-};
+use catena::{Embedder, RecursiveCharacterTextSplitter};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Default chunking, tuned on the rust-book evaluation set (see BENCHMARKS.md).
@@ -83,49 +80,14 @@ pub async fn index_markdown(
     Ok(store)
 }
 
-/// What an indexing pass did.
-#[derive(Debug, Default)]
-pub struct IndexStats {
-    /// Files seen in the folder.
-    pub files: usize,
-    /// Files new since the last run.
-    pub added: usize,
-    /// Files whose content changed.
-    pub changed: usize,
-    /// Files gone from the folder.
-    pub removed: usize,
-    /// Chunks embedded in this run.
-    pub embedded_chunks: usize,
-    /// Chunks in the index after the run.
-    pub total_chunks: usize,
-    /// Files that could not be loaded.
-    pub failures: usize,
-}
-
-impl std::fmt::Display for IndexStats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} files ({} added, {} changed, {} removed, {} unchanged, {} failed); embedded {} chunks; index holds {}",
-            self.files,
-            self.added,
-            self.changed,
-            self.removed,
-            self.files - self.added - self.changed,
-            self.failures,
-            self.embedded_chunks,
-            self.total_chunks
-        )
-    }
-}
-
 /// Options of [`index_folder`].
 pub struct IndexOptions<'a> {
     /// The folder to index.
     pub docs: &'a Path,
     /// Include globs (relative to the folder).
     pub include: &'a [String],
-    /// Where to save the index (and load the previous one from).
+    /// Where to save the index (and load the previous one from); its record goes beside it
+    /// (`<index>.record.json`). Without one, the index lives in memory for this run only.
     pub index: Option<&'a PathBuf>,
     /// Chunk size in characters.
     pub chunk_size: usize,
@@ -135,83 +97,61 @@ pub struct IndexOptions<'a> {
     pub progress: bool,
 }
 
-/// Loads the folder, and (re-)embeds only files that are new or changed since the saved index; drops files that
-/// are gone. Saves the index when a path is given.
-pub async fn index_folder(embedder: &Arc<dyn Embedder>, opts: IndexOptions<'_>) -> Result<(InMemoryStore, IndexStats)> {
-    let store = match opts.index {
-        Some(path) => InMemoryStore::open_for_embedder(path, embedder.as_ref(), Metric::Cosine)?,
-        None => InMemoryStore::for_embedder(embedder.as_ref(), Metric::Cosine)?,
+/// Brings the index of the folder up to date with the library's `Indexer` (re-embeds only what changed), with a
+/// progress bar; failed files are warned about, an empty folder is an error.
+pub async fn index_folder(
+    embedder: &Arc<dyn Embedder>,
+    opts: IndexOptions<'_>,
+) -> Result<(InMemoryStore, IndexReport)> {
+    let scratch;
+    let (store, record) = match opts.index {
+        Some(path) => {
+            let mut record = path.as_os_str().to_owned();
+            record.push(".record.json");
+            (InMemoryStore::open_for_embedder(path, embedder.as_ref(), Metric::Cosine)?, PathBuf::from(record))
+        }
+        None => {
+            scratch = tempfile::tempdir()?;
+            (InMemoryStore::for_embedder(embedder.as_ref(), Metric::Cosine)?, scratch.path().join("record.json"))
+        }
     };
-    let mut loader = DirectoryLoader::new(opts.docs);
+    let splitter = RecursiveCharacterTextSplitter::new(opts.chunk_size, opts.chunk_overlap)?;
+    let mut indexer = Indexer::new(opts.docs, splitter, embedder.clone(), Arc::new(store.clone()), record)
+        .with_context(|| format!("cannot index {}", opts.docs.display()))?;
     for glob in opts.include {
-        loader = loader.with_include(glob)?;
+        indexer = indexer.with_include(glob)?;
     }
-    let report = loader.load().await;
-    let mut stats = IndexStats { failures: report.failures.len(), ..Default::default() };
-    for failure in &report.failures {
-        eprintln!("warning: could not load {}: {}", failure.path.display(), failure.error);
+    let mut progress = indexer.progress();
+    let show = opts.progress;
+    let bar_task = tokio::spawn(async move {
+        let bar = ProgressBar::hidden();
+        while progress.changed().await.is_ok() {
+            let p = *progress.borrow_and_update();
+            if show && p.phase == IndexPhase::Embedding && p.chunks_total > 0 && bar.is_hidden() {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                bar.set_length(p.chunks_total as u64);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "embedding {bar:40} {pos}/{len} chunks [{elapsed_precise}, eta {eta}]",
+                    )
+                    .expect("valid progress template"),
+                );
+            }
+            bar.set_position(p.chunks_done as u64);
+            if p.phase == IndexPhase::Done {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+    });
+    let report = indexer.run().await;
+    let _ = bar_task.await;
+    let report = report?;
+    for (path, error) in &report.failed {
+        eprintln!("warning: could not load {}: {error}", path.display());
     }
-    if report.documents.is_empty() && report.failures.is_empty() {
+    if report.files == 0 && report.failed.is_empty() {
         bail!("no documents matched {:?} in {}", opts.include, opts.docs.display());
     }
-
-    // What the index holds: source -> content hash of the file it was built from.
-    let mut indexed: BTreeMap<String, String> = BTreeMap::new();
-    for doc in store.documents() {
-        if let (Some(src), Some(hash)) = (doc.source(), doc.metadata.get(CONTENT_HASH_KEY).and_then(|v| v.as_str())) {
-            indexed.insert(src.to_string(), hash.to_string());
-        }
-    }
-    let splitter = RecursiveCharacterTextSplitter::new(opts.chunk_size, opts.chunk_overlap)?;
-    let mut to_embed: Vec<Document> = Vec::new();
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    stats.files = report.documents.len();
-    for doc in &report.documents {
-        let source = doc.source().context("loader produced a document without a source")?.to_string();
-        let hash = doc.metadata.get(CONTENT_HASH_KEY).and_then(|v| v.as_str()).unwrap_or_default();
-        seen.insert(source.clone());
-        match indexed.get(&source) {
-            Some(h) if h == hash => continue,
-            Some(_) => {
-                stats.changed += 1;
-                store.delete_where(&Filter::eq(SOURCE_KEY, source.as_str())).await?;
-            }
-            None => stats.added += 1,
-        }
-        to_embed.extend(splitter.split_documents(std::slice::from_ref(doc)));
-    }
-    for source in indexed.keys().filter(|s| !seen.contains(*s)) {
-        stats.removed += 1;
-        store.delete_where(&Filter::eq(SOURCE_KEY, source.as_str())).await?;
-    }
-
-    let bar = if opts.progress && !to_embed.is_empty() {
-        let bar = ProgressBar::new(to_embed.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template("embedding {bar:40} {pos}/{len} chunks [{elapsed_precise}, eta {eta}]")
-                .expect("valid progress template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    for batch in to_embed.chunks(64) {
-        let texts: Vec<String> = batch.iter().map(|d| d.content.clone()).collect();
-        let vectors = embedder.embed_documents(&texts).await?;
-        let docs = batch.iter().cloned().zip(vectors).map(|(document, vector)| EmbeddedDocument { document, vector });
-        store.upsert(docs.collect()).await?;
-        bar.inc(batch.len() as u64);
-    }
-    bar.finish_and_clear();
-    stats.embedded_chunks = to_embed.len();
-    stats.total_chunks = store.count();
-    if let Some(path) = opts.index {
-        if stats.embedded_chunks > 0 || stats.removed > 0 || !path.exists() {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-            }
-            store.save(path)?;
-        }
-    }
-    Ok((store, stats))
+    Ok((store, report))
 }

@@ -208,6 +208,10 @@ pub trait VectorStore: Send + Sync {
     /// How many documents the store holds.
     async fn len(&self) -> Result<usize>;
 
+    /// Makes every change so far durable. A store that persists each write (a database, a server) returns at
+    /// once; an in-memory store writes its backing file.
+    async fn flush(&self) -> Result<()>;
+
     /// Whether the store is empty.
     async fn is_empty(&self) -> Result<bool> {
         Ok(self.len().await? == 0)
@@ -233,6 +237,9 @@ impl<T: VectorStore + ?Sized> VectorStore for std::sync::Arc<T> {
     }
     async fn len(&self) -> Result<usize> {
         (**self).len().await
+    }
+    async fn flush(&self) -> Result<()> {
+        (**self).flush().await
     }
 }
 

@@ -209,7 +209,37 @@ pub struct SamplingParams {
     /// seed per request. llama.cpp seeds are 32-bit: seeds below `u32::MAX` are used as they are, larger ones
     /// are reduced modulo `u32::MAX`.
     pub seed: Option<u64>,
+    /// The DRY ("don't repeat yourself") penalty against loops, `None` for off (llama.cpp's default).
+    pub dry: Option<DryParams>,
 }
+
+/// The DRY repetition penalty (llama.cpp's `dry` sampler): a token that would extend a sequence the answer
+/// already contains, beyond `allowed_length` tokens, is penalised by `multiplier * base^(length -
+/// allowed_length)`. Unlike the plain repetition penalty it leaves single repeated words alone and stops loops
+/// (a sentence repeated until the token limit, as small models do under long prompts). It sees the answer only,
+/// not the prompt, so quoting a source is not penalised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DryParams {
+    /// Strength (`0.8` is the value its author recommends).
+    pub multiplier: f32,
+    /// Growth per token of repeated length (`1.75`).
+    pub base: f32,
+    /// Repeated sequences up to this many tokens are free (`2`).
+    pub allowed_length: u32,
+    /// How many recent tokens it looks at (`u32::MAX`: the whole answer).
+    pub last_n: u32,
+}
+
+impl DryParams {
+    /// The values its author and llama.cpp recommend when it is on: multiplier 0.8, base 1.75, allowed length 2,
+    /// the whole answer; sequences are broken at newlines, `:`, `"` and `*` (llama.cpp's breakers).
+    pub fn recommended() -> Self {
+        DryParams { multiplier: 0.8, base: 1.75, allowed_length: 2, last_n: u32::MAX }
+    }
+}
+
+/// The sequence breakers of the DRY sampler (llama.cpp's defaults).
+pub(crate) const DRY_SEQUENCE_BREAKERS: [&str; 4] = ["\n", ":", "\"", "*"];
 
 impl Default for SamplingParams {
     fn default() -> Self {
@@ -221,6 +251,7 @@ impl Default for SamplingParams {
             repeat_penalty: 1.0,
             repeat_last_n: 64,
             seed: None,
+            dry: None,
         }
     }
 }
@@ -242,6 +273,7 @@ impl SamplingParams {
             repeat_penalty: 1.0,
             repeat_last_n: 0,
             seed: None,
+            dry: None,
         }
     }
 
@@ -292,6 +324,14 @@ impl SamplingParams {
         }
         if !(0.0..=1.0).contains(&self.min_p) {
             return Err(Error::InvalidInput(format!("min_p must be in [0, 1], got {}", self.min_p)));
+        }
+        if let Some(d) = &self.dry {
+            if !(d.multiplier.is_finite() && d.multiplier >= 0.0 && d.base.is_finite() && d.base >= 1.0) {
+                return Err(Error::InvalidInput(format!(
+                    "DRY needs a multiplier >= 0 and a base >= 1, got {} and {}",
+                    d.multiplier, d.base
+                )));
+            }
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
             return Err(Error::InvalidInput(format!(

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use catena_core::{
     async_trait, Document, EmbeddedDocument, Embedder, Error, Filter, Result, ScoredDocument, SearchRequest,
@@ -82,6 +82,8 @@ struct Shared {
     metric: Metric,
     kernel: Kernel,
     state: RwLock<State>,
+    /// The file [`VectorStore::flush`] saves to, if any.
+    backing: Mutex<Option<PathBuf>>,
 }
 
 /// The mutable part of the store. Invariants: `vectors.len() == docs.len() * dim`, and `slot_of[docs[i].id] == i`
@@ -125,7 +127,27 @@ impl InMemoryStore {
     }
 
     pub(crate) fn from_state(dim: usize, metric: Metric, state: State) -> Self {
-        InMemoryStore { shared: Arc::new(Shared { dim, metric, kernel: Kernel::detect(), state: RwLock::new(state) }) }
+        InMemoryStore {
+            shared: Arc::new(Shared {
+                dim,
+                metric,
+                kernel: Kernel::detect(),
+                state: RwLock::new(state),
+                backing: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Makes `path` the store's backing file: [`VectorStore::flush`] saves there (atomically, as
+    /// [`save`](Self::save)). [`open_for_embedder`](Self::open_for_embedder) sets it to the file it opened.
+    pub fn with_backing_file(self, path: impl Into<PathBuf>) -> Self {
+        *self.shared.backing.lock().unwrap_or_else(PoisonError::into_inner) = Some(path.into());
+        self
+    }
+
+    /// The backing file, if one is set.
+    pub fn backing_file(&self) -> Option<PathBuf> {
+        self.shared.backing.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The vector dimension.
@@ -310,7 +332,8 @@ impl InMemoryStore {
 
     /// Loads the index at `path` with [`load_for_embedder`](Self::load_for_embedder) when the file exists, or
     /// returns an empty store [`for_embedder`](Self::for_embedder) when it does not: the starting point of
-    /// incremental indexing (load, re-embed what changed, [`save`](Self::save)).
+    /// incremental indexing (load, re-embed what changed, [`VectorStore::flush`]). `path` becomes the store's
+    /// [backing file](Self::with_backing_file).
     ///
     /// A file that exists but cannot be read, is damaged or was built for another embedder is an error, never
     /// silently replaced.
@@ -320,11 +343,12 @@ impl InMemoryStore {
         metric: Metric,
     ) -> Result<Self> {
         let path = path.as_ref();
-        match std::fs::metadata(path) {
-            Ok(_) => Self::load_for_embedder(path, embedder, metric),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::for_embedder(embedder, metric),
-            Err(e) => Err(Error::io(path, e)),
-        }
+        let store = match std::fs::metadata(path) {
+            Ok(_) => Self::load_for_embedder(path, embedder, metric)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::for_embedder(embedder, metric)?,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        Ok(store.with_backing_file(path))
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -519,6 +543,16 @@ impl VectorStore for InMemoryStore {
         tokio::task::spawn_blocking(move || this.search_now(request))
             .await
             .map_err(|e| Error::Store { store: "in-memory".into(), message: format!("the search task failed: {e}") })?
+    }
+
+    /// Saves to the [backing file](Self::with_backing_file) on tokio's blocking pool; without one there is
+    /// nothing to persist and it returns at once.
+    async fn flush(&self) -> Result<()> {
+        let Some(path) = self.backing_file() else { return Ok(()) };
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.save(&path))
+            .await
+            .map_err(|e| Error::Store { store: "in-memory".into(), message: format!("the save task failed: {e}") })?
     }
 
     async fn len(&self) -> Result<usize> {

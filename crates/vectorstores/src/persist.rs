@@ -103,8 +103,48 @@ fn temp_sibling(path: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((dir, tmp_path))
 }
 
+/// Removes temporary files of earlier saves of `path` whose process is gone (killed mid-save), so they do not pile
+/// up. A temporary file of a live process (another save under way) is left alone; where liveness cannot be
+/// checked (no `/proc`), only files older than a day are removed.
+fn sweep_stale_temps(dir: &Path, path: &Path) {
+    let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else { return };
+    let prefix = format!(".{file_name}.");
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let proc_fs = Path::new("/proc/self").exists();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(middle) = name.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".tmp")) else { continue };
+        let Some(pid) = middle.split('.').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let stale = if proc_fs {
+            !Path::new("/proc").join(pid.to_string()).exists()
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(86_400))
+        };
+        if stale {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed a temporary file of an interrupted save")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "could not remove a stale temporary file")
+                }
+            }
+        }
+    }
+}
+
 pub(crate) fn save(path: &Path, dim: usize, metric: Metric, state: &State) -> Result<()> {
     let (dir, tmp_path) = temp_sibling(path)?;
+    sweep_stale_temps(&dir, path);
     let file = OpenOptions::new().write(true).create_new(true).open(&tmp_path).map_err(|e| Error::io(&tmp_path, e))?;
     let mut guard = TempFile { path: Some(tmp_path.clone()) };
     let mut w = CrcWriter { inner: BufWriter::with_capacity(1 << 20, file), crc: crc32fast::Hasher::new() };
@@ -312,6 +352,22 @@ fn parse(bytes: &[u8]) -> std::result::Result<Loaded, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temp_files_of_dead_processes_are_swept_on_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("index.catena");
+        // pid 0 is never a user process; the other file belongs to this (live) process.
+        let dead = dir.path().join(".index.catena.0.7.tmp");
+        let live = dir.path().join(format!(".index.catena.{}.999.tmp", std::process::id()));
+        let unrelated = dir.path().join(".other.catena.0.1.tmp");
+        for f in [&dead, &live, &unrelated] {
+            fs::write(f, b"partial").unwrap();
+        }
+        save(&target, 3, Metric::Cosine, &State::default()).unwrap();
+        assert!(!dead.exists(), "a dead process's temporary file stays");
+        assert!(live.exists() && unrelated.exists());
+    }
 
     #[test]
     fn temp_files_sit_beside_the_target() {

@@ -80,6 +80,10 @@ impl MarkdownSplitter {
 }
 
 impl TextSplitter for MarkdownSplitter {
+    fn settings(&self) -> String {
+        format!("markdown(strip_headers={}, {})", self.strip_headers, self.splitter.settings())
+    }
+
     fn split_text(&self, text: &str) -> Vec<Chunk> {
         self.split_markdown(text).into_iter().map(|c| Chunk { content: c.content, start: c.start }).collect()
     }

@@ -57,6 +57,10 @@ pub trait TextSplitter: Send + Sync {
     /// Splits `text` into chunks, in order.
     fn split_text(&self, text: &str) -> Vec<Chunk>;
 
+    /// Every setting that changes the chunks, as text (kind, sizes, separators, ...). An index records it and
+    /// re-splits everything when it changes, so two splitters with equal settings must split alike.
+    fn settings(&self) -> String;
+
     /// Splits every document. Each chunk keeps a copy of its parent's metadata plus [`START_INDEX_KEY`] (the byte
     /// offset in the parent's content) and gets the id `stable_id(&[parent id, start, content])`.
     fn split_documents(&self, docs: &[Document]) -> Vec<Document> {

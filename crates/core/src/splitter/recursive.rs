@@ -374,6 +374,25 @@ impl RecursiveCharacterTextSplitter {
 }
 
 impl TextSplitter for RecursiveCharacterTextSplitter {
+    fn settings(&self) -> String {
+        let separators: Vec<String> = self
+            .separators
+            .iter()
+            .map(|s| match &s.matcher {
+                Matcher::Regex(_) => format!("regex:{:?}", s.raw),
+                Matcher::Chars | Matcher::Literal(_) => format!("{:?}", s.raw),
+            })
+            .collect();
+        format!(
+            "recursive(chunk_size={}, chunk_overlap={}, separators=[{}], keep_separator={:?}, strip_whitespace={})",
+            self.chunk_size,
+            self.chunk_overlap,
+            separators.join(", "),
+            self.keep_separator,
+            self.strip_whitespace
+        )
+    }
+
     fn split_text(&self, text: &str) -> Vec<Chunk> {
         let mut out = Vec::new();
         self.split_recursive(text, 0, &self.separators, &mut out);

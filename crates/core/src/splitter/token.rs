@@ -124,6 +124,13 @@ impl TokenTextSplitter {
 }
 
 impl TextSplitter for TokenTextSplitter {
+    fn settings(&self) -> String {
+        format!(
+            "tokens(encoding={:?}, chunk_size={}, chunk_overlap={})",
+            self.encoding, self.chunk_size, self.chunk_overlap
+        )
+    }
+
     fn split_text(&self, text: &str) -> Vec<Chunk> {
         let tokens = self.bpe.encode_ordinary(text);
         // Byte offset of every token: ordinary encoding is lossless, so the tokens' bytes tile the text and a

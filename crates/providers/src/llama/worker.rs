@@ -21,7 +21,7 @@ use tracing::Span;
 
 use super::text::{StopMatcher, Utf8Stream};
 use super::vocab::{TokenId, TokenKind, TokenMask, TokenSet, Vocabulary};
-use super::{GenerationEvent, GenerationSummary, LocalLlmStats, SamplingParams};
+use super::{GenerationEvent, GenerationSummary, LocalLlmStats, SamplingParams, DRY_SEQUENCE_BREAKERS};
 
 /// Everything the worker threads share: the model, its vocabulary, the job queue and the counters.
 pub(crate) struct Shared {
@@ -330,7 +330,7 @@ fn generate(
         logits_index = batch.n_tokens() - 1;
     }
 
-    let mut sampler = build_sampler(&job.sampling, shared.model.n_vocab(), ctx.n_ctx());
+    let mut sampler = build_sampler(&job.sampling, &shared.model, ctx.n_ctx());
     let mut allowed = job.mask.as_ref().map(|_| TokenSet::all(shared.vocab.len()));
     let mut generated: Vec<TokenId> = Vec::new();
     let mut output = Output {
@@ -521,11 +521,16 @@ fn decode_error(
 /// The sampler chain for these parameters, in llama.cpp's own order: repetition penalty, then greedy at
 /// temperature 0, else top-k → top-p → min-p → temperature → seeded draw. Filters that are off are left out.
 /// The penalty's window is capped at the context size: llama.cpp allocates a buffer of that many tokens.
-pub(crate) fn build_sampler(params: &SamplingParams, n_vocab: i32, n_ctx: u32) -> LlamaSampler {
-    let mut chain = Vec::with_capacity(6);
+pub(crate) fn build_sampler(params: &SamplingParams, model: &LlamaModel, n_ctx: u32) -> LlamaSampler {
+    let mut chain = Vec::with_capacity(7);
     if params.repeat_penalty != 1.0 && params.repeat_last_n > 0 {
         let last_n = i32::try_from(params.repeat_last_n.min(n_ctx)).unwrap_or(i32::MAX);
-        chain.push(LlamaSampler::penalties(n_vocab, last_n, params.repeat_penalty, 0.0, 0.0));
+        chain.push(LlamaSampler::penalties(model.n_vocab(), last_n, params.repeat_penalty, 0.0, 0.0));
+    }
+    if let Some(dry) = params.dry.filter(|d| d.multiplier > 0.0) {
+        let last_n = i32::try_from(dry.last_n.min(n_ctx)).unwrap_or(i32::MAX);
+        let allowed = i32::try_from(dry.allowed_length).unwrap_or(i32::MAX);
+        chain.push(LlamaSampler::dry(model, dry.multiplier, dry.base, allowed, last_n, DRY_SEQUENCE_BREAKERS));
     }
     if params.temperature <= 0.0 {
         chain.push(LlamaSampler::greedy());
