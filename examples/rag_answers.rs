@@ -69,6 +69,9 @@ struct Args {
     /// llama.cpp threads (default: LocalLlmOptions' default, all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Add the DRY repetition penalty (DryParams::recommended) to the model's sampling settings.
+    #[arg(long)]
+    dry: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,7 +150,7 @@ async fn main() -> Result<()> {
         common::index_markdown(&embedder, &args.docs, args.index.as_ref(), DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_OVERLAP)
             .await?;
     let retriever = Arc::new(VectorRetriever::new(embedder, Arc::new(store)).with_k(args.k));
-    let llm = load_llm(args.model.as_deref(), args.threads)?;
+    let llm = load_llm(args.model.as_deref(), args.threads, args.dry)?;
     eprintln!("model: {}", llm.default_model().unwrap_or_default());
 
     let (mut non_degenerate, mut ended, mut cited, mut all) = (0usize, 0usize, 0usize, 0usize);
@@ -200,8 +203,8 @@ async fn main() -> Result<()> {
 }
 
 #[cfg(feature = "llama-cpp")]
-fn load_llm(model: Option<&std::path::Path>, threads: Option<usize>) -> Result<Arc<dyn Llm>> {
-    use catena::providers::llama::{model_path_from_env, LocalLlm, LocalLlmOptions};
+fn load_llm(model: Option<&std::path::Path>, threads: Option<usize>, dry: bool) -> Result<Arc<dyn Llm>> {
+    use catena::providers::llama::{model_path_from_env, DryParams, LocalLlm, LocalLlmOptions, SamplingDefaults};
     let path = match model {
         Some(path) => path.to_path_buf(),
         None => model_path_from_env()?,
@@ -210,11 +213,18 @@ fn load_llm(model: Option<&std::path::Path>, threads: Option<usize>) -> Result<A
     if let Some(threads) = threads {
         options.threads = threads;
     }
+    let llm = LocalLlm::from_gguf(&path, options.clone())?;
+    if !dry {
+        return Ok(Arc::new(llm));
+    }
+    let sampling = catena::providers::llama::SamplingParams { dry: Some(DryParams::recommended()), ..llm.sampling() };
+    drop(llm);
+    options.sampling = SamplingDefaults::Fixed(sampling);
     Ok(Arc::new(LocalLlm::from_gguf(path, options)?))
 }
 
 #[cfg(not(feature = "llama-cpp"))]
-fn load_llm(_model: Option<&std::path::Path>, _threads: Option<usize>) -> Result<Arc<dyn Llm>> {
+fn load_llm(_model: Option<&std::path::Path>, _threads: Option<usize>, _dry: bool) -> Result<Arc<dyn Llm>> {
     bail!("answers need a local model: build with --features local")
 }
 

@@ -36,24 +36,26 @@ use tracing::Instrument;
 
 use crate::error::{Error, Result};
 
-/// A stream of chain chunks, borrowing the chain.
-pub type ChainStream<'a, T> = Pin<Box<dyn Stream<Item = Result<T>> + Send + 'a>>;
+/// A stream of chain chunks. It owns what it needs (`'static`): it can be returned from a function (an axum
+/// handler), moved into `tokio::spawn`, and outlive the chain value it came from.
+pub type ChainStream<T> = Pin<Box<dyn Stream<Item = Result<T>> + Send + 'static>>;
 
 /// A shared, type-erased chain.
 pub type BoxChain<I, O, C = O> = Arc<dyn Chain<Input = I, Output = O, Chunk = C>>;
 
 /// Wraps a future's result as a one-chunk stream: what a step that cannot stream incrementally returns.
-pub fn stream_once<'a, T, F>(fut: F) -> ChainStream<'a, T>
+pub fn stream_once<T, F>(fut: F) -> ChainStream<T>
 where
-    F: Future<Output = Result<T>> + Send + 'a,
-    T: Send + 'a,
+    F: Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
 {
     Box::pin(futures::stream::once(fut))
 }
 
-/// A typed step of work.
+/// A typed step of work. Chains are cheap-to-clone handles (their state sits behind `Arc`s), so a stream can
+/// own what it needs.
 #[async_trait]
-pub trait Chain: Send + Sync {
+pub trait Chain: Send + Sync + 'static {
     /// What the chain takes.
     type Input: Send + 'static;
     /// What the chain returns.
@@ -64,8 +66,8 @@ pub trait Chain: Send + Sync {
     /// Runs the chain on one input.
     async fn invoke(&self, input: Self::Input) -> Result<Self::Output>;
 
-    /// Runs the chain and streams its output in chunks.
-    fn stream(&self, input: Self::Input) -> ChainStream<'_, Self::Chunk>;
+    /// Runs the chain and streams its output in chunks. The stream is `'static`: it does not borrow the chain.
+    fn stream(&self, input: Self::Input) -> ChainStream<Self::Chunk>;
 
     /// Whether `stream` yields incremental chunks (`true`) or the whole output at once (`false`).
     fn streams_incrementally(&self) -> bool {
@@ -87,7 +89,7 @@ pub trait Chain: Send + Sync {
         Self: Sized,
         N: Chain<Input = Self::Output>,
     {
-        Then { first: self, second: next }
+        Then { first: Arc::new(self), second: Arc::new(next) }
     }
 
     /// Transforms the output with a plain function. In a stream, `f` sees the whole output (one chunk).
@@ -97,7 +99,7 @@ pub trait Chain: Send + Sync {
         F: Fn(Self::Output) -> O + Send + Sync,
         O: Send + 'static,
     {
-        Map { inner: self, f }
+        Map { inner: Arc::new(self), f: Arc::new(f) }
     }
 
     /// Transforms each streamed chunk (and, on `invoke`, the output) with `f`, keeping the stream incremental.
@@ -106,7 +108,7 @@ pub trait Chain: Send + Sync {
         Self: Sized + Chain<Chunk = <Self as Chain>::Output>,
         F: Fn(Self::Output) -> Self::Output + Send + Sync,
     {
-        MapChunks { inner: self, f }
+        MapChunks { inner: Arc::new(self), f: Arc::new(f) }
     }
 
     /// Retries failed invocations that are retryable ([`Error::is_retryable`]) with exponential backoff and
@@ -116,7 +118,7 @@ pub trait Chain: Send + Sync {
         Self: Sized,
         Self::Input: Clone,
     {
-        Retry { inner: self, policy }
+        Retry { inner: Arc::new(self), policy }
     }
 
     /// Runs `fallback` when this chain fails.
@@ -126,7 +128,7 @@ pub trait Chain: Send + Sync {
         Self::Input: Clone,
         F: Chain<Input = Self::Input, Output = Self::Output, Chunk = Self::Chunk>,
     {
-        Fallback { primary: self, fallback }
+        Fallback { primary: Arc::new(self), fallback: Arc::new(fallback) }
     }
 
     /// Names this step in traces.
@@ -154,7 +156,7 @@ impl<C: Chain + ?Sized> Chain for Arc<C> {
     async fn invoke(&self, input: Self::Input) -> Result<Self::Output> {
         (**self).invoke(input).await
     }
-    fn stream(&self, input: Self::Input) -> ChainStream<'_, Self::Chunk> {
+    fn stream(&self, input: Self::Input) -> ChainStream<Self::Chunk> {
         (**self).stream(input)
     }
     fn streams_incrementally(&self) -> bool {
@@ -183,7 +185,7 @@ async fn timed<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
 
 /// An async closure as a chain. Build it with [`chain_fn`].
 pub struct FnChain<F, I, O> {
-    f: F,
+    f: Arc<F>,
     name: &'static str,
     _types: PhantomData<fn(I) -> O>,
 }
@@ -194,7 +196,7 @@ impl<F, I, O> std::fmt::Debug for FnChain<F, I, O> {
     }
 }
 
-impl<F: Clone, I, O> Clone for FnChain<F, I, O> {
+impl<F, I, O> Clone for FnChain<F, I, O> {
     fn clone(&self) -> Self {
         FnChain { f: self.f.clone(), name: self.name, _types: PhantomData }
     }
@@ -211,19 +213,19 @@ impl<F: Clone, I, O> Clone for FnChain<F, I, O> {
 /// ```
 pub fn chain_fn<F, Fut, I, O>(f: F) -> FnChain<F, I, O>
 where
-    F: Fn(I) -> Fut + Send + Sync,
-    Fut: Future<Output = Result<O>> + Send,
+    F: Fn(I) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O>> + Send + 'static,
     I: Send + 'static,
     O: Send + 'static,
 {
-    FnChain { f, name: "fn", _types: PhantomData }
+    FnChain { f: Arc::new(f), name: "fn", _types: PhantomData }
 }
 
 #[async_trait]
 impl<F, Fut, I, O> Chain for FnChain<F, I, O>
 where
-    F: Fn(I) -> Fut + Send + Sync,
-    Fut: Future<Output = Result<O>> + Send,
+    F: Fn(I) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O>> + Send + 'static,
     I: Send + 'static,
     O: Send + 'static,
 {
@@ -233,16 +235,23 @@ where
     async fn invoke(&self, input: I) -> Result<O> {
         timed((self.f)(input)).instrument(step_span(self.name)).await
     }
-    fn stream(&self, input: I) -> ChainStream<'_, O> {
-        stream_once(self.invoke(input))
+    fn stream(&self, input: I) -> ChainStream<O> {
+        let fut = timed((self.f)(input)).instrument(step_span(self.name));
+        stream_once(fut)
     }
 }
 
 /// `first` then `second`. Built by [`Chain::then`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Then<A, B> {
-    first: A,
-    second: B,
+    first: Arc<A>,
+    second: Arc<B>,
+}
+
+impl<A, B> Clone for Then<A, B> {
+    fn clone(&self) -> Self {
+        Then { first: self.first.clone(), second: self.second.clone() }
+    }
 }
 
 #[async_trait]
@@ -258,9 +267,10 @@ where
         let mid = self.first.invoke(input).await?;
         self.second.invoke(mid).await
     }
-    fn stream(&self, input: A::Input) -> ChainStream<'_, B::Chunk> {
-        let second = &self.second;
-        Box::pin(futures::stream::once(self.first.invoke(input)).map_ok(move |mid| second.stream(mid)).try_flatten())
+    fn stream(&self, input: A::Input) -> ChainStream<B::Chunk> {
+        let (first, second) = (self.first.clone(), self.second.clone());
+        let mid = async move { first.invoke(input).await };
+        Box::pin(futures::stream::once(mid).map_ok(move |mid| second.stream(mid)).try_flatten())
     }
     fn streams_incrementally(&self) -> bool {
         self.second.streams_incrementally()
@@ -268,17 +278,23 @@ where
 }
 
 /// The output transformed by a function. Built by [`Chain::map`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Map<C, F> {
-    inner: C,
-    f: F,
+    inner: Arc<C>,
+    f: Arc<F>,
+}
+
+impl<C, F> Clone for Map<C, F> {
+    fn clone(&self) -> Self {
+        Map { inner: self.inner.clone(), f: self.f.clone() }
+    }
 }
 
 #[async_trait]
 impl<C, F, O> Chain for Map<C, F>
 where
     C: Chain,
-    F: Fn(C::Output) -> O + Send + Sync,
+    F: Fn(C::Output) -> O + Send + Sync + 'static,
     O: Send + 'static,
 {
     type Input = C::Input;
@@ -290,23 +306,30 @@ where
         let _enter = span.enter();
         Ok((self.f)(out))
     }
-    fn stream(&self, input: C::Input) -> ChainStream<'_, O> {
-        stream_once(self.invoke(input))
+    fn stream(&self, input: C::Input) -> ChainStream<O> {
+        let this = self.clone();
+        stream_once(async move { this.invoke(input).await })
     }
 }
 
 /// Each chunk transformed by a function. Built by [`Chain::map_chunks`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MapChunks<C, F> {
-    inner: C,
-    f: F,
+    inner: Arc<C>,
+    f: Arc<F>,
+}
+
+impl<C, F> Clone for MapChunks<C, F> {
+    fn clone(&self) -> Self {
+        MapChunks { inner: self.inner.clone(), f: self.f.clone() }
+    }
 }
 
 #[async_trait]
 impl<C, F> Chain for MapChunks<C, F>
 where
     C: Chain<Chunk = <C as Chain>::Output>,
-    F: Fn(C::Output) -> C::Output + Send + Sync,
+    F: Fn(C::Output) -> C::Output + Send + Sync + 'static,
 {
     type Input = C::Input;
     type Output = C::Output;
@@ -314,8 +337,9 @@ where
     async fn invoke(&self, input: C::Input) -> Result<C::Output> {
         Ok((self.f)(self.inner.invoke(input).await?))
     }
-    fn stream(&self, input: C::Input) -> ChainStream<'_, C::Output> {
-        Box::pin(self.inner.stream(input).map_ok(|c| (self.f)(c)))
+    fn stream(&self, input: C::Input) -> ChainStream<C::Output> {
+        let f = self.f.clone();
+        Box::pin(self.inner.stream(input).map_ok(move |c| f(c)))
     }
     fn streams_incrementally(&self) -> bool {
         self.inner.streams_incrementally()
@@ -337,7 +361,7 @@ impl<C: Chain> Chain for Named<C> {
     async fn invoke(&self, input: C::Input) -> Result<C::Output> {
         timed(self.inner.invoke(input)).instrument(step_span(&self.name)).await
     }
-    fn stream(&self, input: C::Input) -> ChainStream<'_, C::Chunk> {
+    fn stream(&self, input: C::Input) -> ChainStream<C::Chunk> {
         let span = step_span(&self.name);
         let mut inner = self.inner.stream(input);
         Box::pin(futures::stream::poll_fn(move |cx| {
@@ -353,10 +377,16 @@ impl<C: Chain> Chain for Named<C> {
 pub use crate::layer::RetryPolicy;
 
 /// Retries a chain. Built by [`Chain::with_retry`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Retry<C> {
-    inner: C,
+    inner: Arc<C>,
     policy: RetryPolicy,
+}
+
+impl<C> Clone for Retry<C> {
+    fn clone(&self) -> Self {
+        Retry { inner: self.inner.clone(), policy: self.policy.clone() }
+    }
 }
 
 #[async_trait]
@@ -388,13 +418,14 @@ where
         }
     }
     /// Retries only while no chunk has been produced: once output has reached the caller, an error is passed on.
-    fn stream(&self, input: C::Input) -> ChainStream<'_, C::Chunk> {
+    fn stream(&self, input: C::Input) -> ChainStream<C::Chunk> {
+        let this = self.clone();
         let start = async move {
             let mut attempt = 1;
             loop {
-                let mut s = self.inner.stream(input.clone());
+                let mut s = this.inner.stream(input.clone());
                 match s.next().await {
-                    Some(Err(e)) => match self.policy.decide(attempt, &e) {
+                    Some(Err(e)) => match this.policy.decide(attempt, &e) {
                         crate::layer::RetryDecision::RetryAfter(delay) => {
                             tracing::warn!(attempt, error = %e, "retrying chain stream");
                             tokio::time::sleep(delay).await;
@@ -419,10 +450,16 @@ where
 }
 
 /// A chain with a fallback. Built by [`Chain::with_fallback`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Fallback<P, F> {
-    primary: P,
-    fallback: F,
+    primary: Arc<P>,
+    fallback: Arc<F>,
+}
+
+impl<P, F> Clone for Fallback<P, F> {
+    fn clone(&self) -> Self {
+        Fallback { primary: self.primary.clone(), fallback: self.fallback.clone() }
+    }
 }
 
 #[async_trait]
@@ -445,15 +482,16 @@ where
         }
     }
     /// Falls back only when the primary fails before its first chunk.
-    fn stream(&self, input: P::Input) -> ChainStream<'_, P::Chunk> {
+    fn stream(&self, input: P::Input) -> ChainStream<P::Chunk> {
+        let this = self.clone();
         let start = async move {
-            let mut s = self.primary.stream(input.clone());
+            let mut s = this.primary.stream(input.clone());
             match s.next().await {
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "primary chain stream failed; using fallback");
-                    Ok::<_, Error>(self.fallback.stream(input))
+                    Ok::<_, Error>(this.fallback.stream(input))
                 }
-                first => Ok(Box::pin(futures::stream::iter(first).chain(s)) as ChainStream<'_, P::Chunk>),
+                first => Ok(Box::pin(futures::stream::iter(first).chain(s)) as ChainStream<P::Chunk>),
             }
         };
         Box::pin(futures::stream::once(start).try_flatten())
@@ -465,9 +503,15 @@ where
 
 /// Runs several chains on (a clone of) the same input concurrently. Build it with [`parallel`] from a tuple of
 /// chains (output: a tuple) or with [`parallel_map`] from named chains (output: a map).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Parallel<T> {
-    branches: T,
+    branches: Arc<T>,
+}
+
+impl<T> Clone for Parallel<T> {
+    fn clone(&self) -> Self {
+        Parallel { branches: self.branches.clone() }
+    }
 }
 
 /// Fans one input out to a tuple of 2 to 4 chains, run concurrently; the output is the tuple of their outputs.
@@ -483,7 +527,7 @@ pub struct Parallel<T> {
 /// # }
 /// ```
 pub fn parallel<T>(branches: T) -> Parallel<T> {
-    Parallel { branches }
+    Parallel { branches: Arc::new(branches) }
 }
 
 macro_rules! parallel_tuple {
@@ -500,8 +544,9 @@ macro_rules! parallel_tuple {
             async fn invoke(&self, input: I) -> Result<Self::Output> {
                 futures::try_join!($(self.branches.$idx.invoke(input.clone())),+)
             }
-            fn stream(&self, input: I) -> ChainStream<'_, Self::Chunk> {
-                stream_once(self.invoke(input))
+            fn stream(&self, input: I) -> ChainStream<Self::Chunk> {
+                let this = self.clone();
+                stream_once(async move { this.invoke(input).await })
             }
         }
     };
@@ -512,7 +557,13 @@ parallel_tuple!(A a 0, B b 1, C c 2, D d 3);
 
 /// Named chains of one type run concurrently on the same input. Built by [`parallel_map`].
 pub struct ParallelMap<I, O, C> {
-    branches: BTreeMap<String, BoxChain<I, O, C>>,
+    branches: Arc<BTreeMap<String, BoxChain<I, O, C>>>,
+}
+
+impl<I, O, C> Clone for ParallelMap<I, O, C> {
+    fn clone(&self) -> Self {
+        ParallelMap { branches: self.branches.clone() }
+    }
 }
 
 impl<I, O, C> std::fmt::Debug for ParallelMap<I, O, C> {
@@ -523,7 +574,7 @@ impl<I, O, C> std::fmt::Debug for ParallelMap<I, O, C> {
 
 /// Fans one input out to named chains, run concurrently; the output maps each name to its chain's output.
 pub fn parallel_map<I, O, C>(branches: impl IntoIterator<Item = (String, BoxChain<I, O, C>)>) -> ParallelMap<I, O, C> {
-    ParallelMap { branches: branches.into_iter().collect() }
+    ParallelMap { branches: Arc::new(branches.into_iter().collect()) }
 }
 
 #[async_trait]
@@ -543,8 +594,9 @@ where
         });
         Ok(futures::future::try_join_all(futs).await?.into_iter().collect())
     }
-    fn stream(&self, input: I) -> ChainStream<'_, Self::Chunk> {
-        stream_once(self.invoke(input))
+    fn stream(&self, input: I) -> ChainStream<Self::Chunk> {
+        let this = self.clone();
+        stream_once(async move { this.invoke(input).await })
     }
 }
 
@@ -565,7 +617,7 @@ mod tests {
         async fn invoke(&self, input: String) -> Result<String> {
             Ok(input)
         }
-        fn stream(&self, input: String) -> ChainStream<'_, String> {
+        fn stream(&self, input: String) -> ChainStream<String> {
             Box::pin(futures::stream::iter(input.chars().map(|c| Ok(c.to_string())).collect::<Vec<_>>()))
         }
         fn streams_incrementally(&self) -> bool {

@@ -48,7 +48,7 @@ pub use prompt::*;
 pub use rag::*;
 pub use retriever::{mmr_select, MmrRetriever, Retriever, VectorRetriever};
 pub use splitter::*;
-pub use steps::{LlmChain, PromptChain, RetrieverChain};
+pub use steps::{JsonOutput, LlmChain, PromptChain, RetrieverChain, TextOutput, TypedOutput};
 pub use structured::{Constrained, Fallback, LlmStructuredExt, Structured, StructuredChain};
 pub use vectorstore::{EmbeddedDocument, Filter, SearchRequest, VectorStore};
 

@@ -193,18 +193,19 @@ impl Chain for RagChain {
 
     /// Streams text deltas and ends with [`RagEvent::Done`]. A backend that cannot stream answers in one
     /// [`RagEvent::Text`] (with a logged warning; see [`Chain::streams_incrementally`]).
-    fn stream(&self, question: String) -> ChainStream<'_, RagEvent> {
+    fn stream(&self, question: String) -> ChainStream<RagEvent> {
         let span = rag_span();
+        let this = self.clone();
         let fut = async move {
-            let (sources, request) = self.prepare(&question).await?;
-            if !self.llm.capabilities().streaming {
-                tracing::warn!(backend = %self.llm.capabilities().backend, "backend cannot stream; answering in one chunk");
-                let response = self.llm.chat(request).await?;
+            let (sources, request) = this.prepare(&question).await?;
+            if !this.llm.capabilities().streaming {
+                tracing::warn!(backend = %this.llm.capabilities().backend, "backend cannot stream; answering in one chunk");
+                let response = this.llm.chat(request).await?;
                 let answer = Answer { text: response.text(), sources, usage: response.usage, finish_reason: response.finish_reason };
                 let events = vec![Ok(RagEvent::Text(answer.text.clone())), Ok(RagEvent::Done(answer))];
                 return Ok(futures::stream::iter(events).boxed());
             }
-            let inner = self.llm.stream(request).await?;
+            let inner = this.llm.stream(request).await?;
             let state = (inner, ChatResponseBuilder::default(), Some(sources));
             let events = futures::stream::unfold(state, |(mut inner, mut builder, mut sources)| async move {
                 loop {

@@ -480,8 +480,9 @@ where
         let request = ChatRequest { messages: input, ..self.request.clone() };
         Ok(self.llm.generate_with::<T>(request, self.fallback).await?.value)
     }
-    fn stream(&self, input: Vec<Message>) -> ChainStream<'_, T> {
-        stream_once(self.invoke(input))
+    fn stream(&self, input: Vec<Message>) -> ChainStream<T> {
+        let this = self.clone();
+        stream_once(async move { this.invoke(input).await })
     }
 }
 

@@ -413,8 +413,18 @@ fn main() {
     for round in 0..s.rounds {
         let catena = || {
             runtime.block_on(async {
+                let before = llm.stats();
+                let free = catena_mode(&llm, &examples, None).await;
+                let after = llm.stats();
+                eprintln!(
+                    "catena unconstrained: {} prompt tokens, {} reused from the KV cache, {} decoded; {} generated",
+                    after.prompt_tokens - before.prompt_tokens,
+                    after.prompt_tokens_reused - before.prompt_tokens_reused,
+                    after.prompt_tokens_decoded - before.prompt_tokens_decoded,
+                    after.generated_tokens - before.generated_tokens,
+                );
                 (
-                    catena_mode(&llm, &examples, None).await,
+                    free,
                     catena_mode(&llm, &examples, Some(&constraint)).await,
                     catena_mode(&flexible, &examples, Some(&constraint)).await,
                 )
