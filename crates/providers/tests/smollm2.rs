@@ -49,10 +49,11 @@ fn chat_template_comes_from_the_gguf_metadata() {
     assert_eq!(tokens.len(), 3, "{tokens:?}");
 }
 
-/// The GGUF file has no `general.sampling.*` keys, so the defaults are llama.cpp's.
+/// The GGUF file has no `general.sampling.*` keys, so the defaults are llama.cpp's, plus catena's DRY.
 #[test]
 fn sampling_defaults_are_llama_cpp_defaults_without_model_settings() {
-    assert_eq!(model().sampling(), SamplingParams::default());
+    let dry = Some(catena_providers::llama::DryParams::recommended());
+    assert_eq!(model().sampling(), SamplingParams { dry, ..SamplingParams::default() });
     let fixed = SamplingParams::greedy().with_seed(3);
     let path = model().path().to_path_buf();
     let options = LocalLlmOptions { sampling: SamplingDefaults::Fixed(fixed), ..LocalLlmOptions::default() };

@@ -302,53 +302,42 @@ impl Drop for TracedStream {
     }
 }
 
+/// Runs one embedding call inside its span.
+async fn traced_embedding<T>(
+    embedder: &impl Embedder,
+    inputs: usize,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let model = embedder.model_name();
+    let span = tracing::info_span!(
+        "gen_ai",
+        otel.name = %format_args!("embeddings {model}"),
+        otel.kind = "client",
+        gen_ai.operation.name = "embeddings",
+        gen_ai.request.model = %model,
+        gen_ai.embeddings.dimension.count = embedder.dimensions() as u64,
+        catena.embeddings.inputs = inputs as u64,
+        gen_ai.usage.input_tokens = Empty,
+        catena.latency_ms = Empty,
+        catena.cache.hit = Empty,
+        error.type = Empty,
+    );
+    let start = Instant::now();
+    let out = call.instrument(span.clone()).await;
+    if let Err(e) = &out {
+        record_error(&span, e);
+    }
+    record_latency(&span, start);
+    out
+}
+
 #[async_trait]
 impl<S: Embedder> Embedder for Telemetry<S> {
     async fn embed_documents(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        let model = self.inner.model_name();
-        let span = tracing::info_span!(
-            "gen_ai",
-            otel.name = %format_args!("embeddings {model}"),
-            otel.kind = "client",
-            gen_ai.operation.name = "embeddings",
-            gen_ai.request.model = %model,
-            gen_ai.embeddings.dimension.count = self.inner.dimensions() as u64,
-            catena.embeddings.inputs = texts.len() as u64,
-            gen_ai.usage.input_tokens = Empty,
-            catena.latency_ms = Empty,
-            catena.cache.hit = Empty,
-            error.type = Empty,
-        );
-        let start = Instant::now();
-        let out = self.inner.embed_documents(texts).instrument(span.clone()).await;
-        if let Err(e) = &out {
-            record_error(&span, e);
-        }
-        record_latency(&span, start);
-        out
+        traced_embedding(&self.inner, texts.len(), self.inner.embed_documents(texts)).await
     }
     async fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
-        let model = self.inner.model_name();
-        let span = tracing::info_span!(
-            "gen_ai",
-            otel.name = %format_args!("embeddings {model}"),
-            otel.kind = "client",
-            gen_ai.operation.name = "embeddings",
-            gen_ai.request.model = %model,
-            gen_ai.embeddings.dimension.count = self.inner.dimensions() as u64,
-            catena.embeddings.inputs = 1u64,
-            gen_ai.usage.input_tokens = Empty,
-            catena.latency_ms = Empty,
-            catena.cache.hit = Empty,
-            error.type = Empty,
-        );
-        let start = Instant::now();
-        let out = self.inner.embed_query(text).instrument(span.clone()).await;
-        if let Err(e) = &out {
-            record_error(&span, e);
-        }
-        record_latency(&span, start);
-        out
+        traced_embedding(&self.inner, 1, self.inner.embed_query(text)).await
     }
     fn dimensions(&self) -> usize {
         self.inner.dimensions()
