@@ -16,7 +16,7 @@
 mod llm;
 
 use anyhow::Result;
-use catena::structured::{Fallback, LlmStructuredExt};
+use catena::structured::{LlmStructuredExt, RepairPolicy};
 use catena::{ChatRequest, Message};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -71,7 +71,7 @@ async fn main() -> Result<()> {
     .with_max_tokens(args.max_tokens)
     .with_seed(args.seed)
     .with_temperature(0.0);
-    let fallback = if args.no_fallback { Fallback::Forbid } else { Fallback::default() };
+    let fallback = if args.no_fallback { RepairPolicy::Forbid } else { RepairPolicy::default() };
     let person = llm.generate_with::<Person>(request, fallback).await?;
     println!("{}", serde_json::to_string_pretty(&person.value)?);
     eprintln!(

@@ -29,7 +29,7 @@ pub mod structured;
 pub mod telemetry;
 pub mod vectorstore;
 
-pub use chain::*;
+pub use chain::{chain_fn, parallel, parallel_map, stream_once, BoxChain, Chain, ChainStream, RetryPolicy};
 pub use completion::{CompletionPrompt, GrammarCompletion, GrammarOutput, GrammarRequest};
 pub use constraint::{Constraint, Validator};
 #[cfg(feature = "constrain")]
@@ -49,7 +49,7 @@ pub use rag::*;
 pub use retriever::{mmr_select, MmrRetriever, Retriever, VectorRetriever};
 pub use splitter::*;
 pub use steps::{JsonOutput, LlmChain, PromptChain, RetrieverChain, TextOutput, TypedOutput};
-pub use structured::{Constrained, Fallback, LlmStructuredExt, Structured, StructuredChain};
+pub use structured::{Constrained, LlmStructuredExt, RepairPolicy, Structured, StructuredChain};
 pub use vectorstore::{EmbeddedDocument, Filter, SearchRequest, VectorStore};
 
 /// Re-exported so users can write `#[async_trait]` impls of catena traits without adding the crate.

@@ -12,8 +12,8 @@
 //!   token-level grammar masking on a local model).
 //! - [`Strategy::ValidateAndRepair`]: the backend cannot enforce it, so the model is told the format (a system
 //!   instruction from [`Constraint::describe`]), its answer is checked with a [`Validator`], and on failure it is
-//!   asked again with the validation error, at most [`Fallback::Repair`]'s `max_repairs` times. The caller can
-//!   forbid this with [`Fallback::Forbid`], and then gets [`Error::Unsupported`] instead.
+//!   asked again with the validation error, at most [`RepairPolicy::Repair`]'s `max_repairs` times. The caller can
+//!   forbid this with [`RepairPolicy::Forbid`], and then gets [`Error::Unsupported`] instead.
 //!
 //! Whatever the strategy, the final text is validated (and, for a typed call, deserialised) before it is
 //! returned (the one exception, a Lark or GBNF grammar enforced by the backend while catena's grammar engine is
@@ -52,7 +52,7 @@ use crate::message::{ChatRequest, ChatResponse, FinishReason, Message, ResponseF
 
 /// What to do when the backend cannot enforce a constraint, or its output fails validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fallback {
+pub enum RepairPolicy {
     /// Never fall back: a backend that cannot enforce the constraint is an [`Error::Unsupported`], and an invalid
     /// output is an [`Error::InvalidOutput`] at once.
     Forbid,
@@ -63,10 +63,10 @@ pub enum Fallback {
     },
 }
 
-impl Default for Fallback {
+impl Default for RepairPolicy {
     /// `Repair { max_repairs: 2 }`: at most three generations in all.
     fn default() -> Self {
-        Fallback::Repair { max_repairs: 2 }
+        RepairPolicy::Repair { max_repairs: 2 }
     }
 }
 
@@ -140,7 +140,7 @@ impl IntoChatRequest for ChatRequest {
 
 /// Structured generation on any [`Llm`] (implemented for every `Llm`, sized or `dyn`).
 pub trait LlmStructuredExt: Llm {
-    /// Generates a `T` under its JSON Schema (derived with `schemars`), with the default [`Fallback`].
+    /// Generates a `T` under its JSON Schema (derived with `schemars`), with the default [`RepairPolicy`].
     ///
     /// # Errors
     /// [`Error::InvalidOutput`] (with the raw text) when no attempt produced a valid `T`; the backend's own errors.
@@ -148,14 +148,14 @@ pub trait LlmStructuredExt: Llm {
     where
         T: schemars::JsonSchema + DeserializeOwned + Send,
     {
-        self.generate_with(prompt, Fallback::default())
+        self.generate_with(prompt, RepairPolicy::default())
     }
 
-    /// [`LlmStructuredExt::generate`] with an explicit [`Fallback`].
+    /// [`LlmStructuredExt::generate`] with an explicit [`RepairPolicy`].
     fn generate_with<T>(
         &self,
         prompt: impl IntoChatRequest + Send,
-        fallback: Fallback,
+        fallback: RepairPolicy,
     ) -> impl Future<Output = Result<Structured<T>>> + Send
     where
         T: schemars::JsonSchema + DeserializeOwned + Send,
@@ -182,12 +182,12 @@ pub trait LlmStructuredExt: Llm {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for an invalid constraint; [`Error::Unsupported`] when the backend cannot enforce
-    /// it and `fallback` is [`Fallback::Forbid`]; [`Error::InvalidOutput`] when no attempt was valid.
+    /// it and `fallback` is [`RepairPolicy::Forbid`]; [`Error::InvalidOutput`] when no attempt was valid.
     fn constrained(
         &self,
         prompt: impl IntoChatRequest + Send,
         constraint: Constraint,
-        fallback: Fallback,
+        fallback: RepairPolicy,
     ) -> impl Future<Output = Result<Constrained>> + Send {
         let request = prompt.into_chat_request();
         async move { Ok(run(self, request, &constraint, fallback, |_| Ok(())).await?.1) }
@@ -207,7 +207,7 @@ async fn run<L, V>(
     llm: &L,
     request: ChatRequest,
     constraint: &Constraint,
-    fallback: Fallback,
+    fallback: RepairPolicy,
     accept: impl Fn(&str) -> std::result::Result<V, String> + Send,
 ) -> Result<(V, Constrained)>
 where
@@ -216,11 +216,11 @@ where
     let caps = llm.capabilities();
     let enforced = caps.constraints.strategy_for(constraint);
     let strategy = enforced.unwrap_or(Strategy::ValidateAndRepair);
-    if enforced.is_none() && fallback == Fallback::Forbid {
+    if enforced.is_none() && fallback == RepairPolicy::Forbid {
         return Err(Error::unsupported(
             &caps.backend,
             format!("{} constraints", constraint.kind()),
-            "allow the validate-and-repair fallback (Fallback::Repair) or use a backend that enforces it",
+            "allow the validate-and-repair fallback (RepairPolicy::Repair) or use a backend that enforces it",
         ));
     }
     if request.constraint.is_some() || request.response_format.is_some() {
@@ -236,8 +236,8 @@ where
         Err(e) => return Err(e),
     };
     let max_attempts = match fallback {
-        Fallback::Forbid => 1,
-        Fallback::Repair { max_repairs } => max_repairs.saturating_add(1),
+        RepairPolicy::Forbid => 1,
+        RepairPolicy::Repair { max_repairs } => max_repairs.saturating_add(1),
     };
 
     let span = tracing::info_span!(
@@ -410,14 +410,14 @@ fn strip_fence(s: &str) -> &str {
 ///
 /// ```no_run
 /// # use std::sync::Arc;
-/// use catena_core::structured::{Fallback, StructuredChain};
+/// use catena_core::structured::{RepairPolicy, StructuredChain};
 /// use catena_core::{Chain, Llm, Message};
 ///
 /// #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 /// struct Sentiment { positive: bool, confidence: f32 }
 ///
 /// # async fn demo(llm: Arc<dyn Llm>) -> catena_core::Result<()> {
-/// let classify = StructuredChain::<Sentiment>::new(llm).with_fallback(Fallback::Forbid);
+/// let classify = StructuredChain::<Sentiment>::new(llm).with_repair_policy(RepairPolicy::Forbid);
 /// let s = classify.invoke(vec![Message::user("I love this library")]).await?;
 /// println!("{s:?}");
 /// # Ok(()) }
@@ -425,7 +425,7 @@ fn strip_fence(s: &str) -> &str {
 pub struct StructuredChain<T> {
     llm: Arc<dyn Llm>,
     request: ChatRequest,
-    fallback: Fallback,
+    fallback: RepairPolicy,
     _out: PhantomData<fn() -> T>,
 }
 
@@ -451,9 +451,9 @@ impl<T> std::fmt::Debug for StructuredChain<T> {
 }
 
 impl<T> StructuredChain<T> {
-    /// A step generating `T` with `llm`, the default request settings and the default [`Fallback`].
+    /// A step generating `T` with `llm`, the default request settings and the default [`RepairPolicy`].
     pub fn new(llm: Arc<dyn Llm>) -> Self {
-        StructuredChain { llm, request: ChatRequest::default(), fallback: Fallback::default(), _out: PhantomData }
+        StructuredChain { llm, request: ChatRequest::default(), fallback: RepairPolicy::default(), _out: PhantomData }
     }
     /// Uses `request`'s settings (model, temperature, max tokens, ...) for every call; its messages are replaced
     /// by the chain's input.
@@ -461,8 +461,9 @@ impl<T> StructuredChain<T> {
         self.request = request;
         self
     }
-    /// Sets the fallback policy.
-    pub fn with_fallback(mut self, fallback: Fallback) -> Self {
+    /// Sets the repair policy: what happens when the backend cannot enforce the constraint or the output fails
+    /// validation.
+    pub fn with_repair_policy(mut self, fallback: RepairPolicy) -> Self {
         self.fallback = fallback;
         self
     }

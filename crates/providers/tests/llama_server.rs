@@ -688,13 +688,13 @@ struct Station {
 /// Generates `T` natively (json_object + schema) with the fallback forbidden, for several seeds, and checks the
 /// text against `T`'s schema independently of the driver.
 async fn generate_natively<T: JsonSchema + serde::de::DeserializeOwned + Send + std::fmt::Debug>() {
-    use catena_core::structured::{Fallback, LlmStructuredExt};
+    use catena_core::structured::{LlmStructuredExt, RepairPolicy};
     let client = client();
     let validator = catena_core::Constraint::json_schema_for::<T>().validator().unwrap();
     for seed in 1..=4 {
         let request = ask("Describe it in JSON.").with_temperature(1.0).with_seed(seed).with_max_tokens(400);
         let out = client
-            .generate_with::<T>(request, Fallback::Forbid)
+            .generate_with::<T>(request, RepairPolicy::Forbid)
             .await
             .unwrap_or_else(|e| panic!("{} seed {seed}: {e}", std::any::type_name::<T>()));
         assert_eq!(out.strategy, catena_core::Strategy::Native);
@@ -714,14 +714,14 @@ async fn json_schema_constraints_are_enforced_by_the_server() {
 
 #[tokio::test]
 async fn choice_constraint_gives_one_of_the_options() {
-    use catena_core::structured::{Fallback, LlmStructuredExt};
+    use catena_core::structured::{LlmStructuredExt, RepairPolicy};
     let client = client();
     let options = ["yes", "no", "no way", "naïve \"quoted\" ☃"];
     let mut seen = std::collections::HashSet::new();
     for seed in 1..=8 {
         let request = ask("Is Rust fun?").with_temperature(1.0).with_seed(seed).with_max_tokens(32);
         let done = client
-            .constrained(request.clone(), catena_core::Constraint::choice(options), Fallback::Forbid)
+            .constrained(request.clone(), catena_core::Constraint::choice(options), RepairPolicy::Forbid)
             .await
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert!(options.contains(&done.text.as_str()), "seed {seed}: {:?}", done.text);
@@ -742,7 +742,7 @@ async fn choice_constraint_gives_one_of_the_options() {
 
 #[tokio::test]
 async fn regex_constraint_output_always_matches() {
-    use catena_core::structured::{Fallback, LlmStructuredExt};
+    use catena_core::structured::{LlmStructuredExt, RepairPolicy};
     let client = client();
     for regex in [
         "[A-Z]{2}-[0-9]{3}",
@@ -756,7 +756,7 @@ async fn regex_constraint_output_always_matches() {
         for seed in 1..=3 {
             let request = ask("Write something.").with_temperature(1.0).with_seed(seed).with_max_tokens(64);
             let done = client
-                .constrained(request, catena_core::Constraint::Regex(regex.into()), Fallback::Forbid)
+                .constrained(request, catena_core::Constraint::Regex(regex.into()), RepairPolicy::Forbid)
                 .await
                 .unwrap_or_else(|e| panic!("{regex} seed {seed}: {e}"));
             validator.check(&done.text).unwrap_or_else(|e| panic!("{regex} seed {seed}: {e}"));
@@ -803,7 +803,7 @@ async fn unsupported_constraints_never_reach_the_server() {
 #[cfg(feature = "constrain")]
 #[tokio::test]
 async fn gbnf_constraint_through_the_structured_driver() {
-    use catena_core::structured::{Fallback, LlmStructuredExt};
+    use catena_core::structured::{LlmStructuredExt, RepairPolicy};
     let client = client();
     let grammar = r#"root ::= word (", " word){0,2} "."
 word ::= [a-z]{2,6}"#;
@@ -812,7 +812,7 @@ word ::= [a-z]{2,6}"#;
     assert!(validator.check("ab, cde.").is_ok() && validator.check("ab cde.").is_err());
     for seed in 1..=4 {
         let request = ask("List words.").with_temperature(1.0).with_seed(seed).with_max_tokens(40);
-        let done = client.constrained(request, constraint.clone(), Fallback::Forbid).await.unwrap();
+        let done = client.constrained(request, constraint.clone(), RepairPolicy::Forbid).await.unwrap();
         assert_eq!(done.strategy, catena_core::Strategy::Grammar);
         assert_eq!(done.attempts, 1);
         validator.check(&done.text).unwrap_or_else(|e| panic!("seed {seed}: {e}"));

@@ -12,7 +12,7 @@
 
 use catena_test_support::llama as support;
 
-use catena_core::structured::{Fallback, LlmStructuredExt};
+use catena_core::structured::{LlmStructuredExt, RepairPolicy};
 use catena_core::{
     ChatRequest, CompletionPrompt, Constraint, Error, FinishReason, GrammarRequest, Llm, Message, Strategy,
 };
@@ -130,7 +130,7 @@ async fn typed_generation_uses_the_grammar() {
     let llm = load();
     for seed in 0..5 {
         let prompt = ChatRequest::new(vec![Message::user("File a ticket.")]).with_seed(seed).with_max_tokens(60);
-        let ticket = llm.generate_with::<Ticket>(prompt.clone(), Fallback::Forbid).await.unwrap();
+        let ticket = llm.generate_with::<Ticket>(prompt.clone(), RepairPolicy::Forbid).await.unwrap();
         assert_eq!(ticket.strategy, Strategy::Grammar);
         assert_eq!(ticket.attempts, 1);
         assert!((1..=5).contains(&ticket.value.severity), "{ticket:?}");
@@ -231,7 +231,7 @@ async fn cut_off_output_is_reported() {
     let response = llm.chat(request(0, 8, Constraint::JsonSchema(schema))).await.unwrap();
     assert_eq!(response.finish_reason, Some(FinishReason::Length));
     let prompt = ChatRequest::new(vec![Message::user("x")]).with_max_tokens(3);
-    let err = llm.generate_with::<Ticket>(prompt, Fallback::Forbid).await.unwrap_err();
+    let err = llm.generate_with::<Ticket>(prompt, RepairPolicy::Forbid).await.unwrap_err();
     match err {
         Error::InvalidOutput { reason, strategy, attempts, .. } => {
             assert_eq!(strategy, Strategy::Grammar);

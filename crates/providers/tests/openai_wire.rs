@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use catena_core::layer::{LayerExt, TelemetryLayer};
 use catena_core::{
-    collect_stream, ChatRequest, ChatResponse, Constraint, ContentPart, Embedder, Error, Fallback, FinishReason, Llm,
-    LlmStructuredExt, Message, ResponseFormat, Strategy, ToolChoice, ToolDefinition, Usage,
+    collect_stream, ChatRequest, ChatResponse, Constraint, ContentPart, Embedder, Error, FinishReason, Llm,
+    LlmStructuredExt, Message, RepairPolicy, ResponseFormat, Strategy, ToolChoice, ToolDefinition, Usage,
 };
 use catena_providers::openai::{ApiKey, ChatOptions, Compat, Gbnf, GrammarField, OpenAiClient};
 use catena_test_support::spans as capture;
@@ -1000,7 +1000,7 @@ async fn generate_uses_the_native_feature_where_there_is_one() {
     // Text constraints on vLLM.
     let vllm = server.client(Compat::Vllm).build().unwrap();
     server.set_reply(Reply::Answer(Canned::text("blue")));
-    let done = vllm.constrained("Sky?", Constraint::choice(["blue", "grey"]), Fallback::Forbid).await.unwrap();
+    let done = vllm.constrained("Sky?", Constraint::choice(["blue", "grey"]), RepairPolicy::Forbid).await.unwrap();
     assert_eq!((done.text.as_str(), done.strategy, done.attempts), ("blue", Strategy::Native, 1));
     assert_eq!(server.last_body()["structured_outputs"], json!({"choice": ["blue", "grey"]}));
 }
@@ -1047,9 +1047,9 @@ async fn generic_servers_get_validate_and_repair() {
 async fn forbidding_the_fallback_on_a_generic_server_sends_nothing() {
     let server = TestServer::start(Reply::Answer(Canned::text("{}"))).await;
     let client = server.client(Compat::Generic).build().unwrap();
-    let err = client.generate_with::<Sky>("Sky?", Fallback::Forbid).await.unwrap_err();
+    let err = client.generate_with::<Sky>("Sky?", RepairPolicy::Forbid).await.unwrap_err();
     assert!(matches!(&err, Error::Unsupported { capability, .. } if capability.contains("json_schema")), "{err}");
-    let err = client.constrained("Sky?", Constraint::Regex("[a-z]+".into()), Fallback::Forbid).await.unwrap_err();
+    let err = client.constrained("Sky?", Constraint::Regex("[a-z]+".into()), RepairPolicy::Forbid).await.unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
     assert_eq!(server.request_count(), 0);
 }
@@ -1071,7 +1071,7 @@ async fn no_valid_attempt_is_invalid_output_with_the_raw_text() {
     // A server that claims to enforce the schema but does not: caught by the final validation too.
     let vllm = server.client(Compat::Vllm).build().unwrap();
     server.set_reply(Reply::Answer(Canned { finish_reason: "length", ..canned(r#"{"color": "bl"#, (10, 64)) }));
-    match vllm.generate_with::<Sky>("Sky?", Fallback::Forbid).await.unwrap_err() {
+    match vllm.generate_with::<Sky>("Sky?", RepairPolicy::Forbid).await.unwrap_err() {
         Error::InvalidOutput { raw, reason, attempts, strategy } => {
             assert_eq!(raw, r#"{"color": "bl"#);
             assert!(reason.contains("max_tokens"), "a cut answer names the token limit: {reason}");
@@ -1131,10 +1131,10 @@ async fn a_constraint_the_backend_refuses_falls_back_visibly() {
     let server = TestServer::start(Reply::Answer(canned("foo", (5, 1)))).await;
     let client = server.client(Compat::LlamaCpp).build().unwrap();
     let word = Constraint::Regex(r"\bfoo\b".into());
-    let err = client.constrained("Say foo.", word.clone(), Fallback::Forbid).await.unwrap_err();
+    let err = client.constrained("Say foo.", word.clone(), RepairPolicy::Forbid).await.unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
     assert_eq!(server.request_count(), 0);
-    let done = client.constrained("Say foo.", word, Fallback::default()).await.unwrap();
+    let done = client.constrained("Say foo.", word, RepairPolicy::default()).await.unwrap();
     assert_eq!((done.text.as_str(), done.strategy, done.attempts), ("foo", Strategy::ValidateAndRepair, 1));
     assert!(done.validated);
     let body = server.last_body();

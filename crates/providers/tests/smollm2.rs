@@ -171,7 +171,7 @@ async fn seeds_are_reproducible() {
 #[cfg(feature = "constrain")]
 mod constrained {
     use super::*;
-    use catena_core::structured::{Fallback, LlmStructuredExt};
+    use catena_core::structured::{LlmStructuredExt, RepairPolicy};
     use catena_core::{Constraint, Strategy, ToolChoice, ToolDefinition};
     use serde::Deserialize;
 
@@ -217,7 +217,7 @@ mod constrained {
                     ChatRequest::new(vec![Message::user(format!("Who is in this sentence? {sentence}"))])
                         .with_seed(seed as u64)
                         .with_max_tokens(80),
-                    Fallback::Forbid,
+                    RepairPolicy::Forbid,
                 )
                 .await
                 .unwrap();

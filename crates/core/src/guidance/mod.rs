@@ -116,7 +116,7 @@ use crate::constraint::{Constraint, Validator};
 use crate::error::{Error, Result};
 use crate::llm::{Llm, Strategy};
 use crate::message::{ChatRequest, FinishReason, Message, Role, Usage};
-use crate::structured::{Fallback, LlmStructuredExt};
+use crate::structured::{LlmStructuredExt, RepairPolicy};
 
 /// The kind of a generation slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -156,7 +156,7 @@ const HEALING_SLACK: u64 = 4;
 pub struct RunOptions {
     /// What to do when the backend cannot enforce a slot's constraint (slot-by-slot path only; the single pass
     /// always enforces by grammar).
-    pub fallback: Fallback,
+    pub fallback: RepairPolicy,
     /// The token limit of a `gen` slot without `max_tokens`; also the budget counted for a `json` slot without
     /// `max_tokens` when sizing a single pass.
     pub default_max_tokens: u32,
@@ -167,9 +167,9 @@ pub struct RunOptions {
 }
 
 impl Default for RunOptions {
-    /// [`Fallback::default`] (two repairs), `default_max_tokens` 256, backend temperature and seed.
+    /// [`RepairPolicy::default`] (two repairs), `default_max_tokens` 256, backend temperature and seed.
     fn default() -> Self {
-        RunOptions { fallback: Fallback::default(), default_max_tokens: 256, temperature: None, seed: None }
+        RunOptions { fallback: RepairPolicy::default(), default_max_tokens: 256, temperature: None, seed: None }
     }
 }
 
@@ -403,7 +403,7 @@ impl Program {
     /// [`Error::Template`] for a missing variable, a variable that collides with a capture name, or a slot
     /// argument given as a variable with an invalid value; [`Error::InvalidOutput`] when a slot's output is
     /// invalid (after the repairs `options.fallback` allows) or the single pass ran out of tokens;
-    /// [`Error::Unsupported`] when a constraint cannot be enforced and the fallback is [`Fallback::Forbid`];
+    /// [`Error::Unsupported`] when a constraint cannot be enforced and the fallback is [`RepairPolicy::Forbid`];
     /// the backend's own errors.
     pub async fn run_with<V: Serialize + ?Sized>(&self, llm: &dyn Llm, vars: &V, options: &RunOptions) -> Result<Run> {
         let vars = self.vars(vars)?;

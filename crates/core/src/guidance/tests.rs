@@ -660,12 +660,12 @@ Echo: {{pick}}!"#;
         let program = Program::new(r#"Digits: {{gen "d" regex="[0-9]{4}"}}"#).unwrap();
         let mut model = RandomModel::new(3, false);
         model.enforce = false;
-        let forbid = RunOptions { fallback: Fallback::Forbid, ..RunOptions::default() };
+        let forbid = RunOptions { fallback: RepairPolicy::Forbid, ..RunOptions::default() };
         let err = program.run_with(&model, &(), &forbid).await.unwrap_err();
         assert!(matches!(err, Error::Unsupported { .. }), "{err}");
         // Repair: the random model writes `[a-z .\n]*` text, which never matches, so the loop gives up after
         // three attempts with the raw output.
-        let repair = RunOptions { fallback: Fallback::Repair { max_repairs: 2 }, ..RunOptions::default() };
+        let repair = RunOptions { fallback: RepairPolicy::Repair { max_repairs: 2 }, ..RunOptions::default() };
         let err = program.run_with(&model, &(), &repair).await.unwrap_err();
         match err {
             Error::InvalidOutput { attempts, strategy, .. } => {
