@@ -30,6 +30,10 @@ pub struct Capabilities {
     pub streaming: bool,
     /// Usage counts in streamed responses.
     pub streaming_usage: bool,
+    /// Requests with tools stream incrementally too. When `false` (a local model that can only parse its calls
+    /// once the answer is complete), such a stream yields the whole answer as one chunk.
+    #[serde(default)]
+    pub streaming_tools: bool,
     /// Tool (function) calling.
     pub tools: bool,
     /// `tool_choice = required` / a named tool.
@@ -121,6 +125,7 @@ impl Capabilities {
             backend,
             streaming: false,
             streaming_usage: false,
+            streaming_tools: false,
             tools: false,
             forced_tool_choice: false,
             json_object: false,

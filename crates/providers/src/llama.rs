@@ -1291,6 +1291,8 @@ impl Llm for LocalLlm {
         Capabilities {
             streaming: true,
             streaming_usage: true,
+            // Tool calls are parsed from the finished answer, so a request with tools streams as one chunk.
+            streaming_tools: false,
             seed: true,
             #[cfg(feature = "constrain")]
             tools: true,
@@ -1335,7 +1337,9 @@ impl Llm for LocalLlm {
         let (events, tool_mode) = self.chat_generation(request, true)?;
         let model = self.inner.name.clone();
         if let Some(tools) = tool_mode {
-            // Calls are known only once the answer is complete: it comes as one chunk.
+            // Calls are known only once the answer is complete: it comes as one chunk (declared by
+            // `Capabilities::streaming_tools`).
+            tracing::debug!("a request with tools streams as one chunk (capabilities: streaming_tools = false)");
             let mut builder = ChatResponseBuilder::default();
             let mut events = events;
             while let Some(event) = events.next().await {

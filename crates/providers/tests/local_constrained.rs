@@ -273,6 +273,8 @@ async fn tools_are_called_through_a_grammar() {
         parameters: serde_json::json!({"type": "object", "additionalProperties": false}),
     };
     assert!(llm.capabilities().tools && llm.capabilities().forced_tool_choice);
+    // Calls are parsed from the finished answer: a request with tools streams as one chunk, and says so.
+    assert!(llm.capabilities().streaming && !llm.capabilities().streaming_tools);
     let mut names = std::collections::HashSet::new();
     for seed in 0..6 {
         let request = ChatRequest::new(vec![Message::user("Weather in Paris?")])

@@ -183,6 +183,7 @@ impl Compat {
             provider: self.system().to_string(),
             streaming: true,
             streaming_usage: true,
+            streaming_tools: true,
             tools: true,
             forced_tool_choice: true,
             json_object: true,
