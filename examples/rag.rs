@@ -24,7 +24,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use catena::{Chain, ChatRequest, Llm, RagChain, RagEvent, Source, VectorRetriever};
+use catena::rag::Source;
+use catena::{Chain, ChatRequest, Llm, RagChain, RagEvent, VectorRetriever};
 use clap::Parser;
 use futures::StreamExt;
 
@@ -270,7 +271,7 @@ impl Llm for NoModel {
     async fn chat(&self, _request: ChatRequest) -> catena::Result<catena::ChatResponse> {
         Err(catena::Error::config("CATENA_LLM_MODEL", "is not set", NO_MODEL_HELP))
     }
-    async fn stream(&self, _request: ChatRequest) -> catena::Result<catena::ChatStream> {
+    async fn chat_stream(&self, _request: ChatRequest) -> catena::Result<catena::ChatStream> {
         Err(catena::Error::config("CATENA_LLM_MODEL", "is not set", NO_MODEL_HELP))
     }
 }

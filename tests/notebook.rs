@@ -35,7 +35,7 @@ fn openai_client_survives_the_runtime_that_built_it() {
     second.block_on(async {
         let r = client.chat(request()).await.expect("a client from an earlier cell must still work");
         assert!(!r.text().is_empty());
-        let folded = collect_stream(client.stream(request()).await.unwrap()).await.unwrap();
+        let folded = collect_stream(client.chat_stream(request()).await.unwrap()).await.unwrap();
         assert_eq!(folded.text(), r.text());
     });
     println!("{client}");

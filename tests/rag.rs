@@ -15,7 +15,8 @@ use std::sync::{Arc, OnceLock};
 use catena::providers::llama::{LocalLlm, LocalLlmOptions};
 use catena::providers::local_embed::LocalEmbedder;
 use catena::{
-    chain_fn, Chain, ChatRequest, Embedder, Llm, LlmChain, Message, RagChain, RagEvent, Retriever, VectorRetriever,
+    chain_fn, Chain, ChatChunk, ChatPromptTemplate, ChatRequest, ChatResponseBuilder, Embedder, Llm, LlmChain, Message,
+    RagChain, RagEvent, Retriever, TextOutput, VectorRetriever,
 };
 use futures::TryStreamExt;
 
@@ -163,13 +164,40 @@ async fn rag_over_a_real_openai_compatible_server() {
 async fn streaming_flows_through_a_composed_chain() {
     let request = ChatRequest::default().with_max_tokens(12).with_temperature(0.0);
     let chain = chain_fn(|topic: String| async move { Ok(vec![Message::user(format!("Tell me about {topic}."))]) })
-        .then(LlmChain::new(local_llm()).with_request(request))
-        .map_chunks(|s| s.to_uppercase());
+        .then(LlmChain::new(local_llm()).with_request(request));
     assert!(chain.streams_incrementally());
     let whole = chain.invoke("borrowing".into()).await.unwrap();
-    let chunks: Vec<String> = chain.stream("borrowing".into()).try_collect().await.unwrap();
-    assert!(chunks.len() > 1, "expected incremental chunks, got {chunks:?}");
-    assert_eq!(chunks.concat(), whole);
+    assert!(whole.usage.is_some_and(|u| u.output_tokens == 12), "{:?}", whole.usage);
+    let chunks: Vec<ChatChunk> = chain.stream("borrowing".into()).try_collect().await.unwrap();
+    assert!(chunks.iter().filter(|c| c.text.is_some()).count() > 1, "expected incremental chunks, got {chunks:?}");
+    let mut folded = ChatResponseBuilder::default();
+    chunks.iter().for_each(|c| folded.push(c));
+    let folded = folded.finish();
+    assert_eq!(folded.text(), whole.text());
+    assert_eq!(folded.finish_reason, whole.finish_reason);
+}
+
+/// The README's composition: a template, a shared model and an output parser are chain steps as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_models_and_parsers_compose_as_the_readme_writes() {
+    let prompt = ChatPromptTemplate::builder().user("Say the word {{word}} and nothing else.").build().unwrap();
+    let llm = local_llm();
+    // A bare `Arc<dyn Llm>` is a step (default settings); `LlmChain` sets the request (here: reproducible, short).
+    assert!(prompt.clone().then(llm.clone()).streams_incrementally());
+    let settings = ChatRequest::default().with_max_tokens(8).with_temperature(0.0);
+    let chain = prompt.then(LlmChain::new(llm.clone()).with_request(settings.clone())).then(TextOutput);
+    let text = chain.invoke(serde_json::json!({"word": "crab"})).await.unwrap();
+    let direct = llm
+        .chat(ChatRequest { messages: vec![Message::user("Say the word crab and nothing else.")], ..settings })
+        .await
+        .unwrap()
+        .text();
+    assert_eq!(text, direct, "the chain must send exactly the rendered prompt");
+    // The stream is 'static: it outlives the chain and crosses tasks.
+    let stream = chain.stream(serde_json::json!({"word": "crab"}));
+    drop(chain);
+    let streamed: Vec<String> = tokio::spawn(stream.try_collect()).await.unwrap().unwrap();
+    assert_eq!(streamed.concat(), direct);
 }
 
 /// The rag example's indexing refuses a folder that does not exist and an index location that cannot be written,

@@ -37,7 +37,7 @@ pub use constraint::{ConstraintCompiler, ConstraintMatcher, JsonWhitespace, Toke
 pub use document::{stable_id, Document, Metadata, ScoredDocument, SOURCE_KEY, START_INDEX_KEY};
 pub use embed::{BatchedEmbedder, Embedder};
 pub use error::{Error, Result};
-pub use guidance::{Program, Run, RunOptions};
+pub use guidance::Program;
 pub use llm::{collect_stream, Capabilities, ChatStream, ConstraintSupport, Llm, Strategy};
 pub use loader::*;
 pub use message::{
@@ -45,10 +45,10 @@ pub use message::{
     Role, ToolCall, ToolCallDelta, ToolChoice, ToolDefinition, Usage,
 };
 pub use prompt::*;
-pub use rag::*;
+pub use rag::{RagChain, RagEvent};
 pub use retriever::{mmr_select, MmrRetriever, Retriever, VectorRetriever};
 pub use splitter::*;
-pub use steps::{JsonOutput, LlmChain, PromptChain, RetrieverChain, TextOutput, TypedOutput};
+pub use steps::{JsonOutput, LlmChain, PromptChain, TextOutput, TypedOutput};
 pub use structured::{Constrained, LlmStructuredExt, RepairPolicy, Structured, StructuredChain};
 pub use vectorstore::{EmbeddedDocument, Filter, SearchRequest, VectorStore};
 

@@ -143,7 +143,7 @@ impl Capabilities {
     pub fn check(&self, request: &ChatRequest, streaming: bool) -> Result<()> {
         let fail = |cap: &str, hint: &str| Err(Error::unsupported(&self.backend, cap, hint));
         if streaming && !self.streaming {
-            return fail("streaming", "call `chat` instead of `stream`");
+            return fail("streaming", "call `chat` instead of `chat_stream`");
         }
         if !request.tools.is_empty() && !self.tools {
             return fail("tool calling", "remove `tools` from the request or use a backend with tool support");
@@ -197,7 +197,7 @@ impl Capabilities {
 
 /// A chat model. Object safe: use it as `Arc<dyn Llm>`.
 ///
-/// Implementations must make `stream` fold (with [`ChatResponseBuilder`]) into the same [`ChatResponse`] that
+/// Implementations must make `chat_stream` fold (with [`ChatResponseBuilder`]) into the same [`ChatResponse`] that
 /// `chat` returns for the same request, usage included, and must reject unsupported requests with
 /// [`Error::Unsupported`] (see [`Capabilities::check`]) rather than ignore parts of them.
 #[async_trait]
@@ -212,7 +212,7 @@ pub trait Llm: Send + Sync {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse>;
 
     /// Sends the request and streams the answer.
-    async fn stream(&self, request: ChatRequest) -> Result<ChatStream>;
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream>;
 
     /// The backend's single-pass grammar continuation, if it has one (local models under llguidance do; remote
     /// providers return `None`). Guidance templates use it to run in one constrained pass.
@@ -232,8 +232,8 @@ impl<T: Llm + ?Sized> Llm for Arc<T> {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
         (**self).chat(request).await
     }
-    async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
-        (**self).stream(request).await
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
+        (**self).chat_stream(request).await
     }
     fn grammar_completion(&self) -> Option<&dyn GrammarCompletion> {
         (**self).grammar_completion()

@@ -427,6 +427,33 @@ pub struct ChatChunk {
     pub raw: Option<Value>,
 }
 
+impl From<ChatResponse> for ChatChunk {
+    /// A whole answer as one chunk (what a backend that cannot stream yields): folding it with
+    /// [`ChatResponseBuilder`] gives the response back.
+    fn from(response: ChatResponse) -> Self {
+        let text = response.message.text();
+        ChatChunk {
+            text: (!text.is_empty()).then_some(text),
+            tool_calls: response
+                .message
+                .tool_calls
+                .into_iter()
+                .enumerate()
+                .map(|(index, call)| ToolCallDelta {
+                    index,
+                    id: Some(call.id),
+                    name: Some(call.name),
+                    arguments: call.arguments,
+                })
+                .collect(),
+            usage: response.usage,
+            finish_reason: response.finish_reason,
+            model: (!response.model.is_empty()).then_some(response.model),
+            raw: (!response.raw.is_null()).then_some(response.raw),
+        }
+    }
+}
+
 /// Folds a stream of [`ChatChunk`]s into the [`ChatResponse`] the non-streaming call would return.
 ///
 /// ```

@@ -205,7 +205,7 @@ impl Chain for RagChain {
                 let events = vec![Ok(RagEvent::Text(answer.text.clone())), Ok(RagEvent::Done(answer))];
                 return Ok(futures::stream::iter(events).boxed());
             }
-            let inner = this.llm.stream(request).await?;
+            let inner = this.llm.chat_stream(request).await?;
             let state = (inner, ChatResponseBuilder::default(), Some(sources));
             let events = futures::stream::unfold(state, |(mut inner, mut builder, mut sources)| async move {
                 loop {

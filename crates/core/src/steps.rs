@@ -1,5 +1,7 @@
-//! Ready-made chain steps around the core traits: a prompt ([`PromptChain`]), a model ([`LlmChain`]) and a
-//! retriever ([`RetrieverChain`]), so `prompt.then(llm)` is a chain whose text streams.
+//! Chain steps around the core traits: prompt templates ([`ChatPromptTemplate`] itself, or [`PromptChain`] for
+//! typed variables), models (`Arc<dyn Llm>` itself, or [`LlmChain`] with request settings), retrievers
+//! (`Arc<dyn Retriever>`) and output parsers ([`TextOutput`], [`JsonOutput`], [`TypedOutput`]), so
+//! `prompt.then(llm).then(TextOutput)` is a chain.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use crate::chain::{stream_once, Chain, ChainStream};
 use crate::document::ScoredDocument;
 use crate::error::Result;
 use crate::llm::Llm;
-use crate::message::{ChatRequest, ChatResponse, Message};
+use crate::message::{ChatChunk, ChatRequest, ChatResponse, Message};
 use crate::prompt::ChatPromptTemplate;
 use crate::retriever::Retriever;
 
@@ -58,16 +60,22 @@ impl<T: Serialize + Send + Sync + 'static> Chain for PromptChain<T> {
     }
 }
 
-/// A chat model as a chain from messages to the answer's text. Its stream yields text deltas when the backend
-/// streams; when it cannot ([`crate::Capabilities::streaming`] is false), the stream makes one `chat` call and
-/// yields the whole text as one chunk, logs a warning, and [`Chain::streams_incrementally`] says `false`.
+/// A chat model as a chain from messages to its whole [`ChatResponse`] (text, tool calls, usage, finish reason).
+/// Its stream yields the backend's [`ChatChunk`]s when it streams; when it cannot
+/// ([`crate::Capabilities::streaming`] is false), the stream makes one `chat` call and yields the whole answer as
+/// one chunk, and [`Chain::streams_incrementally`] says `false`.
+///
+/// An `Arc<dyn Llm>` is itself a chain with the default request settings; wrap it in `LlmChain` to set them
+/// (model, temperature, max tokens, a constraint, ...). Parse the answer with a following step
+/// ([`TextOutput`], [`JsonOutput`], [`TypedOutput`]).
 ///
 /// ```no_run
 /// # use std::sync::Arc;
-/// use catena_core::{chain_fn, Chain, ChatRequest, LlmChain, Llm, Message};
+/// use catena_core::{chain_fn, Chain, ChatRequest, LlmChain, Llm, Message, TextOutput};
 /// # async fn demo(llm: Arc<dyn Llm>) -> catena_core::Result<()> {
 /// let ask = chain_fn(|q: String| async move { Ok(vec![Message::user(q)]) })
-///     .then(LlmChain::new(llm).with_request(ChatRequest::default().with_temperature(0.0)));
+///     .then(LlmChain::new(llm).with_request(ChatRequest::default().with_temperature(0.0)))
+///     .then(TextOutput);
 /// println!("{}", ask.invoke("Why Rust?".into()).await?);
 /// # Ok(()) }
 /// ```
@@ -88,8 +96,8 @@ impl LlmChain {
     pub fn new(llm: Arc<dyn Llm>) -> Self {
         LlmChain { llm, request: ChatRequest::default() }
     }
-    /// Uses `request`'s settings (model, temperature, max tokens, stop, ...) for every call; its messages are
-    /// replaced by the chain's input.
+    /// Uses `request`'s settings (model, temperature, max tokens, stop, constraint, ...) for every call; its
+    /// messages are replaced by the chain's input.
     pub fn with_request(mut self, request: ChatRequest) -> Self {
         self.request = request;
         self
@@ -99,71 +107,65 @@ impl LlmChain {
     }
 }
 
+fn model_stream(llm: Arc<dyn Llm>, request: ChatRequest) -> ChainStream<ChatChunk> {
+    if !llm.capabilities().streaming {
+        return stream_once(async move { Ok(ChatChunk::from(llm.chat(request).await?)) });
+    }
+    Box::pin(
+        futures::stream::once(async move { llm.chat_stream(request).await })
+            .map(|r| match r {
+                Ok(s) => s,
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            })
+            .flatten(),
+    )
+}
+
 #[async_trait]
 impl Chain for LlmChain {
     type Input = Vec<Message>;
-    type Output = String;
-    type Chunk = String;
-    async fn invoke(&self, input: Vec<Message>) -> Result<String> {
-        Ok(self.llm.chat(self.request(input)).await?.text())
+    type Output = ChatResponse;
+    type Chunk = ChatChunk;
+    async fn invoke(&self, input: Vec<Message>) -> Result<ChatResponse> {
+        self.llm.chat(self.request(input)).await
     }
-    fn stream(&self, input: Vec<Message>) -> ChainStream<String> {
-        let request = self.request(input);
-        if !self.llm.capabilities().streaming {
-            tracing::warn!(backend = %self.llm.capabilities().backend, "backend cannot stream; answering in one chunk");
-            let llm = self.llm.clone();
-            return stream_once(async move { Ok(llm.chat(request).await?.text()) });
-        }
-        let llm = self.llm.clone();
-        Box::pin(
-            futures::stream::once(async move { llm.stream(request).await })
-                .map(|r| match r {
-                    Ok(s) => s.boxed(),
-                    Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-                })
-                .flatten()
-                .filter_map(|chunk| async move {
-                    match chunk {
-                        Ok(c) => c.text.filter(|t| !t.is_empty()).map(Ok),
-                        Err(e) => Some(Err(e)),
-                    }
-                }),
-        )
+    fn stream(&self, input: Vec<Message>) -> ChainStream<ChatChunk> {
+        model_stream(self.llm.clone(), self.request(input))
     }
     fn streams_incrementally(&self) -> bool {
         self.llm.capabilities().streaming
     }
 }
 
-/// A [`Retriever`] as a chain from a query to scored documents.
-#[derive(Clone)]
-pub struct RetrieverChain {
-    retriever: Arc<dyn Retriever>,
-}
-
-impl std::fmt::Debug for RetrieverChain {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RetrieverChain")
-    }
-}
-
-impl RetrieverChain {
-    /// Wraps a retriever.
-    pub fn new(retriever: Arc<dyn Retriever>) -> Self {
-        RetrieverChain { retriever }
-    }
-}
-
+/// A shared model is a chain step from messages to its [`ChatResponse`], with default request settings (see
+/// [`LlmChain`] to set them).
 #[async_trait]
-impl Chain for RetrieverChain {
+impl Chain for Arc<dyn Llm> {
+    type Input = Vec<Message>;
+    type Output = ChatResponse;
+    type Chunk = ChatChunk;
+    async fn invoke(&self, input: Vec<Message>) -> Result<ChatResponse> {
+        self.chat(ChatRequest::new(input)).await
+    }
+    fn stream(&self, input: Vec<Message>) -> ChainStream<ChatChunk> {
+        model_stream(self.clone(), ChatRequest::new(input))
+    }
+    fn streams_incrementally(&self) -> bool {
+        self.capabilities().streaming
+    }
+}
+
+/// A shared retriever is a chain step from a query to scored documents.
+#[async_trait]
+impl Chain for Arc<dyn Retriever> {
     type Input = String;
     type Output = Vec<ScoredDocument>;
     type Chunk = Vec<ScoredDocument>;
     async fn invoke(&self, input: String) -> Result<Vec<ScoredDocument>> {
-        self.retriever.retrieve(&input).await
+        self.retrieve(&input).await
     }
     fn stream(&self, input: String) -> ChainStream<Vec<ScoredDocument>> {
-        let retriever = self.retriever.clone();
+        let retriever = self.clone();
         stream_once(async move { retriever.retrieve(&input).await })
     }
 }

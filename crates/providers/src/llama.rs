@@ -1333,7 +1333,7 @@ impl Llm for LocalLlm {
         }
     }
 
-    async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
         let (events, tool_mode) = self.chat_generation(request, true)?;
         let model = self.inner.name.clone();
         if let Some(tools) = tool_mode {

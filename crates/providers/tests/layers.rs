@@ -84,7 +84,7 @@ async fn client_errors_are_not_retried_and_streams_retry_before_their_first_chun
     assert_eq!(server.request_count(), 1);
 
     server.set_reply(Reply::Script(vec![status(502, None), Reply::Answer(Canned::text("streamed"))]));
-    let answer = collect_stream(llm.stream(ask()).await.unwrap()).await.unwrap();
+    let answer = collect_stream(llm.chat_stream(ask()).await.unwrap()).await.unwrap();
     assert_eq!(answer.text(), "streamed");
     assert_eq!(server.request_count(), 3);
 }
@@ -101,7 +101,7 @@ async fn timeouts_cut_stalled_calls_and_retries_start_over() {
     // Time to first chunk.
     let first = Timeouts::none().with_first_chunk(Duration::from_millis(150));
     let llm = client(&server).await.layer(TimeoutLayer::new(first));
-    let err = match llm.stream(ask()).await {
+    let err = match llm.chat_stream(ask()).await {
         Err(e) => e,
         Ok(mut s) => s.next().await.unwrap().unwrap_err(),
     };
@@ -111,7 +111,7 @@ async fn timeouts_cut_stalled_calls_and_retries_start_over() {
     server.set_reply(Reply::StallAfterFirstChunk(Canned::text("partial answer")));
     let idle = Timeouts::none().with_first_chunk(Duration::from_secs(5)).with_idle(Duration::from_millis(150));
     let llm = client(&server).await.layer(TimeoutLayer::new(idle));
-    let mut stream = llm.stream(ask()).await.unwrap();
+    let mut stream = llm.chat_stream(ask()).await.unwrap();
     let mut got_ok = false;
     let err = loop {
         match stream.next().await {
@@ -182,7 +182,7 @@ async fn cache_answers_repeats_and_marks_hits_in_the_span() {
     assert_eq!(first, second);
     assert_eq!(server.request_count(), 1);
     // A stream of the same request replays the cached answer.
-    let replayed = collect_stream(llm.stream(ask()).await.unwrap()).await.unwrap();
+    let replayed = collect_stream(llm.chat_stream(ask()).await.unwrap()).await.unwrap();
     assert_eq!(replayed.text(), "cached answer");
     assert_eq!(replayed.usage, first.usage);
     assert_eq!(server.request_count(), 1);
@@ -198,7 +198,7 @@ async fn disk_cache_survives_a_new_client_and_caches_streams() {
     let server = TestServer::start(Reply::Answer(Canned::text("from disk"))).await;
     let streamed = {
         let llm = client(&server).await.layer(CacheLayer::new(DiskCache::open(dir.path()).unwrap()));
-        collect_stream(llm.stream(ask()).await.unwrap()).await.unwrap()
+        collect_stream(llm.chat_stream(ask()).await.unwrap()).await.unwrap()
     };
     let llm = client(&server).await.layer(CacheLayer::new(DiskCache::open(dir.path()).unwrap()));
     let again = llm.chat(ask()).await.unwrap();
@@ -232,7 +232,7 @@ async fn fallback_takes_over_on_retryable_errors_only() {
     assert_eq!(llm.chat(ask().with_model("primary-only")).await.unwrap().text(), "from the fallback");
     // The fallback answers with its own model, not the primary's.
     assert_eq!(healthy.last_body()["model"], "gpt-test");
-    let streamed = collect_stream(llm.stream(ask()).await.unwrap()).await.unwrap();
+    let streamed = collect_stream(llm.chat_stream(ask()).await.unwrap()).await.unwrap();
     assert_eq!(streamed.text(), "from the fallback");
 
     broken.set_reply(status(400, None));
@@ -248,7 +248,7 @@ async fn telemetry_records_the_gen_ai_schema() {
     let llm = server.client(Compat::Vllm).build().unwrap().layer(TelemetryLayer::new());
     let request = ChatRequest::new(vec![Message::user("hi")]).with_temperature(0.5).with_max_tokens(8);
     llm.chat(request.clone()).await.unwrap();
-    collect_stream(llm.stream(request).await.unwrap()).await.unwrap();
+    collect_stream(llm.chat_stream(request).await.unwrap()).await.unwrap();
 
     let c = &captured;
     assert_eq!(c.value("gen_ai", "otel.name"), ["chat gpt-test", "chat gpt-test"]);
@@ -271,7 +271,7 @@ async fn telemetry_records_the_gen_ai_schema() {
     assert_eq!(c.value("gen_ai", "error.type"), ["429"]);
 
     server.set_reply(Reply::Endless);
-    let mut stream = llm.stream(ask()).await.unwrap();
+    let mut stream = llm.chat_stream(ask()).await.unwrap();
     stream.next().await.unwrap().unwrap();
     drop(stream);
     assert_eq!(c.value("gen_ai", "catena.stream.outcome"), ["completed", "dropped"]);

@@ -134,7 +134,7 @@ async fn stream_folds_to_the_same_answer_as_chat() {
             request = request.with_seed(seed);
         }
         let chat = client.chat(request.clone()).await.unwrap();
-        let streamed = collect_stream(client.stream(request).await.unwrap()).await.unwrap();
+        let streamed = collect_stream(client.chat_stream(request).await.unwrap()).await.unwrap();
         assert_eq!(streamed.text(), chat.text(), "prompt {prompt:?}");
         assert_eq!(streamed.finish_reason, chat.finish_reason);
         assert_eq!(streamed.finish_reason, Some(FinishReason::Length));
@@ -186,7 +186,7 @@ async fn stop_sequence_cuts_the_answer() {
     assert_eq!(cut.text(), expected, "stop {stop:?} in {full:?}");
     assert_eq!(cut.finish_reason, Some(FinishReason::Stop));
 
-    let streamed = collect_stream(client.stream(request.with_stop(stop.clone())).await.unwrap()).await.unwrap();
+    let streamed = collect_stream(client.chat_stream(request.with_stop(stop.clone())).await.unwrap()).await.unwrap();
     assert_eq!(streamed.text(), expected, "streamed, stop {stop:?}");
     assert_eq!(streamed.finish_reason, Some(FinishReason::Stop));
 }
@@ -247,7 +247,7 @@ async fn forced_tool_call_matches_the_schema() {
     check_weather_call(call);
 
     // Streamed fragments (id and name repeated in each) fold into the same call.
-    let streamed = collect_stream(client.stream(weather_request()).await.unwrap()).await.unwrap();
+    let streamed = collect_stream(client.chat_stream(weather_request()).await.unwrap()).await.unwrap();
     assert_eq!(streamed.finish_reason, Some(FinishReason::ToolCalls));
     assert_eq!(streamed.message.tool_calls.len(), 1, "{streamed}");
     let streamed_call = &streamed.message.tool_calls[0];
@@ -621,7 +621,7 @@ async fn interrupted_stream_is_an_error() {
     });
     let client = client_for(&server);
     let long = ask("Tell me everything about Rust.").with_temperature(0.0).with_max_tokens(3000);
-    let mut stream = client.stream(long).await.unwrap();
+    let mut stream = client.chat_stream(long).await.unwrap();
     stream.next().await.expect("a first chunk").expect("the stream starts normally");
     let other = tokio::spawn({
         let client = client.clone();
@@ -730,7 +730,7 @@ async fn choice_constraint_gives_one_of_the_options() {
         seen.insert(done.text.clone());
         // Streamed, the same answer.
         let constrained = request.with_constraint(catena_core::Constraint::choice(options));
-        let streamed = collect_stream(client.stream(constrained).await.unwrap()).await.unwrap();
+        let streamed = collect_stream(client.chat_stream(constrained).await.unwrap()).await.unwrap();
         assert_eq!(streamed.text(), done.text, "seed {seed}");
     }
     // The tiny model never ends an answer by itself, so it always takes the longest continuation the grammar
@@ -781,7 +781,7 @@ async fn gbnf_constraint_round_trips() {
         let response = client.chat(request.clone()).await.unwrap();
         same.check(&response.text()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert_eq!(response.finish_reason, Some(FinishReason::Stop));
-        let streamed = collect_stream(client.stream(request).await.unwrap()).await.unwrap();
+        let streamed = collect_stream(client.chat_stream(request).await.unwrap()).await.unwrap();
         assert_eq!(streamed.text(), response.text());
     }
 }

@@ -297,7 +297,7 @@ async fn tools_are_called_through_a_grammar() {
                 other => panic!("unknown tool {other}"),
             }
         }
-        let streamed = collect_stream(llm.stream(request.clone()).await.unwrap()).await.unwrap();
+        let streamed = collect_stream(llm.chat_stream(request.clone()).await.unwrap()).await.unwrap();
         let calls = |r: &catena_core::ChatResponse| {
             r.message.tool_calls.iter().map(|c| (c.name.clone(), c.arguments.clone())).collect::<Vec<_>>()
         };

@@ -261,7 +261,7 @@ async fn stream_folds_into_the_chat_response() {
         .with_max_tokens(20)
         .with_stop("zz");
     let chat = llm.chat(request.clone()).await.unwrap();
-    let mut stream = llm.stream(request).await.unwrap();
+    let mut stream = llm.chat_stream(request).await.unwrap();
     let mut chunks = Vec::new();
     while let Some(chunk) = stream.next().await {
         chunks.push(chunk.unwrap());
@@ -295,7 +295,7 @@ async fn stop_sequences_end_the_answer_and_are_cut() {
     assert!(stopped.usage.unwrap().output_tokens < 40);
 
     // Streaming never lets a piece of the stop sequence through.
-    let streamed = collect_stream(llm.stream(request).await.unwrap()).await.unwrap();
+    let streamed = collect_stream(llm.chat_stream(request).await.unwrap()).await.unwrap();
     assert_eq!(streamed, stopped);
 }
 
@@ -350,7 +350,7 @@ async fn dropping_the_stream_cancels_generation() {
     let llm = load();
     // Without a limit the tiny model would fill the whole 1024-token context.
     let mut stream =
-        llm.stream(ChatRequest::new(vec![Message::user("Go on forever.")]).with_temperature(0.0)).await.unwrap();
+        llm.chat_stream(ChatRequest::new(vec![Message::user("Go on forever.")]).with_temperature(0.0)).await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
     assert!(first.text.is_some());
     drop(stream);
@@ -520,7 +520,7 @@ async fn unsupported_requests_are_rejected() {
         let tools = greedy_request("Weather?", 4).with_tool(weather);
         assert!(matches!(llm.chat(tools).await, Err(Error::Unsupported { .. })));
         let json = greedy_request("JSON please", 4).with_response_format(ResponseFormat::JsonObject);
-        assert!(matches!(llm.stream(json).await, Err(Error::Unsupported { .. })));
+        assert!(matches!(llm.chat_stream(json).await, Err(Error::Unsupported { .. })));
     }
 
     let other_model = greedy_request("Hi", 4).with_model("gpt-4o");

@@ -106,7 +106,7 @@ async fn stream_folds_into_the_chat_response() {
     let request = ChatRequest::new(vec![Message::user("Greet me.")]).with_temperature(0.0);
 
     let chat = client.chat(request.clone()).await.unwrap();
-    let mut stream = client.stream(request).await.unwrap();
+    let mut stream = client.chat_stream(request).await.unwrap();
     let mut texts = Vec::new();
     let mut chunks = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -156,7 +156,7 @@ async fn tool_calls_round_trip_openai_style() {
         .with_tool_choice(ToolChoice::Auto);
 
     let chat = client.chat(request.clone()).await.unwrap();
-    let folded = collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap();
+    let folded = collect_stream(client.chat_stream(request.clone()).await.unwrap()).await.unwrap();
     assert_eq!(comparable(&folded), comparable(&chat));
     assert_eq!(chat.finish_reason, Some(FinishReason::ToolCalls));
     let calls = &chat.message.tool_calls;
@@ -217,7 +217,7 @@ async fn tool_calls_round_trip_llama_cpp_style() {
         .with_tool_choice(ToolChoice::Tool("weather".into()));
 
     let chat = client.chat(request.clone()).await.unwrap();
-    let folded = collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap();
+    let folded = collect_stream(client.chat_stream(request.clone()).await.unwrap()).await.unwrap();
     // llama-cpp-python sends no usage in streams, and the profile does not ask for it.
     assert_eq!(folded.usage, None);
     assert!(chat.usage.is_some());
@@ -251,7 +251,7 @@ async fn llama_cpp_profile_rejects_unsupported_requests_before_sending() {
             schema: schema.clone(),
             strict: true,
         });
-    for result in [client.chat(request.clone()).await.err(), client.stream(request.clone()).await.err()] {
+    for result in [client.chat(request.clone()).await.err(), client.chat_stream(request.clone()).await.err()] {
         match result {
             Some(Error::Unsupported { capability, backend, .. }) => {
                 assert!(capability.contains("json_schema"), "{capability}");
@@ -297,7 +297,7 @@ async fn text_parts_are_sent_as_one_string() {
     for compat in [Compat::OpenAi, Compat::Vllm, Compat::Ollama, Compat::LlamaCpp, Compat::Generic] {
         let client = server.client(compat).api_key("k").build().unwrap();
         client.chat(request.clone()).await.unwrap();
-        collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap();
+        collect_stream(client.chat_stream(request.clone()).await.unwrap()).await.unwrap();
         for body in server.bodies().iter().rev().take(2) {
             assert_eq!(
                 body["messages"],
@@ -390,7 +390,7 @@ async fn stream_ending_without_a_finish_reason_is_an_error() {
     let request = ChatRequest::new(vec![Message::user("Tell a story")]);
     for compat in [Compat::LlamaCpp, Compat::OpenAi, Compat::Generic] {
         let client = server.client(compat).api_key("k").build().unwrap();
-        let mut stream = client.stream(request.clone()).await.unwrap();
+        let mut stream = client.chat_stream(request.clone()).await.unwrap();
         assert_eq!(stream.next().await.unwrap().unwrap().text, None);
         assert_eq!(stream.next().await.unwrap().unwrap().text.as_deref(), Some("Once"));
         let err = stream.next().await.unwrap().unwrap_err();
@@ -400,7 +400,7 @@ async fn stream_ending_without_a_finish_reason_is_an_error() {
             "{err:?}"
         );
         assert!(stream.next().await.is_none());
-        let err = collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap_err();
+        let err = collect_stream(client.chat_stream(request.clone()).await.unwrap()).await.unwrap_err();
         assert!(matches!(err, Error::Decode { .. }), "{err:?}");
     }
 
@@ -411,7 +411,7 @@ async fn stream_ending_without_a_finish_reason_is_an_error() {
                data: [DONE]\n\n",
     });
     let client = server.client(Compat::Generic).build().unwrap();
-    let err = collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap_err();
+    let err = collect_stream(client.chat_stream(request.clone()).await.unwrap()).await.unwrap_err();
     assert!(matches!(err, Error::Decode { .. }), "{err:?}");
 
     // A finish reason followed by a usage-only chunk (OpenAI with include_usage) and by empty finish reasons is
@@ -423,7 +423,7 @@ async fn stream_ending_without_a_finish_reason_is_an_error() {
                data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n\
                data: [DONE]\n\n",
     });
-    let folded = collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap();
+    let folded = collect_stream(client.chat_stream(request.clone()).await.unwrap()).await.unwrap();
     assert_eq!(folded.text(), "Done.");
     assert_eq!(folded.finish_reason, Some(FinishReason::Length));
     assert_eq!(
@@ -436,7 +436,7 @@ async fn stream_ending_without_a_finish_reason_is_an_error() {
     let mut quirks = Compat::Generic.quirks();
     quirks.stream_requires_finish_reason = false;
     let lenient = server.client(Compat::Generic).quirks(quirks).build().unwrap();
-    let folded = collect_stream(lenient.stream(request).await.unwrap()).await.unwrap();
+    let folded = collect_stream(lenient.chat_stream(request).await.unwrap()).await.unwrap();
     assert_eq!(folded.text(), "Once");
     assert_eq!(folded.finish_reason, None);
 }
@@ -492,7 +492,9 @@ async fn rate_limit_keeps_status_body_and_retry_after() {
         TestServer::start(Reply::Status { status: 429, headers: vec![("retry-after", "7".into())], body }).await;
     let client = server.client(Compat::OpenAi).build().unwrap();
     let request = ChatRequest::new(vec![Message::user("hi")]);
-    for err in [client.chat(request.clone()).await.unwrap_err(), client.stream(request.clone()).await.err().unwrap()] {
+    for err in
+        [client.chat(request.clone()).await.unwrap_err(), client.chat_stream(request.clone()).await.err().unwrap()]
+    {
         match &err {
             Error::Http { status, body: got, retry_after, .. } => {
                 assert_eq!(*status, 429);
@@ -555,14 +557,14 @@ async fn bad_payloads_are_decode_errors() {
     let err = client.chat(request.clone()).await.unwrap_err();
     assert!(matches!(&err, Error::Decode { message, .. } if message.contains("not json")), "{err:?}");
     // A JSON answer to a streaming request means the server cannot stream.
-    let err = client.stream(request.clone()).await.err().unwrap();
+    let err = client.chat_stream(request.clone()).await.err().unwrap();
     assert!(matches!(&err, Error::Decode { message, .. } if message.contains("streaming")), "{err:?}");
 
     server.set_reply(Reply::Raw {
         content_type: "text/event-stream",
         body: "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}\n\ndata: {broken\n\n",
     });
-    let mut stream = client.stream(request.clone()).await.unwrap();
+    let mut stream = client.chat_stream(request.clone()).await.unwrap();
     assert_eq!(stream.next().await.unwrap().unwrap().text.as_deref(), Some("ok"));
     assert!(matches!(stream.next().await, Some(Err(Error::Decode { .. }))));
     assert!(stream.next().await.is_none());
@@ -572,7 +574,7 @@ async fn bad_payloads_are_decode_errors() {
         content_type: "text/event-stream",
         body: "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Once upon\"}}]}\n\n",
     });
-    let err = collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap_err();
+    let err = collect_stream(client.chat_stream(request.clone()).await.unwrap()).await.unwrap_err();
     assert!(matches!(&err, Error::Transport { message, .. } if message.contains("[DONE]")), "{err:?}");
 
     // An error object inside the stream.
@@ -580,7 +582,7 @@ async fn bad_payloads_are_decode_errors() {
         content_type: "text/event-stream",
         body: "data: {\"error\":{\"message\":\"context length exceeded\",\"code\":400}}\n\n",
     });
-    let err = collect_stream(client.stream(request).await.unwrap()).await.unwrap_err();
+    let err = collect_stream(client.chat_stream(request).await.unwrap()).await.unwrap_err();
     assert!(matches!(&err, Error::Http { status: 400, body, .. } if body.contains("context length")), "{err:?}");
 }
 
@@ -600,7 +602,7 @@ async fn slow_server_times_out() {
 async fn dropping_a_stream_closes_the_connection() {
     let server = TestServer::start(Reply::Endless).await;
     let client = server.client(Compat::Generic).build().unwrap();
-    let mut stream = client.stream(ChatRequest::new(vec![Message::user("count forever")])).await.unwrap();
+    let mut stream = client.chat_stream(ChatRequest::new(vec![Message::user("count forever")])).await.unwrap();
     for i in 0..3 {
         let chunk = stream.next().await.unwrap().unwrap();
         assert_eq!(chunk.text, Some(format!("tick{i} ")));
@@ -626,7 +628,7 @@ async fn streams_outlive_the_client_and_cross_tasks() {
     let server = TestServer::start(Reply::Answer(Canned::text("owned"))).await;
     let stream = {
         let client = server.client(Compat::OpenAi).build().unwrap();
-        client.stream(ChatRequest::new(vec![Message::user("hi")])).await.unwrap()
+        client.chat_stream(ChatRequest::new(vec![Message::user("hi")])).await.unwrap()
     };
     let folded = tokio::spawn(collect_stream(stream)).await.unwrap().unwrap();
     assert_eq!(folded.text(), "owned");
@@ -645,7 +647,7 @@ async fn api_key_never_leaks() {
     let request = ChatRequest::new(vec![Message::user("hi")]);
     traced.chat(request.clone()).await.unwrap();
     client.chat(request.clone()).await.unwrap();
-    collect_stream(client.stream(request.clone()).await.unwrap()).await.unwrap();
+    collect_stream(client.chat_stream(request.clone()).await.unwrap()).await.unwrap();
     assert_eq!(server.state.requests.lock().unwrap()[0].headers["authorization"], format!("Bearer {KEY}"));
 
     let mut printed = vec![
@@ -849,7 +851,7 @@ async fn each_family_gets_constraints_in_its_own_dialect() {
                     }
                     assert_eq!(server.last_body(), expected, "{compat} {kind}");
                     // Streams carry the same constraint.
-                    collect_stream(client.stream(request).await.unwrap()).await.unwrap();
+                    collect_stream(client.chat_stream(request).await.unwrap()).await.unwrap();
                     let streamed = server.last_body();
                     for (k, v) in fields.as_object().unwrap() {
                         assert_eq!(&streamed[k], v, "{compat} {kind} streamed");
@@ -858,9 +860,10 @@ async fn each_family_gets_constraints_in_its_own_dialect() {
                 }
                 None => {
                     assert_eq!(support.strategy_for(&constraint), None, "{compat} {kind}: capabilities");
-                    for err in
-                        [client.chat(request.clone()).await.unwrap_err(), client.stream(request).await.err().unwrap()]
-                    {
+                    for err in [
+                        client.chat(request.clone()).await.unwrap_err(),
+                        client.chat_stream(request).await.err().unwrap(),
+                    ] {
                         match &err {
                             Error::Unsupported { capability, .. } => {
                                 assert!(capability.contains(kind), "{compat} {kind}: {capability}")

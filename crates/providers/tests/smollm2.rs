@@ -140,7 +140,7 @@ async fn streaming_equals_non_streaming() {
         let request = ask("Give one tip for writing Rust.").with_seed(seed).with_max_tokens(80);
         let whole = llm.chat(request.clone()).await.unwrap();
         let (mut pieces, mut builder) = (0, ChatResponseBuilder::default());
-        let mut stream = llm.stream(request).await.unwrap();
+        let mut stream = llm.chat_stream(request).await.unwrap();
         while let Some(chunk) = stream.next().await {
             builder.push(&chunk.unwrap());
             pieces += 1;

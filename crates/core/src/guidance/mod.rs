@@ -173,6 +173,57 @@ impl Default for RunOptions {
     }
 }
 
+/// A [`Program`] bound to a model and [`RunOptions`]: a chain step from the template's variables (a JSON object)
+/// to the [`Run`]. Made by [`Program::bind`].
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// use catena_core::{guidance::Program, Chain, Llm};
+/// # async fn demo(llm: Arc<dyn Llm>) -> catena_core::Result<()> {
+/// let program = Program::new(r#"{{#user}}Is {{x}} even?{{/user}}{{#assistant}}{{select "a" options=(list "yes" "no")}}{{/assistant}}"#)?;
+/// let ask = program.bind(llm).map(|run| run.captures.text("a") == Some("yes"));
+/// assert!(ask.invoke(serde_json::json!({"x": 4})).await?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ProgramChain {
+    program: Program,
+    llm: Arc<dyn Llm>,
+    options: RunOptions,
+}
+
+impl fmt::Debug for ProgramChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProgramChain")
+            .field("program", &self.program)
+            .field("backend", &self.llm.capabilities().backend)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl ProgramChain {
+    /// Runs with `options` instead of [`RunOptions::default`].
+    pub fn with_options(mut self, options: RunOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::chain::Chain for ProgramChain {
+    type Input = Value;
+    type Output = Run;
+    type Chunk = Run;
+    async fn invoke(&self, input: Value) -> Result<Run> {
+        self.program.run_with(self.llm.as_ref(), &input, &self.options).await
+    }
+    fn stream(&self, input: Value) -> crate::chain::ChainStream<Run> {
+        let this = self.clone();
+        crate::chain::stream_once(async move { this.program.run_with(this.llm.as_ref(), &input, &this.options).await })
+    }
+}
+
 /// One capture: the slot's name, its value, and the text the model wrote for it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Capture {
@@ -386,6 +437,11 @@ impl Program {
     /// Whether the template has role blocks.
     pub fn has_roles(&self) -> bool {
         self.analysis.has_roles
+    }
+
+    /// This program as a chain step against `llm`, with [`RunOptions::default`] (see [`ProgramChain`]).
+    pub fn bind(&self, llm: Arc<dyn Llm>) -> ProgramChain {
+        ProgramChain { program: self.clone(), llm, options: RunOptions::default() }
     }
 
     /// Runs the program against `llm` with `vars` (any `Serialize` value that serialises to an object, or

@@ -451,7 +451,7 @@ End."#,
             })
         }
 
-        async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
+        async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
             let response = self.chat(request).await?;
             let chunk = ChatChunk {
                 text: Some(response.text()),

@@ -289,14 +289,14 @@ impl<S: Llm> Llm for Cached<S> {
         store_value(self.store.as_ref(), &key, &response).await;
         Ok(response)
     }
-    async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
         let key = self.chat_key(&request)?;
         if let Some(hit) = lookup::<ChatResponse>(self.store.as_ref(), &key).await {
             mark_hit(true, &key);
             return Ok(replay(hit));
         }
         mark_hit(false, &key);
-        let inner = self.inner.stream(request).await?;
+        let inner = self.inner.chat_stream(request).await?;
         let store = self.store.clone();
         // Passes chunks through while folding them; a stream that ends without an error is stored.
         let state = (inner, ChatResponseBuilder::default(), store, false);

@@ -84,8 +84,8 @@ impl<P: Llm, F: Llm> Llm for WithFallback<P, F> {
             other => other,
         }
     }
-    async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
-        let first = match self.primary.stream(request.clone()).await {
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
+        let first = match self.primary.chat_stream(request.clone()).await {
             Ok(mut s) => match s.next().await {
                 Some(Err(e)) => Err(e),
                 head => return Ok(Box::pin(futures::stream::iter(head).chain(s))),
@@ -95,7 +95,7 @@ impl<P: Llm, F: Llm> Llm for WithFallback<P, F> {
         match first {
             Err(e) if self.falls_back(&e) => {
                 tracing::warn!(error = %e, "primary model failed before streaming; falling back");
-                self.fallback.stream(for_fallback(request)).await
+                self.fallback.chat_stream(for_fallback(request)).await
             }
             other => other,
         }

@@ -82,9 +82,9 @@ impl<S: Llm> Llm for ConcurrencyLimit<S> {
         let _permit = self.permit().await?;
         self.inner.chat(request).await
     }
-    async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
         let permit = self.permit().await?;
-        let stream = self.inner.stream(request).await?;
+        let stream = self.inner.chat_stream(request).await?;
         // The permit travels with the stream and is released when the stream is dropped.
         Ok(Box::pin(stream.map(move |item| {
             let _hold = &permit;
@@ -392,10 +392,10 @@ impl<S: Llm> Llm for RateLimit<S> {
         }
         Ok(response)
     }
-    async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
         let estimated = self.chat_estimate(&request);
         self.buckets.acquire(estimated).await?;
-        let stream = self.inner.stream(request).await?;
+        let stream = self.inner.chat_stream(request).await?;
         let buckets = self.buckets.clone();
         Ok(Box::pin(stream.inspect(move |item| {
             if let Ok(chunk) = item {

@@ -261,10 +261,10 @@ impl<S: Llm> Llm for Retry<S> {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
         self.policy.run("chat", || self.inner.chat(request.clone())).await
     }
-    async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
         self.policy
             .run("chat stream", || async {
-                let mut stream = self.inner.stream(request.clone()).await?;
+                let mut stream = self.inner.chat_stream(request.clone()).await?;
                 match stream.next().await {
                     Some(Err(e)) => Err(e),
                     first => {

@@ -223,10 +223,10 @@ impl<S: Llm> Llm for Telemetry<S> {
         record_latency(&span, start);
         out
     }
-    async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
         let span = chat_span(&self.inner.capabilities(), &self.model_for(&request), &request, self.record_content);
         let start = Instant::now();
-        match self.inner.stream(request).instrument(span.clone()).await {
+        match self.inner.chat_stream(request).instrument(span.clone()).await {
             Ok(inner) => Ok(Box::pin(TracedStream {
                 inner,
                 span,

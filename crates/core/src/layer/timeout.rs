@@ -113,18 +113,18 @@ impl<S: Llm> Llm for Timeout<S> {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
         self.total("chat", self.inner.chat(request)).await
     }
-    async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
         let start = Instant::now();
         let total_deadline = self.timeouts.total.map(|d| (start + d, d));
         let first_deadline = self.timeouts.first_chunk.map(|d| (start + d, d));
         // Opening the stream counts against the first-chunk and total deadlines.
         let open_deadline = [total_deadline, first_deadline].into_iter().flatten().min_by_key(|(at, _)| *at);
         let inner = match open_deadline {
-            Some((at, limit)) => match tokio::time::timeout_at(at, self.inner.stream(request)).await {
+            Some((at, limit)) => match tokio::time::timeout_at(at, self.inner.chat_stream(request)).await {
                 Ok(r) => r?,
                 Err(_) => return Err(Error::Timeout(limit)),
             },
-            None => self.inner.stream(request).await?,
+            None => self.inner.chat_stream(request).await?,
         };
         Ok(Box::pin(DeadlineStream::new(inner, total_deadline, first_deadline, self.timeouts.idle)))
     }

@@ -1130,7 +1130,7 @@ impl Llm for OpenAiClient {
         self.chat_with(request, &ChatOptions::default()).await
     }
 
-    async fn stream(&self, request: ChatRequest) -> Result<ChatStream> {
+    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
         self.stream_with(request, &ChatOptions::default()).await
     }
 }
