@@ -24,7 +24,7 @@ export CATENA_CACHE_DIR="${CATENA_CACHE_DIR:-$HOME/.cache/catena}"
 mkdir -p "$CATENA_CACHE_DIR"
 
 scripts/setup.sh   # apt packages of the llama.cpp build, the MiniLM and SmolLM2 model files
-bash crates/core/tests/py/setup.sh
+bash crates/text/tests/py/setup.sh
 bash .ci/setup-llama-server.sh
 CATENA_EMBED_MODEL="$(bash .ci/fetch-minilm.sh)"
 export CATENA_EMBED_MODEL

@@ -3,8 +3,9 @@
 //! Build LLM applications in Rust: typed, composable chains; retrieval-augmented generation; providers for
 //! OpenAI and every OpenAI-compatible server; vector stores; tracing of every run.
 //!
-//! This facade re-exports [`catena_core`] at its root, and the provider and vector-store crates as
-//! [`providers`], [`vectorstores`] and [`index`] behind the features of the same names (all on by default).
+//! This facade re-exports [`catena_core`] at its root, loaders and splitters as [`text`], and the provider,
+//! vector-store and indexing crates as [`providers`], [`vectorstores`] and [`index`] behind the features of the
+//! same names (all on by default).
 //!
 //! ```
 //! use catena::{chain_fn, Chain};
@@ -17,6 +18,9 @@
 #![warn(missing_docs)]
 
 pub use catena_core::*;
+
+/// Document loaders and text splitters (`catena-text`).
+pub use catena_text as text;
 
 /// Model providers (`catena-providers`).
 #[cfg(feature = "providers")]

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use catena::index::{IndexPhase, IndexReport, Indexer};
+use catena::text::RecursiveCharacterTextSplitter;
 use catena::vectorstores::{InMemoryStore, Metric};
-use catena::{Embedder, RecursiveCharacterTextSplitter};
+use catena::Embedder;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Default chunking, tuned on the rust-book evaluation set (see BENCHMARKS.md).

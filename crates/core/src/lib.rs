@@ -2,7 +2,9 @@
 //!
 //! - Data model: [`Message`], [`ChatRequest`], [`ChatResponse`], [`ChatChunk`], [`Document`].
 //! - Traits: [`Llm`], [`Embedder`], [`VectorStore`], [`Retriever`], [`Chain`].
-//! - Building blocks: [`loader`]s, [`splitter`]s, [`prompt`] templates, [`chain`] combinators, [`rag`].
+//! - Building blocks: [`prompt`] templates, [`chain`] combinators and steps, [`layer`]s (middleware), [`rag`].
+//!
+//! Loaders and splitters live in `catena-text`, indexing in `catena-index`.
 //!
 //! This crate knows no HTTP and no vendor: providers and stores live in `catena-providers` and
 //! `catena-vectorstores` and depend on this crate only.
@@ -18,12 +20,10 @@ pub mod error;
 pub mod guidance;
 pub mod layer;
 pub mod llm;
-pub mod loader;
 pub mod message;
 pub mod prompt;
 pub mod rag;
 pub mod retriever;
-pub mod splitter;
 pub mod steps;
 pub mod structured;
 pub mod telemetry;
@@ -39,7 +39,6 @@ pub use embed::{BatchedEmbedder, Embedder};
 pub use error::{Error, Result};
 pub use guidance::Program;
 pub use llm::{collect_stream, Capabilities, ChatStream, ConstraintSupport, Llm, Strategy};
-pub use loader::*;
 pub use message::{
     ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ContentPart, FinishReason, Message, ResponseFormat,
     Role, ToolCall, ToolCallDelta, ToolChoice, ToolDefinition, Usage,
@@ -47,7 +46,6 @@ pub use message::{
 pub use prompt::*;
 pub use rag::{RagChain, RagEvent};
 pub use retriever::{mmr_select, MmrRetriever, Retriever, VectorRetriever};
-pub use splitter::*;
 pub use steps::{JsonOutput, LlmChain, PromptChain, TextOutput, TypedOutput};
 pub use structured::{Constrained, LlmStructuredExt, RepairPolicy, Structured, StructuredChain};
 pub use vectorstore::{EmbeddedDocument, Filter, SearchRequest, VectorStore};

@@ -21,7 +21,7 @@
 //!
 //! ```no_run
 //! # async fn run(embedder: std::sync::Arc<dyn catena_core::Embedder>, store: std::sync::Arc<dyn catena_core::VectorStore>) -> catena_core::Result<()> {
-//! use catena_core::RecursiveCharacterTextSplitter;
+//! use catena_text::RecursiveCharacterTextSplitter;
 //! use catena_index::Indexer;
 //!
 //! let splitter = RecursiveCharacterTextSplitter::new(1000, 200)?;
@@ -40,10 +40,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use catena_core::layer::{LayerExt, RetryLayer, RetryPolicy};
-use catena_core::{
-    DirectoryLoader, Document, EmbeddedDocument, Embedder, Error, Loader, Result, TextSplitter, VectorStore,
-    CONTENT_HASH_KEY,
-};
+use catena_core::{Document, EmbeddedDocument, Embedder, Error, Result, VectorStore};
+use catena_text::{DirectoryLoader, Loader, TextSplitter, CONTENT_HASH_KEY};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 

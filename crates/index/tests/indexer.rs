@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use catena_core::{async_trait, Embedder, RecursiveCharacterTextSplitter, Result, VectorStore};
+use catena_core::{async_trait, Embedder, Result, VectorStore};
 use catena_index::{IndexPhase, IndexRecord, Indexer};
 use catena_providers::local_embed::LocalEmbedder;
+use catena_text::RecursiveCharacterTextSplitter;
 use catena_vectorstores::{InMemoryStore, Metric};
 
 fn minilm() -> LocalEmbedder {

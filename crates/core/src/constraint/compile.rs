@@ -49,7 +49,7 @@ impl Constraint {
                     other => {
                         return Err(Error::InvalidInput(format!(
                             "a JSON Schema must be an object or a boolean, got {}",
-                            crate::loader::json::type_name(other)
+                            crate::error::json_type_name(other)
                         )))
                     }
                 };

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::file::{finish, load_in_background, FileKind};
 use super::{LoadReport, Loader, TITLE_KEY};
-use crate::document::{Document, Metadata};
+use catena_core::document::{Document, Metadata};
 
 /// How Markdown files are turned into documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,7 +26,7 @@ pub struct MarkdownOptions {
 ///
 /// ```
 /// # async fn demo() -> catena_core::Result<()> {
-/// use catena_core::{Loader, MarkdownLoader};
+/// use catena_text::{Loader, MarkdownLoader};
 /// # let path = std::env::temp_dir().join("catena-doc-markdown.md");
 /// # std::fs::write(&path, "# Getting Started\n\nHello.\n").unwrap();
 /// let docs = MarkdownLoader::new(&path).load().await.into_result()?;

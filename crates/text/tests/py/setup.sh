@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Python peers of catena-core's splitter tests and benchmark (idempotent, offline once cached).
+# Installs the Python peers of catena-text's splitter tests and benchmark (idempotent, offline once cached).
 #
-#   bash crates/core/tests/py/setup.sh
+#   bash crates/text/tests/py/setup.sh
 #
 # - langchain-text-splitters: the reference RecursiveCharacterTextSplitter / TokenTextSplitter /
 #   MarkdownHeaderTextSplitter (tests/splitter_langchain.rs, benches/splitter.rs).

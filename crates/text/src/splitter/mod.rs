@@ -25,7 +25,7 @@ pub use recursive::{
 #[cfg(feature = "tokens")]
 pub use token::{count_tokens, Encoding, TokenTextSplitter};
 
-use crate::document::{stable_id, Document, START_INDEX_KEY};
+use catena_core::document::{stable_id, Document, START_INDEX_KEY};
 
 /// A piece of a text produced by a [`TextSplitter`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -42,7 +42,7 @@ pub struct Chunk {
 /// turns chunks into [`Document`]s with their parent's metadata.
 ///
 /// ```
-/// use catena_core::splitter::{RecursiveCharacterTextSplitter, TextSplitter};
+/// use catena_text::splitter::{RecursiveCharacterTextSplitter, TextSplitter};
 /// use catena_core::{Document, Metadata, START_INDEX_KEY};
 ///
 /// let splitter = RecursiveCharacterTextSplitter::new(12, 0)?;
@@ -80,7 +80,7 @@ pub(crate) fn chunk_document(
     parent: &Document,
     content: String,
     start: usize,
-    extra: impl FnOnce(&mut crate::Metadata),
+    extra: impl FnOnce(&mut catena_core::Metadata),
 ) -> Document {
     let mut metadata = parent.metadata.clone();
     metadata.insert(START_INDEX_KEY.to_string(), start.into());
@@ -98,7 +98,7 @@ pub(crate) fn is_py_space(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Metadata;
+    use catena_core::Metadata;
 
     #[test]
     fn documents_copy_metadata_and_get_distinct_ids_for_repeated_text() {

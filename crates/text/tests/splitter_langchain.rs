@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use catena_core::splitter::{KeepSeparator, MarkdownSplitter, RecursiveCharacterTextSplitter, TextSplitter};
+use catena_text::splitter::{KeepSeparator, MarkdownSplitter, RecursiveCharacterTextSplitter, TextSplitter};
 use serde_json::{json, Value};
 
 fn shared_dir() -> PathBuf {
@@ -454,7 +454,7 @@ fn markdown_splitter_on_a_rust_book_chapter() {
 #[cfg(feature = "tokens")]
 mod tokens {
     use super::*;
-    use catena_core::splitter::{count_tokens, Encoding, TokenTextSplitter};
+    use catena_text::splitter::{count_tokens, Encoding, TokenTextSplitter};
 
     /// The directory of the `.tiktoken` vocabularies embedded in the tiktoken-rs crate (from `cargo metadata`),
     /// or `CATENA_TIKTOKEN_ASSETS`.

@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::file::{finish, load_in_background, FileKind};
 use super::{LoadFailure, LoadReport, Loader, LINE_KEY, RECORD_INDEX_KEY};
-use crate::document::Metadata;
-use crate::error::Error;
+use catena_core::document::Metadata;
+use catena_core::error::Error;
 
 /// How JSON records become documents: where the records are, which field is the content, which fields are
 /// metadata.
@@ -100,17 +100,17 @@ impl JsonFormat {
     }
 }
 
-/// Loads one JSON or JSON Lines file as one [`Document`](crate::Document) per record.
+/// Loads one JSON or JSON Lines file as one [`Document`](catena_core::Document) per record.
 ///
 /// The format follows the extension ([`JsonFormat::from_path`]) unless set with [`JsonLoader::with_format`].
 /// Each document gets the file metadata, the `record_index` (0-based), for JSON Lines the `line` (1-based),
 /// and the fields chosen by [`JsonOptions::metadata`]. Records that cannot be used (invalid JSON on a line, no
 /// content field) are reported as failures naming the line or record; the other records still load. Ids follow
-/// [`Document::new`](crate::Document::new), so two records of one file with the same content share an id.
+/// [`Document::new`](catena_core::Document::new), so two records of one file with the same content share an id.
 ///
 /// ```
 /// # async fn demo() -> catena_core::Result<()> {
-/// use catena_core::{JsonLoader, JsonMetadata, JsonOptions, Loader};
+/// use catena_text::{JsonLoader, JsonMetadata, JsonOptions, Loader};
 /// # let path = std::env::temp_dir().join("catena-doc-faq.jsonl");
 /// # std::fs::write(&path, "{\"q\": \"What is catena?\", \"a\": \"A Rust LLM framework.\"}\n{\"q\": \"No answer\"}\n").unwrap();
 /// let options = JsonOptions::new("/a").with_metadata(JsonMetadata::Fields(vec![("question".into(), "/q".into())]));
@@ -218,7 +218,7 @@ pub(crate) fn to_documents(
                 }
                 Some(other) => report.failures.push(format_error(format!(
                     "the records at `{records_at}` are {}, expected an array or an object; set JsonOptions::records",
-                    type_name(other)
+                    catena_core::error::json_type_name(other)
                 ))),
                 None => report.failures.push(format_error(format!(
                     "nothing at the records pointer `{records_at}`; set JsonOptions::records to where the records are"
@@ -236,12 +236,15 @@ fn record_to_document(
     locator: &str,
     file_metadata: &Metadata,
     options: &JsonOptions,
-) -> Result<crate::Document, String> {
+) -> Result<catena_core::Document, String> {
     let pointer = &options.content;
     let content = match record.pointer(pointer) {
         Some(Value::String(s)) => s.clone(),
         Some(other) => {
-            return Err(format!("{locator}: the content field `{pointer}` is {}, expected a string", type_name(other)))
+            return Err(format!(
+                "{locator}: the content field `{pointer}` is {}, expected a string",
+                catena_core::error::json_type_name(other)
+            ))
         }
         None => {
             return Err(format!(
@@ -282,16 +285,4 @@ fn record_to_document(
 /// The JSON Pointer to a top-level key.
 fn pointer_to_key(key: &str) -> String {
     format!("/{}", key.replace('~', "~0").replace('/', "~1"))
-}
-
-/// "null", "a boolean", "a number", "a string", "an array" or "an object", for error messages.
-pub(crate) fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }

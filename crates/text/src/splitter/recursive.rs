@@ -18,7 +18,7 @@ use memchr::memmem;
 use regex::Regex;
 
 use super::{is_py_space, Chunk, TextSplitter};
-use crate::error::{Error, Result};
+use catena_core::error::{Error, Result};
 
 /// LangChain's default separators: paragraphs, lines, words, characters.
 pub const DEFAULT_SEPARATORS: [&str; 4] = ["\n\n", "\n", " ", ""];
@@ -125,7 +125,7 @@ struct Piece {
 /// In those cases `start` is the offset of the chunk's first piece.
 ///
 /// ```
-/// use catena_core::splitter::{KeepSeparator, RecursiveCharacterTextSplitter, TextSplitter};
+/// use catena_text::splitter::{KeepSeparator, RecursiveCharacterTextSplitter, TextSplitter};
 ///
 /// let splitter = RecursiveCharacterTextSplitter::builder(30, 10)
 ///     .separators(["\n\n", "\n", " ", ""])

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::document::{stable_id, SOURCE_KEY};
+use catena_core::document::{stable_id, SOURCE_KEY};
 
 fn write(root: &Path, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
     let path = root.join(rel);

@@ -9,14 +9,14 @@ use serde_json::Value;
 use super::json::{self, JsonOptions};
 use super::markdown::{self, MarkdownOptions};
 use super::{LoadReport, Loader, CONTENT_HASH_KEY, EXTENSION_KEY, FILE_NAME_KEY, MODIFIED_KEY, SIZE_BYTES_KEY};
-use crate::document::{stable_id, Document, Metadata, SOURCE_KEY};
-use crate::error::{Error, Result};
+use catena_core::document::{stable_id, Document, Metadata, SOURCE_KEY};
+use catena_core::error::{Error, Result};
 
 /// Loads one UTF-8 text file as one [`Document`] holding the whole text.
 ///
 /// ```no_run
 /// # async fn demo() -> catena_core::Result<()> {
-/// use catena_core::{Loader, TextLoader};
+/// use catena_text::{Loader, TextLoader};
 /// let docs = TextLoader::new("notes.txt").load().await.into_result()?;
 /// assert_eq!(docs.len(), 1);
 /// # Ok(())

@@ -1,7 +1,7 @@
 //! Benchmark: RecursiveCharacterTextSplitter on the whole rust-book corpus, against Python langchain in the same
 //! run.
 //!
-//! `cargo bench -p catena-core --bench splitter`
+//! `cargo bench -p catena-text --bench splitter`
 //!
 //! Splits every file of `../shared/corpora/rust-book` with chunk size 1000 and overlap 200 (default separators),
 //! `CATENA_BENCH_REPS` times (default 100) after a warm-up pass, then runs `tests/py/bench_langchain.py` (same
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
-use catena_core::splitter::{Chunk, RecursiveCharacterTextSplitter, TextSplitter};
+use catena_text::splitter::{Chunk, RecursiveCharacterTextSplitter, TextSplitter};
 use serde_json::Value;
 
 const CHUNK_SIZE: usize = 1000;
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     };
     if !output.status.success() {
         eprintln!(
-            "the Python peer failed: {}\npip install langchain-text-splitters (or run crates/core/tests/py/setup.sh)",
+            "the Python peer failed: {}\npip install langchain-text-splitters (or run crates/text/tests/py/setup.sh)",
             String::from_utf8_lossy(&output.stderr)
         );
         return ExitCode::FAILURE;

@@ -11,7 +11,7 @@ use super::file::{load_in_background, FileKind};
 use super::json::JsonOptions;
 use super::markdown::MarkdownOptions;
 use super::{LoadFailure, LoadReport, Loader, SkipReason, SkippedFile};
-use crate::error::{Error, Result};
+use catena_core::error::{Error, Result};
 
 /// Loads every selected file below a directory, choosing the loader by extension.
 ///
@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 ///
 /// ```
 /// # async fn demo() -> catena_core::Result<()> {
-/// use catena_core::{DirectoryLoader, Loader};
+/// use catena_text::{DirectoryLoader, Loader};
 /// # let root = std::env::temp_dir().join("catena-doc-dir");
 /// # std::fs::create_dir_all(root.join("guide")).unwrap();
 /// # std::fs::write(root.join("guide/intro.md"), "# Intro\n").unwrap();

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use tiktoken_rs::CoreBPE;
 
 use super::{Chunk, TextSplitter};
-use crate::error::{Error, Result};
+use catena_core::error::{Error, Result};
 
 /// A tiktoken encoding (the BPE vocabularies are embedded by `tiktoken-rs`; nothing is downloaded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,7 +46,7 @@ impl Encoding {
 /// Counts the tokens of `text` in `encoding`. Special-token text such as `<|endoftext|>` counts as plain text.
 ///
 /// ```
-/// use catena_core::splitter::{count_tokens, Encoding};
+/// use catena_text::splitter::{count_tokens, Encoding};
 ///
 /// assert_eq!(count_tokens(Encoding::Cl100k, "hello world")?, 2);
 /// # Ok::<(), catena_core::Error>(())
@@ -65,7 +65,7 @@ pub fn count_tokens(encoding: Encoding, text: &str) -> Result<usize> {
 /// character when the window starts inside one.
 ///
 /// ```
-/// use catena_core::splitter::{Encoding, TextSplitter, TokenTextSplitter};
+/// use catena_text::splitter::{Encoding, TextSplitter, TokenTextSplitter};
 ///
 /// let splitter = TokenTextSplitter::new(Encoding::Cl100k, 4, 1)?;
 /// let chunks = splitter.split_text("one two three four five six seven");

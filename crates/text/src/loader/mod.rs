@@ -34,7 +34,7 @@
 //!
 //! ```
 //! # async fn demo() -> catena_core::Result<()> {
-//! use catena_core::{DirectoryLoader, Loader};
+//! use catena_text::{DirectoryLoader, Loader};
 //!
 //! let loader = DirectoryLoader::new("docs").with_include("**/*.md")?.with_exclude("drafts/**")?;
 //! let report = loader.load().await;
@@ -47,10 +47,10 @@
 //! # }
 //! ```
 //!
-//! [`Document`]: crate::Document
-//! [`Document::new`]: crate::Document::new
-//! [`stable_id`]: crate::stable_id
-//! [`SOURCE_KEY`]: crate::SOURCE_KEY
+//! [`Document`]: catena_core::Document
+//! [`Document::new`]: catena_core::Document::new
+//! [`stable_id`]: catena_core::stable_id
+//! [`SOURCE_KEY`]: catena_core::SOURCE_KEY
 
 mod directory;
 mod file;
@@ -62,8 +62,8 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use crate::document::Document;
-use crate::error::{Error, Result};
+use catena_core::document::Document;
+use catena_core::error::{Error, Result};
 
 pub use directory::DirectoryLoader;
 pub use file::TextLoader;
@@ -78,7 +78,7 @@ pub const EXTENSION_KEY: &str = "extension";
 pub const SIZE_BYTES_KEY: &str = "size_bytes";
 /// The file's modification time in Unix seconds.
 pub const MODIFIED_KEY: &str = "modified";
-/// [`stable_id`](crate::stable_id) of the document's content.
+/// [`stable_id`](catena_core::stable_id) of the document's content.
 pub const CONTENT_HASH_KEY: &str = "content_hash";
 /// A Markdown document's title (front matter `title:` or first heading).
 pub const TITLE_KEY: &str = "title";

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::{chunk_document, Chunk, RecursiveCharacterTextSplitter, TextSplitter};
-use crate::document::Document;
+use catena_core::document::Document;
 
 /// Metadata key of a Markdown chunk's header path, as a JSON array of strings (outermost first).
 pub const HEADERS_KEY: &str = "headers";
@@ -32,7 +32,7 @@ pub struct MarkdownChunk {
 /// [`TextSplitter::split_documents`] stores the path in the [`HEADERS_KEY`] and [`HEADER_PATH_KEY`] metadata.
 ///
 /// ```
-/// use catena_core::splitter::{MarkdownSplitter, RecursiveCharacterTextSplitter};
+/// use catena_text::splitter::{MarkdownSplitter, RecursiveCharacterTextSplitter};
 ///
 /// let md = "# Guide\nIntro.\n## Install\nRun cargo.\n```sh\n# not a header\n```\n";
 /// let splitter = MarkdownSplitter::new(RecursiveCharacterTextSplitter::new(200, 0)?);
@@ -262,11 +262,11 @@ mod tests {
     #[test]
     fn documents_carry_the_header_path() {
         let splitter = MarkdownSplitter::new(RecursiveCharacterTextSplitter::new(100, 0).unwrap());
-        let doc = Document::new("# A\n## B\ntext", crate::Metadata::new());
+        let doc = Document::new("# A\n## B\ntext", catena_core::Metadata::new());
         let docs = splitter.split_documents(&[doc]);
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[1].metadata[HEADERS_KEY], serde_json::json!(["A", "B"]));
         assert_eq!(docs[1].metadata[HEADER_PATH_KEY], "A > B");
-        assert_eq!(docs[1].metadata[crate::START_INDEX_KEY], 4);
+        assert_eq!(docs[1].metadata[catena_core::START_INDEX_KEY], 4);
     }
 }
