@@ -40,8 +40,8 @@ pub use error::{Error, Result};
 pub use guidance::Program;
 pub use llm::{collect_stream, Capabilities, ChatStream, ConstraintSupport, Llm, Strategy};
 pub use message::{
-    ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ContentPart, FinishReason, Message, ResponseFormat,
-    Role, ToolCall, ToolCallDelta, ToolChoice, ToolDefinition, Usage,
+    ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ContentPart, FinishReason, Message, Role, ToolCall,
+    ToolCallDelta, ToolChoice, ToolDefinition, Usage,
 };
 pub use prompt::*;
 pub use rag::{RagChain, RagEvent};

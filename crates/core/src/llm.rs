@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::completion::GrammarCompletion;
 use crate::constraint::Constraint;
 use crate::error::{Error, Result};
-use crate::message::{ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ResponseFormat};
+use crate::message::{ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder};
 
 /// A stream of chat chunks. It owns everything it needs (`'static`), so it outlives the call that made it.
 pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send + 'static>>;
@@ -38,15 +38,12 @@ pub struct Capabilities {
     pub tools: bool,
     /// `tool_choice = required` / a named tool.
     pub forced_tool_choice: bool,
-    /// `response_format = json_object`.
-    pub json_object: bool,
-    /// `response_format = json_schema` (the OpenAI form).
-    pub json_schema: bool,
     /// Reproducible sampling with a seed.
     pub seed: bool,
     /// Image content parts.
     pub images: bool,
-    /// Which [`Constraint`]s the backend enforces itself, and how (see [`crate::structured`]).
+    /// Which [`Constraint`]s the backend enforces itself, and how (see [`crate::structured`]): the one place
+    /// structured output (JSON mode, JSON Schema, regex, choice, grammars) is declared.
     pub constraints: ConstraintSupport,
 }
 
@@ -80,6 +77,9 @@ impl std::fmt::Display for Strategy {
 /// means it cannot (and [`Capabilities::check`] rejects such a request).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConstraintSupport {
+    /// [`Constraint::JsonObject`] (JSON mode).
+    #[serde(default)]
+    pub json_object: Option<Strategy>,
     /// [`Constraint::JsonSchema`].
     pub json_schema: Option<Strategy>,
     /// [`Constraint::Regex`].
@@ -101,12 +101,13 @@ impl ConstraintSupport {
     /// Enforces every kind with `strategy` (a local model under llguidance: [`Strategy::Grammar`]).
     pub fn all(strategy: Strategy) -> Self {
         let s = Some(strategy);
-        ConstraintSupport { json_schema: s, regex: s, choice: s, grammar: s, gbnf: s }
+        ConstraintSupport { json_object: s, json_schema: s, regex: s, choice: s, grammar: s, gbnf: s }
     }
 
     /// How `constraint` would be enforced, or `None` if it cannot be.
     pub fn strategy_for(&self, constraint: &Constraint) -> Option<Strategy> {
         match constraint {
+            Constraint::JsonObject => self.json_object,
             Constraint::JsonSchema(_) => self.json_schema,
             Constraint::Regex(_) => self.regex,
             Constraint::Choice(_) => self.choice,
@@ -128,8 +129,6 @@ impl Capabilities {
             streaming_tools: false,
             tools: false,
             forced_tool_choice: false,
-            json_object: false,
-            json_schema: false,
             seed: false,
             images: false,
             constraints: ConstraintSupport::none(),
@@ -154,24 +153,7 @@ impl Capabilities {
                 return fail("forced tool choice", "use `ToolChoice::Auto`");
             }
         }
-        match &request.response_format {
-            Some(ResponseFormat::JsonObject) if !self.json_object => {
-                return fail("response_format json_object", "ask for JSON in the prompt and validate the answer");
-            }
-            Some(ResponseFormat::JsonSchema { .. }) if !self.json_schema => {
-                return fail(
-                    "response_format json_schema",
-                    "use ResponseFormat::JsonObject if supported, or validate the answer against the schema",
-                );
-            }
-            _ => {}
-        }
         if let Some(constraint) = &request.constraint {
-            if request.response_format.is_some() {
-                return Err(Error::InvalidInput(
-                    "a request cannot have both a `constraint` and a `response_format`; keep the constraint".into(),
-                ));
-            }
             if self.constraints.strategy_for(constraint).is_none() {
                 return fail(
                     &format!("{} constraints", constraint.kind()),
@@ -262,13 +244,15 @@ mod tests {
         let caps = Capabilities { streaming: true, ..Capabilities::minimal("test") };
         let req = ChatRequest::new(vec![Message::user("hi")]);
         assert!(caps.check(&req, true).is_ok());
-        let schema = req.clone().with_response_format(ResponseFormat::JsonSchema {
-            name: "x".into(),
-            schema: serde_json::json!({}),
-            strict: true,
-        });
+        let schema = req.clone().with_constraint(Constraint::JsonSchema(serde_json::json!({})));
         let err = caps.check(&schema, false).unwrap_err().to_string();
         assert!(err.contains("json_schema"), "{err}");
+        let json_mode = Capabilities {
+            constraints: ConstraintSupport { json_object: Some(Strategy::Native), ..ConstraintSupport::none() },
+            ..caps.clone()
+        };
+        assert!(json_mode.check(&req.clone().with_constraint(Constraint::JsonObject), false).is_ok());
+        assert!(json_mode.check(&schema, false).is_err());
         let seeded = req.with_seed(1);
         assert!(matches!(caps.check(&seeded, false), Err(Error::Unsupported { .. })));
     }

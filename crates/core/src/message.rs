@@ -193,24 +193,6 @@ pub enum ToolChoice {
     Tool(String),
 }
 
-/// The format the model's answer must take.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ResponseFormat {
-    /// Free text (the default).
-    Text,
-    /// Any JSON object.
-    JsonObject,
-    /// JSON valid against a schema.
-    JsonSchema {
-        /// A name for the schema (some providers require one).
-        name: String,
-        /// The JSON Schema.
-        schema: Value,
-        /// Ask the provider to enforce the schema strictly.
-        strict: bool,
-    },
-}
-
 /// A request to a chat model. Build it with [`ChatRequest::new`] and the `with_*` methods.
 ///
 /// ```
@@ -238,10 +220,9 @@ pub struct ChatRequest {
     pub tools: Vec<ToolDefinition>,
     /// Whether and which tool to call.
     pub tool_choice: Option<ToolChoice>,
-    /// The answer's format.
-    pub response_format: Option<ResponseFormat>,
-    /// A constraint the answer must satisfy, enforced by the backend (see [`crate::structured`] for the
-    /// strategies and the validate-and-repair fallback). Backends reject constraints their
+    /// What the answer must look like: the one way to ask for structured output (JSON mode, a JSON Schema, a
+    /// regex, a choice, a grammar). The backend enforces it (see [`crate::structured`] for the strategies and the
+    /// validate-and-repair fallback); backends reject constraints their
     /// [`Capabilities::constraints`](crate::Capabilities::constraints) do not list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraint: Option<crate::constraint::Constraint>,
@@ -290,11 +271,6 @@ impl ChatRequest {
     /// Sets the tool choice.
     pub fn with_tool_choice(mut self, choice: ToolChoice) -> Self {
         self.tool_choice = Some(choice);
-        self
-    }
-    /// Sets the response format.
-    pub fn with_response_format(mut self, format: ResponseFormat) -> Self {
-        self.response_format = Some(format);
         self
     }
     /// Constrains the answer (see [`ChatRequest::constraint`]).

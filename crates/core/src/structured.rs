@@ -48,7 +48,7 @@ use crate::chain::{stream_once, Chain, ChainStream};
 use crate::constraint::{Constraint, Validator};
 use crate::error::{Error, Result};
 use crate::llm::{Llm, Strategy};
-use crate::message::{ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Usage};
+use crate::message::{ChatRequest, ChatResponse, FinishReason, Message, Usage};
 
 /// What to do when the backend cannot enforce a constraint, or its output fails validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,9 +223,9 @@ where
             "allow the validate-and-repair fallback (RepairPolicy::Repair) or use a backend that enforces it",
         ));
     }
-    if request.constraint.is_some() || request.response_format.is_some() {
+    if request.constraint.is_some() {
         return Err(Error::InvalidInput(
-            "the prompt request already has a constraint or response_format; structured generation sets it".into(),
+            "the prompt request already has a constraint; structured generation sets it".into(),
         ));
     }
     // The validator: a grammar enforced by the backend needs no second check when the grammar engine is not
@@ -255,11 +255,11 @@ where
             match strategy {
                 Strategy::ValidateAndRepair => {
                     Message::add_system_instruction(&mut request.messages, &constraint.describe());
-                    // `json_object` helps only when the schema wants an object.
+                    // JSON mode helps only when the schema wants an object.
                     let wants_object = matches!(constraint, Constraint::JsonSchema(schema)
                         if schema.get("type").and_then(|t| t.as_str()) == Some("object"));
-                    if wants_object && caps.json_object {
-                        request.response_format = Some(ResponseFormat::JsonObject);
+                    if wants_object && caps.constraints.json_object.is_some() {
+                        request.constraint = Some(Constraint::JsonObject);
                     }
                 }
                 Strategy::Native | Strategy::Grammar => request.constraint = Some(constraint.clone()),

@@ -87,10 +87,10 @@
 //! Tokens the grammar forces (the rest of a key, literal text) are fast-forwarded: appended without sampling and
 //! decoded in one batch ([`GenerationSummary::forced_tokens`]). The prompt's last text tokens are healed: those a
 //! tokenizer would merge with what follows (a trailing space) are removed and regenerated under the
-//! constraint, and the answer text leaves them out. `response_format` becomes a JSON Schema constraint, tools
+//! constraint, and the answer text leaves them out. Every [`Constraint`](catena_core::Constraint) kind is enforced, tools
 //! are called through a grammar (arguments generated under each tool's schema), and the model implements
 //! [`GrammarCompletion`](catena_core::GrammarCompletion), so Guidance-style templates run in one pass. Without
-//! the feature, [`Capabilities`] says `tools`, `json_object`, `json_schema` and constraints are not supported
+//! the feature, [`Capabilities`] says neither `tools` nor any constraint kind is supported
 //! and such requests are rejected.
 //!
 //! # Telemetry
@@ -1087,16 +1087,6 @@ impl LocalLlm {
         &self,
         mut request: ChatRequest,
     ) -> Result<(ChatRequest, Option<Vec<catena_core::ToolDefinition>>)> {
-        // A response format is a JSON Schema constraint here.
-        match request.response_format.take() {
-            Some(catena_core::ResponseFormat::JsonObject) => {
-                request.constraint = Some(catena_core::Constraint::JsonSchema(serde_json::json!({"type": "object"})));
-            }
-            Some(catena_core::ResponseFormat::JsonSchema { schema, .. }) => {
-                request.constraint = Some(catena_core::Constraint::JsonSchema(schema));
-            }
-            Some(catena_core::ResponseFormat::Text) | None => {}
-        }
         let has_traffic =
             request.messages.iter().any(|m| !m.tool_calls.is_empty() || m.role == catena_core::Role::Tool);
         if request.tools.is_empty() && !has_traffic {
@@ -1298,10 +1288,6 @@ impl Llm for LocalLlm {
             tools: true,
             #[cfg(feature = "constrain")]
             forced_tool_choice: true,
-            #[cfg(feature = "constrain")]
-            json_object: true,
-            #[cfg(feature = "constrain")]
-            json_schema: true,
             #[cfg(feature = "constrain")]
             constraints: catena_core::ConstraintSupport::all(catena_core::Strategy::Grammar),
             provider: SYSTEM.to_string(),

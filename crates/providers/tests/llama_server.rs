@@ -74,10 +74,10 @@
 use catena_test_support::llama as support;
 
 use catena_core::{
-    collect_stream, ChatRequest, Embedder, Error, FinishReason, Llm, Message, ResponseFormat, ToolCall, ToolChoice,
+    collect_stream, ChatRequest, Constraint, Embedder, Error, FinishReason, Llm, Message, ToolCall, ToolChoice,
     ToolDefinition,
 };
-use catena_providers::openai::{ChatOptions, Compat, Gbnf, OpenAiClient};
+use catena_providers::openai::{Compat, Gbnf, OpenAiClient};
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -296,30 +296,24 @@ struct Verdict {
 async fn json_object_with_schema_is_valid_against_it() {
     let client = client();
     let schema = schemars::schema_for!(Verdict).to_value();
-    let options = ChatOptions::new().with_json_object_schema(schema);
+    let options = Constraint::JsonSchema(schema);
     let request = ask("Is the sky blue? Answer in JSON.").with_temperature(0.0).with_max_tokens(64);
-    let response = client.chat_with(request.clone(), &options).await.unwrap();
+    let response = client.chat(request.clone().with_constraint(options.clone())).await.unwrap();
     assert_eq!(response.finish_reason, Some(FinishReason::Stop), "{response}");
     serde_json::from_str::<Verdict>(&response.text()).unwrap_or_else(|e| panic!("{e}: {response}"));
 
-    let streamed = collect_stream(client.stream_with(request, &options).await.unwrap()).await.unwrap();
+    let streamed =
+        collect_stream(client.chat_stream(request.with_constraint(options.clone())).await.unwrap()).await.unwrap();
     assert_eq!(streamed.text(), response.text());
     assert_eq!(streamed.finish_reason, Some(FinishReason::Stop));
 }
 
+/// Why the llama.cpp dialect sends a JSON Schema as `{"type": "json_object", "schema": ...}`: the server answers
+/// OpenAI's `json_schema` form with HTTP 500.
 #[tokio::test]
-async fn json_schema_is_rejected_by_capabilities() {
+async fn openai_json_schema_form_is_an_error_on_this_server() {
     let server = support::shared_server();
     let schema = schemars::schema_for!(Verdict).to_value();
-    let format = ResponseFormat::JsonSchema { name: "verdict".into(), schema: schema.clone(), strict: true };
-    let request = ask("Is the sky blue?").with_max_tokens(16).with_response_format(format);
-    assert!(!client().capabilities().json_schema);
-    let err = client().chat(request.clone()).await.unwrap_err();
-    assert!(matches!(&err, Error::Unsupported { capability, .. } if capability.contains("json_schema")), "{err}");
-    let err = closed_port_client().chat(request).await.unwrap_err();
-    assert!(matches!(err, Error::Unsupported { .. }), "nothing must be sent: {err}");
-
-    // Why: the server itself answers OpenAI's json_schema format with HTTP 500.
     let raw = reqwest::Client::new()
         .post(format!("{}/chat/completions", server.base_url()))
         .header("content-type", "application/json")
@@ -417,15 +411,18 @@ async fn message_with_several_text_parts_is_accepted() {
 #[tokio::test]
 async fn grammar_limits_the_answer_to_its_language() {
     let client = client();
-    let yes_no = ChatOptions::new().with_grammar(Gbnf::parse(r#"root ::= ("yes" | "no")"#).unwrap());
+    let yes_no = Constraint::Gbnf(Gbnf::parse(r#"root ::= ("yes" | "no")"#).unwrap().into_string());
     for seed in 1..=6 {
         let request =
             ask("Is the borrow checker your friend?").with_temperature(1.0).with_seed(seed).with_max_tokens(8);
-        let response = client.chat_with(request.clone(), &yes_no).await.unwrap();
+        let response = client.chat(request.clone().with_constraint(yes_no.clone())).await.unwrap();
         assert!(["yes", "no"].contains(&response.text().as_str()), "seed {seed}: {response}");
         // The grammar is complete after one word, so the server ends the answer itself.
         assert_eq!(response.finish_reason, Some(FinishReason::Stop), "seed {seed}");
-        let streamed = collect_stream(client.stream_with(request.clone(), &yes_no).await.unwrap()).await.unwrap();
+        let streamed =
+            collect_stream(client.chat_stream(request.clone().with_constraint(yes_no.clone())).await.unwrap())
+                .await
+                .unwrap();
         assert_eq!(streamed.text(), response.text(), "seed {seed}, streamed");
         assert_eq!(streamed.finish_reason, Some(FinishReason::Stop));
         // Without the grammar the same request is the model's usual gibberish, cut by max_tokens.
@@ -438,9 +435,9 @@ async fn grammar_limits_the_answer_to_its_language() {
 #[tokio::test]
 async fn digit_grammar_gives_only_digits_up_to_max_tokens() {
     let client = client();
-    let digits = ChatOptions::new().with_grammar(Gbnf::parse("root ::= [0-9]+").unwrap());
+    let digits = Constraint::Gbnf(Gbnf::parse("root ::= [0-9]+").unwrap().into_string());
     let request = ask("Count for me.").with_temperature(0.0).with_max_tokens(12);
-    let response = client.chat_with(request.clone(), &digits).await.unwrap();
+    let response = client.chat(request.clone().with_constraint(digits.clone())).await.unwrap();
     let text = response.text();
     assert!(!text.is_empty() && text.chars().all(|c| c.is_ascii_digit()), "{response}");
     let usage = response.usage.unwrap();
@@ -451,7 +448,8 @@ async fn digit_grammar_gives_only_digits_up_to_max_tokens() {
         Some(FinishReason::Stop) => assert!(usage.output_tokens <= 12, "{response}"),
         other => panic!("unexpected finish reason {other:?}: {response}"),
     }
-    let streamed = collect_stream(client.stream_with(request, &digits).await.unwrap()).await.unwrap();
+    let streamed =
+        collect_stream(client.chat_stream(request.with_constraint(digits.clone())).await.unwrap()).await.unwrap();
     assert_eq!(streamed.text(), text);
     assert_eq!(streamed.finish_reason, response.finish_reason);
 }
@@ -486,8 +484,8 @@ async fn invalid_grammars_are_refused_before_reaching_the_server() {
     // `{m,n}` with n < m would not crash llama.cpp's parser but keep it busy for hours.
     assert!(Gbnf::parse(r#"root ::= "a"{3,2}"#).unwrap_err().to_string().contains("below its lower bound"));
     // The shared server is alive and still takes grammars.
-    let options = ChatOptions::new().with_grammar(Gbnf::parse(r#"root ::= "ok""#).unwrap());
-    let response = client().chat_with(ask("Say ok").with_max_tokens(4), &options).await.unwrap();
+    let options = Constraint::Gbnf(Gbnf::parse(r#"root ::= "ok""#).unwrap().into_string());
+    let response = client().chat(ask("Say ok").with_max_tokens(4).with_constraint(options.clone())).await.unwrap();
     assert_eq!(response.text(), "ok");
     assert_eq!(support::http_get(support::shared_server().port(), "/v1/models").unwrap().0, 200);
 }

@@ -19,9 +19,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use catena_core::{
-    collect_stream, ChatRequest, Error, FinishReason, Llm, Message, ResponseFormat, ToolDefinition, Usage,
-};
+use catena_core::{collect_stream, ChatRequest, Constraint, Error, FinishReason, Llm, Message, ToolDefinition, Usage};
 use catena_providers::llama::{
     GenerationRequest, GenerationSummary, LocalLlm, LocalLlmOptions, Prompt, SamplingParams, TokenId, TokenKind,
     TokenMask, TokenSet,
@@ -510,7 +508,8 @@ async fn unsupported_requests_are_rejected() {
     // Tools and JSON formats are grammars: available exactly when the grammar engine is compiled in (feature
     // `constrain`; tests/local_constrained.rs covers them), rejected otherwise.
     let grammar = cfg!(feature = "constrain");
-    assert_eq!((caps.tools, caps.json_object, caps.json_schema), (grammar, grammar, grammar));
+    let json = (caps.constraints.json_object.is_some(), caps.constraints.json_schema.is_some());
+    assert_eq!((caps.tools, json), (grammar, (grammar, grammar)));
     if !grammar {
         let weather = ToolDefinition {
             name: "weather".into(),
@@ -519,7 +518,7 @@ async fn unsupported_requests_are_rejected() {
         };
         let tools = greedy_request("Weather?", 4).with_tool(weather);
         assert!(matches!(llm.chat(tools).await, Err(Error::Unsupported { .. })));
-        let json = greedy_request("JSON please", 4).with_response_format(ResponseFormat::JsonObject);
+        let json = greedy_request("JSON please", 4).with_constraint(Constraint::JsonObject);
         assert!(matches!(llm.chat_stream(json).await, Err(Error::Unsupported { .. })));
     }
 

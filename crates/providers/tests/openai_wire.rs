@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 use catena_core::layer::{LayerExt, TelemetryLayer};
 use catena_core::{
     collect_stream, ChatRequest, ChatResponse, Constraint, ContentPart, Embedder, Error, FinishReason, Llm,
-    LlmStructuredExt, Message, RepairPolicy, ResponseFormat, Strategy, ToolChoice, ToolDefinition, Usage,
+    LlmStructuredExt, Message, RepairPolicy, Strategy, ToolChoice, ToolDefinition, Usage,
 };
-use catena_providers::openai::{ApiKey, ChatOptions, Compat, Gbnf, GrammarField, OpenAiClient};
+use catena_providers::openai::{ApiKey, Compat, ConstraintDialect, Gbnf, OpenAiClient};
 use catena_test_support::spans as capture;
 use catena_test_support::wire::{Canned, Reply, TestServer, ToolStyle};
 use futures::StreamExt;
@@ -245,16 +245,11 @@ async fn llama_cpp_profile_rejects_unsupported_requests_before_sending() {
     let server = TestServer::start(Reply::Answer(Canned::text("{}"))).await;
     let client = server.client(Compat::LlamaCpp).build().unwrap();
     let schema = json!({"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]});
-    let request =
-        ChatRequest::new(vec![Message::user("JSON please")]).with_response_format(ResponseFormat::JsonSchema {
-            name: "answer".into(),
-            schema: schema.clone(),
-            strict: true,
-        });
-    for result in [client.chat(request.clone()).await.err(), client.chat_stream(request.clone()).await.err()] {
+    let lark = ChatRequest::new(vec![Message::user("x")]).with_constraint(Constraint::Grammar("start: \"x\"".into()));
+    for result in [client.chat(lark.clone()).await.err(), client.chat_stream(lark.clone()).await.err()] {
         match result {
             Some(Error::Unsupported { capability, backend, .. }) => {
-                assert!(capability.contains("json_schema"), "{capability}");
+                assert!(capability.contains("grammar"), "{capability}");
                 assert!(backend.contains("llama.cpp"), "{backend}");
             }
             other => panic!("expected Unsupported, got {other:?}"),
@@ -265,21 +260,39 @@ async fn llama_cpp_profile_rejects_unsupported_requests_before_sending() {
     assert!(matches!(client.chat(required).await, Err(Error::Unsupported { .. })));
     assert_eq!(server.request_count(), 0, "nothing may be sent for unsupported requests");
 
-    // The llama-cpp-python way to constrain JSON by a schema.
+    // A JSON Schema goes the llama-cpp-python way (OpenAI's json_schema form is an HTTP 500 there); JSON mode as
+    // OpenAI's.
     let plain = ChatRequest::new(vec![Message::user("JSON please")]);
-    let options = ChatOptions::new().with_json_object_schema(schema.clone());
-    client.chat_with(plain.clone(), &options).await.unwrap();
+    client.chat(plain.clone().with_constraint(Constraint::JsonSchema(schema.clone()))).await.unwrap();
     assert_eq!(server.last_body()["response_format"], json!({"type": "json_object", "schema": schema}));
+    client.chat(plain.clone().with_constraint(Constraint::JsonObject)).await.unwrap();
+    assert_eq!(server.last_body()["response_format"], json!({"type": "json_object"}));
+    client.chat(plain.clone()).await.unwrap();
+    assert!(server.last_body().get("response_format").is_none());
 
-    // Other profiles do not accept that option, and capabilities can be overridden.
-    let vllm = server.client(Compat::Vllm).build().unwrap();
-    assert!(matches!(vllm.chat_with(plain.clone(), &options).await, Err(Error::Unsupported { .. })));
+    // JSON mode on every profile, the same way.
+    for compat in [Compat::OpenAi, Compat::Vllm, Compat::Ollama, Compat::Generic] {
+        let other = server.client(compat).api_key("k").build().unwrap();
+        other.chat(plain.clone().with_constraint(Constraint::JsonObject)).await.unwrap();
+        assert_eq!(server.last_body()["response_format"], json!({"type": "json_object"}), "{compat}");
+    }
+
+    // Capabilities and quirks can be overridden: a generic server that speaks OpenAI's structured outputs.
+    let mut quirks = Compat::Generic.quirks();
+    quirks.constraint_dialect = ConstraintDialect::OpenAi;
     let overridden = server
-        .client(Compat::LlamaCpp)
-        .capabilities(catena_core::Capabilities { json_schema: true, ..Compat::LlamaCpp.capabilities() })
+        .client(Compat::Generic)
+        .quirks(quirks)
+        .capabilities(catena_core::Capabilities {
+            constraints: catena_core::ConstraintSupport {
+                json_schema: Some(Strategy::Native),
+                ..Compat::Generic.capabilities().constraints
+            },
+            ..Compat::Generic.capabilities()
+        })
         .build()
         .unwrap();
-    overridden.chat(request).await.unwrap();
+    overridden.chat(plain.with_constraint(Constraint::JsonSchema(schema))).await.unwrap();
     assert_eq!(server.last_body()["response_format"]["type"], "json_schema");
 }
 
@@ -324,57 +337,61 @@ async fn text_parts_are_sent_as_one_string() {
 async fn grammar_goes_only_to_servers_that_take_it() {
     let server = TestServer::start(Reply::Answer(Canned::text("yes"))).await;
     let grammar = Gbnf::parse("root ::= \"yes\" | \"no\"\n").unwrap();
-    let options = ChatOptions::new().with_grammar(grammar.clone());
     let request = ChatRequest::new(vec![Message::user("Is Rust memory safe?")]).with_max_tokens(4);
+    let constrained = request.clone().with_constraint(Constraint::Gbnf(grammar.as_str().to_string()));
 
     // llama.cpp: a top-level `grammar` string, streamed or not.
     let llama = server.client(Compat::LlamaCpp).build().unwrap();
-    assert_eq!(llama.chat_with(request.clone(), &options).await.unwrap().text(), "yes");
+    assert_eq!(llama.chat(constrained.clone()).await.unwrap().text(), "yes");
     assert_eq!(server.last_body()["grammar"], "root ::= \"yes\" | \"no\"\n");
-    collect_stream(llama.stream_with(request.clone(), &options).await.unwrap()).await.unwrap();
+    collect_stream(llama.chat_stream(constrained.clone()).await.unwrap()).await.unwrap();
     assert_eq!(server.last_body()["grammar"], grammar.as_str());
     assert_eq!(server.last_body()["stream"], true);
     // No grammar, no field.
     llama.chat(request.clone()).await.unwrap();
     assert!(server.last_body().get("grammar").is_none());
+    // vLLM takes it in `structured_outputs`.
+    let vllm = server.client(Compat::Vllm).build().unwrap();
+    vllm.chat(constrained.clone()).await.unwrap();
+    assert_eq!(server.last_body()["structured_outputs"], json!({"grammar": grammar.as_str()}));
     let sent = server.request_count();
 
     // Other profiles refuse before sending.
-    for compat in [Compat::OpenAi, Compat::Vllm, Compat::Ollama, Compat::Generic] {
+    for compat in [Compat::OpenAi, Compat::Ollama, Compat::Generic] {
         let client = server.client(compat).api_key("k").build().unwrap();
         for err in [
-            client.chat_with(request.clone(), &options).await.unwrap_err(),
-            client.stream_with(request.clone(), &options).await.err().unwrap(),
+            client.chat(constrained.clone()).await.unwrap_err(),
+            client.chat_stream(constrained.clone()).await.err().unwrap(),
         ] {
-            assert!(matches!(&err, Error::Unsupported { capability, .. } if capability.contains("GBNF")), "{err}");
+            assert!(matches!(&err, Error::Unsupported { capability, .. } if capability.contains("gbnf")), "{err}");
         }
     }
-    // A grammar with another constraint on the answer: the server would replace the grammar with its own.
-    let schema = json!({"type": "object"});
-    for (request, options, names) in [
-        (request.clone(), options.clone().with_json_object_schema(schema.clone()), "with_json_object_schema"),
-        (request.clone().with_response_format(ResponseFormat::JsonObject), options.clone(), "response_format"),
-        (
-            request.clone().with_tool(weather_tool()).with_tool_choice(ToolChoice::Tool("weather".into())),
-            options.clone(),
-            "forced tool choice",
-        ),
-    ] {
-        let err = llama.chat_with(request, &options).await.unwrap_err();
-        assert!(matches!(&err, Error::InvalidInput(m) if m.contains(names)), "{err}");
-    }
+    // A grammar with a forced tool call: the server would replace the grammar with its own.
+    let forced = constrained.clone().with_tool(weather_tool()).with_tool_choice(ToolChoice::Tool("weather".into()));
+    let err = llama.chat(forced).await.unwrap_err();
+    assert!(matches!(&err, Error::InvalidInput(m) if m.contains("forced tool choice")), "{err}");
     assert_eq!(server.request_count(), sent, "nothing may be sent for refused grammars");
 
-    // A plain-text response format and unforced tools are compatible.
-    llama.chat_with(request.clone().with_response_format(ResponseFormat::Text), &options).await.unwrap();
-    llama.chat_with(request.clone().with_tool(weather_tool()), &options).await.unwrap();
+    // Unforced tools are compatible.
+    llama.chat(constrained.clone().with_tool(weather_tool())).await.unwrap();
     assert_eq!(server.last_body()["grammar"], grammar.as_str());
 
-    // A server of another family that takes llama.cpp's field: override the quirk.
+    // A server of another family that takes llama.cpp's field: override the dialect and the capabilities.
     let mut quirks = Compat::Generic.quirks();
-    quirks.grammar_field = GrammarField::Grammar;
-    let generic = server.client(Compat::Generic).quirks(quirks).build().unwrap();
-    generic.chat_with(request, &options).await.unwrap();
+    quirks.constraint_dialect = ConstraintDialect::LlamaCpp;
+    let generic = server
+        .client(Compat::Generic)
+        .quirks(quirks)
+        .capabilities(catena_core::Capabilities {
+            constraints: catena_core::ConstraintSupport {
+                gbnf: Some(Strategy::Grammar),
+                ..Compat::Generic.capabilities().constraints
+            },
+            ..Compat::Generic.capabilities()
+        })
+        .build()
+        .unwrap();
+    generic.chat(constrained).await.unwrap();
     assert_eq!(server.last_body()["grammar"], grammar.as_str());
 }
 
@@ -883,7 +900,10 @@ async fn each_family_gets_constraints_in_its_own_dialect() {
     assert_eq!(caps(Compat::LlamaCpp).json_schema, Some(Strategy::Native));
     assert_eq!(caps(Compat::LlamaCpp).choice, Some(Strategy::Grammar));
     assert_eq!(caps(Compat::LlamaCpp).gbnf, Some(Strategy::Grammar));
-    assert_eq!(caps(Compat::Generic), catena_core::ConstraintSupport::none());
+    assert_eq!(
+        caps(Compat::Generic),
+        catena_core::ConstraintSupport { json_object: Some(Strategy::Native), ..catena_core::ConstraintSupport::none() }
+    );
 }
 
 #[tokio::test]
@@ -925,17 +945,11 @@ async fn invalid_or_conflicting_constraints_are_refused_before_sending() {
     // A regex llama.cpp's grammars cannot express exactly.
     let err = llama.chat(prompt.clone().with_constraint(Constraint::Regex(r"\bword\b".into()))).await.unwrap_err();
     assert!(matches!(&err, Error::Unsupported { capability, .. } if capability.contains("regex")), "{err}");
-    // A constraint next to another way of constraining the answer.
+    // A constraint next to a forced tool call (the answer would be the call, not constrained text).
     let choice = prompt.clone().with_constraint(Constraint::choice(["yes", "no"]));
-    let grammar = ChatOptions::new().with_grammar(Gbnf::parse("root ::= \"x\"").unwrap());
-    let err = llama.chat_with(choice.clone(), &grammar).await.unwrap_err();
-    assert!(invalid(&err, "with_grammar"), "{err}");
-    let schema = ChatOptions::new().with_json_object_schema(json!({"type": "object"}));
-    assert!(invalid(&llama.chat_with(choice.clone(), &schema).await.unwrap_err(), "with_json_object_schema"));
     let forced = choice.clone().with_tool(weather_tool()).with_tool_choice(ToolChoice::Tool("weather".into()));
-    assert!(invalid(&llama.chat(forced).await.unwrap_err(), "forced tool choice"));
-    let both = choice.clone().with_response_format(ResponseFormat::JsonObject);
-    assert!(invalid(&vllm.chat(both).await.unwrap_err(), "response_format"));
+    assert!(invalid(&llama.chat(forced.clone()).await.unwrap_err(), "forced tool choice"));
+    assert!(invalid(&vllm.chat(forced).await.unwrap_err(), "forced tool choice"));
     // Capabilities that claim more than the wire dialect can say: refused, never dropped silently.
     let overclaiming = server
         .client(Compat::Generic)

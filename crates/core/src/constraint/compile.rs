@@ -65,6 +65,7 @@ impl Constraint {
                 }
                 Ok(TopLevelGrammar::from_json_schema(schema))
             }
+            Constraint::JsonObject => Constraint::JsonSchema(super::any_object_schema()).to_grammar_with(whitespace),
             Constraint::Regex(rx) => Ok(TopLevelGrammar::from_regex(rx)),
             Constraint::Choice(options) => {
                 if options.is_empty() {

@@ -65,12 +65,15 @@ use crate::error::{Error, Result};
 
 /// What the generated text must look like.
 ///
-/// Serialises as `{"json_schema": {...}}`, `{"regex": "..."}`, `{"choice": [...]}`, `{"grammar": "..."}` or
+/// Serialises as `"json_object"`, `{"json_schema": {...}}`, `{"regex": "..."}`, `{"choice": [...]}`, `{"grammar": "..."}` or
 /// `{"gbnf": "..."}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Constraint {
+    /// Any JSON object: a provider's "JSON mode" (OpenAI `response_format: {"type": "json_object"}`). Prefer
+    /// [`Constraint::JsonSchema`] when the shape is known; this is for answers whose keys are not.
+    JsonObject,
     /// A JSON value valid against this JSON Schema (drafts 4 to 2020-12). `true` is the same as `{}`; `false` is
     /// rejected.
     JsonSchema(Value),
@@ -96,10 +99,11 @@ impl Constraint {
         Constraint::Choice(options.into_iter().map(Into::into).collect())
     }
 
-    /// A short name of the constraint's kind, used in errors and spans: `json_schema`, `regex`, `choice`,
-    /// `grammar`, `gbnf`.
+    /// A short name of the constraint's kind, used in errors and spans: `json_object`, `json_schema`, `regex`,
+    /// `choice`, `grammar`, `gbnf`.
     pub fn kind(&self) -> &'static str {
         match self {
+            Constraint::JsonObject => "json_object",
             Constraint::JsonSchema(_) => "json_schema",
             Constraint::Regex(_) => "regex",
             Constraint::Choice(_) => "choice",
@@ -123,6 +127,7 @@ impl Constraint {
     /// constraint itself (see [`crate::structured`]).
     pub fn describe(&self) -> String {
         match self {
+            Constraint::JsonObject => "Reply with only a JSON object (no prose, no code fences).".to_string(),
             Constraint::JsonSchema(schema) => format!(
                 "Reply with only a JSON value (no prose, no code fences) valid against this JSON Schema:\n{}",
                 serde_json::to_string_pretty(schema).unwrap_or_else(|_| schema.to_string())
@@ -151,6 +156,10 @@ impl Constraint {
     /// off.
     pub fn validator(&self) -> Result<Validator> {
         let inner = match self {
+            Constraint::JsonObject => ValidatorKind::Json(Box::new(
+                jsonschema::validator_for(&any_object_schema())
+                    .map_err(|e| Error::InvalidInput(format!("invalid JSON Schema: {e}")))?,
+            )),
             Constraint::JsonSchema(schema) => {
                 if schema == &Value::Bool(false) {
                     return Err(Error::InvalidInput(
@@ -174,6 +183,11 @@ impl Constraint {
         };
         Ok(Validator { inner })
     }
+}
+
+/// The JSON Schema of [`Constraint::JsonObject`]: any object.
+pub(crate) fn any_object_schema() -> Value {
+    serde_json::json!({"type": "object"})
 }
 
 #[cfg(feature = "constrain")]

@@ -44,11 +44,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use catena_core::{
-    async_trait, Capabilities, ChatRequest, ChatResponse, ChatStream, ConstraintSupport, Embedder, Error, Llm,
-    ResponseFormat, Result, Strategy, ToolChoice,
+    async_trait, Capabilities, ChatRequest, ChatResponse, ChatStream, ConstraintSupport, Embedder, Error, Llm, Result,
+    Strategy, ToolChoice,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use serde_json::Value;
 
 use self::stream::SseChatStream;
 use self::wire::StreamUsage;
@@ -112,15 +111,15 @@ impl From<&str> for ApiKey {
 /// The family of OpenAI-compatible server on the other end. It fixes the [`Capabilities`] and [`Quirks`] a
 /// client starts with; [`OpenAiBuilder::capabilities`] and [`OpenAiBuilder::quirks`] override them.
 ///
-/// | profile | streaming usage | tools | forced tool choice | json_object | json_schema | seed | images |
-/// |---|---|---|---|---|---|---|---|
-/// | `OpenAi` | yes | yes | yes | yes | yes | yes | yes |
-/// | `Vllm` | yes | yes | yes | yes | yes | yes | yes |
-/// | `Ollama` | yes | yes | no | yes | yes | yes | yes |
-/// | `LlamaCpp` | no | yes | named tool only | yes (+ schema via [`ChatOptions`]) | no | yes | no |
-/// | `Generic` | no | yes | no | yes | no | yes | no |
+/// | profile | streaming usage | tools | forced tool choice | seed | images |
+/// |---|---|---|---|---|---|
+/// | `OpenAi` | yes | yes | yes | yes | yes |
+/// | `Vllm` | yes | yes | yes | yes | yes |
+/// | `Ollama` | yes | yes | no | yes | yes |
+/// | `LlamaCpp` | no | yes | named tool only | yes | no |
+/// | `Generic` | no | yes | no | yes | no |
 ///
-/// All profiles stream. Only `LlamaCpp` takes a GBNF grammar ([`ChatOptions::with_grammar`]).
+/// All profiles stream.
 ///
 /// # Constraints
 ///
@@ -131,13 +130,13 @@ impl From<&str> for ApiKey {
 /// validate-and-repair, unless forbidden; it does the same when a supported kind is refused for one instance,
 /// such as a regex construct with no GBNF equivalent):
 ///
-/// | profile | JSON Schema | regex | choice | Lark grammar | GBNF |
-/// |---|---|---|---|---|---|
-/// | `OpenAi` | Native: `response_format` `json_schema`, `strict: true` on a strict-compatible rewrite of the schema (see [`ConstraintDialect::OpenAi`]) | - | - | - | - |
-/// | `Vllm` (>= 0.10.2) | Native: `response_format` `json_schema` | Native: `structured_outputs.regex` | Native: `structured_outputs.choice` | - | Native: `structured_outputs.grammar` |
-/// | `Ollama` | Native: `response_format` `json_schema` | - | - | - | - |
-/// | `LlamaCpp` | Native: `response_format` `{"type": "json_object", "schema": ...}` | Grammar: converted to GBNF | Grammar: GBNF alternation | - | Grammar: `grammar` |
-/// | `Generic` | - | - | - | - | - |
+/// | profile | JSON object (JSON mode) | JSON Schema | regex | choice | Lark grammar | GBNF |
+/// |---|---|---|---|---|---|---|
+/// | `OpenAi` | Native: `response_format` `json_object` | Native: `response_format` `json_schema`, `strict: true` on a strict-compatible rewrite of the schema (see [`ConstraintDialect::OpenAi`]) | - | - | - | - |
+/// | `Vllm` (>= 0.10.2) | Native: `json_object` | Native: `response_format` `json_schema` | Native: `structured_outputs.regex` | Native: `structured_outputs.choice` | - | Native: `structured_outputs.grammar` |
+/// | `Ollama` | Native: `json_object` | Native: `response_format` `json_schema` | - | - | - | - |
+/// | `LlamaCpp` | Native: `json_object` | Native: `response_format` `{"type": "json_object", "schema": ...}` | Grammar: converted to GBNF | Grammar: GBNF alternation | - | Grammar: top-level `grammar` |
+/// | `Generic` | Native: `json_object` | - | - | - | - | - |
 ///
 /// Whatever the strategy, `catena_core::structured` validates the answer against the original constraint before
 /// returning it (Lark and GBNF grammars only with catena's `constrain` feature; see `Constrained::validated`): a
@@ -154,13 +153,15 @@ pub enum Compat {
     Ollama,
     /// llama-cpp-python's server (`python -m llama_cpp.server`). It rejects `content: null` next to tool calls
     /// (the client sends `""`), answers OpenAI's `json_schema` response format with HTTP 500 (reported
-    /// unsupported), accepts `{"type": "json_object", "schema": ...}` (see [`ChatOptions::with_json_object_schema`]),
-    /// treats `tool_choice: "required"` as `auto` (reported unsupported; name the tool instead) and sends no usage
-    /// in streams. It takes a GBNF grammar in a top-level `grammar` field ([`ChatOptions::with_grammar`]), as
-    /// llama.cpp's own `llama-server` does.
+    /// unsupported), accepts `{"type": "json_object", "schema": ...}` (where
+    /// [`Constraint::JsonSchema`](catena_core::Constraint::JsonSchema) goes), treats `tool_choice: "required"` as
+    /// `auto` (reported unsupported; name the tool instead) and sends no usage in streams. It takes a GBNF grammar
+    /// in a top-level `grammar` field ([`Constraint::Gbnf`](catena_core::Constraint::Gbnf)), as llama.cpp's own
+    /// `llama-server` does.
     LlamaCpp,
-    /// Any other server: plain chat, streaming, tools, `json_object` and `seed`; override the capabilities if the
-    /// server can do more.
+    /// Any other server: plain chat, streaming, tools, JSON mode
+    /// ([`Constraint::JsonObject`](catena_core::Constraint::JsonObject)) and `seed`; override the capabilities if
+    /// the server can do more.
     Generic,
 }
 
@@ -186,21 +187,19 @@ impl Compat {
             streaming_tools: true,
             tools: true,
             forced_tool_choice: true,
-            json_object: true,
-            json_schema: true,
             seed: true,
             images: true,
-            constraints: ConstraintSupport::none(),
+            constraints: ConstraintSupport { json_object: Some(Strategy::Native), ..ConstraintSupport::none() },
         };
         let native = Some(Strategy::Native);
         let grammar = Some(Strategy::Grammar);
         match self {
-            Compat::OpenAi => Capabilities {
-                constraints: ConstraintSupport { json_schema: native, ..ConstraintSupport::none() },
-                ..all
-            },
+            Compat::OpenAi => {
+                Capabilities { constraints: ConstraintSupport { json_schema: native, ..all.constraints }, ..all }
+            }
             Compat::Vllm => Capabilities {
                 constraints: ConstraintSupport {
+                    json_object: native,
                     json_schema: native,
                     regex: native,
                     choice: native,
@@ -211,14 +210,14 @@ impl Compat {
             },
             Compat::Ollama => Capabilities {
                 forced_tool_choice: false,
-                constraints: ConstraintSupport { json_schema: native, ..ConstraintSupport::none() },
+                constraints: ConstraintSupport { json_schema: native, ..all.constraints },
                 ..all
             },
             Compat::LlamaCpp => Capabilities {
                 streaming_usage: false,
-                json_schema: false,
                 images: false,
                 constraints: ConstraintSupport {
+                    json_object: native,
                     json_schema: native,
                     regex: grammar,
                     choice: grammar,
@@ -227,13 +226,7 @@ impl Compat {
                 },
                 ..all
             },
-            Compat::Generic => Capabilities {
-                streaming_usage: false,
-                forced_tool_choice: false,
-                json_schema: false,
-                images: false,
-                ..all
-            },
+            Compat::Generic => Capabilities { streaming_usage: false, forced_tool_choice: false, images: false, ..all },
         }
     }
 
@@ -247,15 +240,13 @@ impl Compat {
                 MaxTokensField::MaxTokens
             },
             tool_choice_required: !matches!(self, Compat::LlamaCpp | Compat::Ollama | Compat::Generic),
-            json_object_schema: self == Compat::LlamaCpp,
-            grammar_field: if self == Compat::LlamaCpp { GrammarField::Grammar } else { GrammarField::Unsupported },
             stream_requires_finish_reason: true,
             constraint_dialect: match self {
                 Compat::OpenAi => ConstraintDialect::OpenAi,
                 Compat::Vllm => ConstraintDialect::Vllm,
                 Compat::Ollama => ConstraintDialect::Ollama,
                 Compat::LlamaCpp => ConstraintDialect::LlamaCpp,
-                Compat::Generic => ConstraintDialect::Unsupported,
+                Compat::Generic => ConstraintDialect::JsonMode,
             },
         }
     }
@@ -297,16 +288,6 @@ pub enum MaxTokensField {
     MaxCompletionTokens,
 }
 
-/// Where a GBNF grammar ([`ChatOptions::with_grammar`]) goes in the request body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum GrammarField {
-    /// The server takes no grammar: requests with one fail with [`Error::Unsupported`] before anything is sent.
-    Unsupported,
-    /// A top-level `"grammar": "<GBNF>"` string: llama-cpp-python's server and llama.cpp's `llama-server`.
-    Grammar,
-}
-
 /// How a [`ChatRequest::constraint`] is written into the request body ([`Quirks::constraint_dialect`]). Which
 /// kinds a client accepts at all is decided by [`Capabilities::constraints`]; a kind the capabilities allow but
 /// the dialect cannot express fails with [`Error::Unsupported`] before sending, never silently dropped.
@@ -318,6 +299,10 @@ pub enum GrammarField {
 pub enum ConstraintDialect {
     /// The server has no structured-output feature: every constraint is refused.
     Unsupported,
+    /// The server only has OpenAI's JSON mode: [`Constraint::JsonObject`](catena_core::Constraint::JsonObject) goes
+    /// as `response_format: {"type": "json_object"}`; every other kind is refused. (Every other dialect sends JSON
+    /// mode the same way.)
+    JsonMode,
     /// OpenAI: a JSON Schema goes as `response_format: {"type": "json_schema", "json_schema": {"name", "schema",
     /// "strict"}}`. Strict mode only takes a subset of JSON Schema (every object closed with
     /// `"additionalProperties": false` and listing all its properties in `required`, a limited set of keywords,
@@ -368,10 +353,6 @@ pub struct Quirks {
     pub max_tokens_field: MaxTokensField,
     /// The server honours `tool_choice: "required"`; when false such requests fail with [`Error::Unsupported`].
     pub tool_choice_required: bool,
-    /// The server accepts `{"type": "json_object", "schema": ...}` ([`ChatOptions::with_json_object_schema`]).
-    pub json_object_schema: bool,
-    /// How the server takes a GBNF grammar, if at all.
-    pub grammar_field: GrammarField,
     /// A stream that ends (`data: [DONE]`) before any chunk carried a `finish_reason` is an error (true for every
     /// profile). OpenAI's stream format ends every answer with a chunk that has one; a stream without it was cut
     /// short, for example by llama-cpp-python's server, which ends a running stream this way when another request
@@ -380,64 +361,6 @@ pub struct Quirks {
     pub stream_requires_finish_reason: bool,
     /// How [`ChatRequest::constraint`] goes on the wire.
     pub constraint_dialect: ConstraintDialect,
-}
-
-/// Per-request options that only OpenAI-compatible servers understand, beyond the provider-neutral
-/// [`ChatRequest`]. Pass them to [`OpenAiClient::chat_with`] or [`OpenAiClient::stream_with`].
-///
-/// ```
-/// use catena_providers::openai::{ChatOptions, Gbnf};
-/// let options = ChatOptions::new().with_json_object_schema(serde_json::json!({"type": "object"}));
-/// assert!(options.json_object_schema().is_some());
-///
-/// let digits = ChatOptions::new().with_grammar(Gbnf::parse("root ::= [0-9]+")?);
-/// assert_eq!(digits.grammar().map(Gbnf::as_str), Some("root ::= [0-9]+"));
-/// # Ok::<(), catena_core::Error>(())
-/// ```
-#[derive(Debug, Clone, Default, PartialEq)]
-#[non_exhaustive]
-pub struct ChatOptions {
-    json_object_schema: Option<Value>,
-    grammar: Option<Gbnf>,
-}
-
-impl ChatOptions {
-    /// No options.
-    pub fn new() -> Self {
-        ChatOptions::default()
-    }
-
-    /// Sends `response_format: {"type": "json_object", "schema": schema}`: llama-cpp-python turns the schema into
-    /// a grammar, so the answer is JSON valid against it. Requires [`Quirks::json_object_schema`] and a request
-    /// whose `response_format` is unset or [`ResponseFormat::JsonObject`].
-    pub fn with_json_object_schema(mut self, schema: Value) -> Self {
-        self.json_object_schema = Some(schema);
-        self
-    }
-
-    /// The schema set by [`ChatOptions::with_json_object_schema`].
-    pub fn json_object_schema(&self) -> Option<&Value> {
-        self.json_object_schema.as_ref()
-    }
-
-    /// Constrains the answer to a GBNF grammar: the server only samples tokens the grammar allows, and ends the
-    /// answer (finish reason `stop`) once the grammar is complete. Requires a server that takes grammars
-    /// ([`Quirks::grammar_field`], set for [`Compat::LlamaCpp`]); other clients fail with
-    /// [`Error::Unsupported`] before sending. The grammar replaces the other ways of constraining the answer, so
-    /// a request that also sets a JSON response format, [`ChatOptions::with_json_object_schema`] or a forced tool
-    /// choice fails with [`Error::InvalidInput`] (the server would silently drop the grammar).
-    ///
-    /// [`Gbnf::parse`] has already checked the grammar the way llama.cpp's parser does: an invalid grammar would
-    /// crash llama-cpp-python's server.
-    pub fn with_grammar(mut self, grammar: Gbnf) -> Self {
-        self.grammar = Some(grammar);
-        self
-    }
-
-    /// The grammar set by [`ChatOptions::with_grammar`].
-    pub fn grammar(&self) -> Option<&Gbnf> {
-        self.grammar.as_ref()
-    }
 }
 
 /// Configures an [`OpenAiClient`]. Start with [`OpenAiClient::builder`] (OpenAI's URL, [`Compat::OpenAi`],
@@ -885,91 +808,20 @@ impl OpenAiClient {
         self.inner.quirks
     }
 
-    /// Sends a chat request with OpenAI-compatible [`ChatOptions`] and waits for the whole answer.
-    ///
-    /// # Errors
-    /// [`Error::Unsupported`] (before sending) when the request asks for more than [`Llm::capabilities`];
-    /// [`Error::Config`] when neither the request nor the client names a model; [`Error::InvalidInput`] for
-    /// messages the wire format cannot carry; [`Error::Http`] for non-2xx answers (body and `Retry-After` kept);
-    /// [`Error::Transport`] / [`Error::Timeout`] when no answer came; [`Error::Decode`] for unexpected bodies.
-    pub async fn chat_with(&self, request: ChatRequest, options: &ChatOptions) -> Result<ChatResponse> {
-        let prepared = self.prepare(&request, options, false)?;
-        let response = self.inner.post(&self.inner.chat_url, prepared.body, "application/json", true).await?;
-        let bytes = response.bytes().await.map_err(|e| self.inner.transport_error(e))?;
-        wire::decode_chat(&self.inner.provider, &bytes)
-    }
-
-    /// Sends a chat request with OpenAI-compatible [`ChatOptions`] and streams the answer. The stream owns a clone
-    /// of the client; dropping it closes the connection, which stops generation on the server.
-    ///
-    /// # Errors
-    /// As [`OpenAiClient::chat_with`], for everything up to the response headers; later failures are items of
-    /// the stream. A server that answers with JSON instead of an event stream gives [`Error::Decode`].
-    pub async fn stream_with(&self, request: ChatRequest, options: &ChatOptions) -> Result<ChatStream> {
-        let prepared = self.prepare(&request, options, true)?;
-        let response = self.inner.post(&self.inner.chat_url, prepared.body, "text/event-stream", false).await?;
-        let content_type =
-            response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
-        if content_type.starts_with("application/json") {
-            return Err(Error::Decode {
-                provider: self.inner.provider.clone(),
-                message: "asked for a stream but the server answered with one JSON document; it does not \
-                          stream: set `streaming: false` in OpenAiBuilder::capabilities and call `chat`"
-                    .into(),
-            });
-        }
-        Ok(Box::pin(SseChatStream::new(response.bytes_stream(), self.inner.clone())))
-    }
-
     /// Checks the request against capabilities and quirks, resolves the model and encodes the body.
-    fn prepare(&self, request: &ChatRequest, options: &ChatOptions, streaming: bool) -> Result<Prepared> {
+    fn prepare(&self, request: &ChatRequest, streaming: bool) -> Result<Prepared> {
         let inner = &self.inner;
         let caps = &inner.capabilities;
-        if request.constraint.is_some() {
-            let conflict = if options.grammar.is_some() {
-                Some("ChatOptions::with_grammar")
-            } else if options.json_object_schema.is_some() {
-                Some("ChatOptions::with_json_object_schema")
-            } else if matches!(request.tool_choice, Some(ToolChoice::Required | ToolChoice::Tool(_))) {
-                Some("a forced tool choice (the answer would be a tool call, not constrained text)")
-            } else {
-                None
-            };
-            if let Some(other) = conflict {
-                return Err(Error::InvalidInput(format!(
-                    "ChatRequest::constraint cannot be combined with {other}; keep one of the two"
-                )));
-            }
+        if request.constraint.is_some()
+            && matches!(request.tool_choice, Some(ToolChoice::Required | ToolChoice::Tool(_)))
+        {
+            return Err(Error::InvalidInput(
+                "ChatRequest::constraint cannot be combined with a forced tool choice (the answer would be a tool \
+                 call, not constrained text); keep one of the two"
+                    .into(),
+            ));
         }
-        if let Some(schema) = &options.json_object_schema {
-            if !inner.quirks.json_object_schema {
-                return Err(Error::unsupported(
-                    &caps.backend,
-                    "response_format json_object with a schema",
-                    "use ResponseFormat::JsonSchema if the server supports it, or enable Quirks::json_object_schema",
-                ));
-            }
-            if !schema.is_object() && !schema.is_boolean() {
-                return Err(Error::InvalidInput(
-                    "ChatOptions::with_json_object_schema needs a JSON Schema (an object or a boolean)".into(),
-                ));
-            }
-            if !matches!(request.response_format, None | Some(ResponseFormat::JsonObject)) {
-                return Err(Error::InvalidInput(
-                    "ChatOptions::with_json_object_schema sets the response format; leave ChatRequest::response_format \
-                     unset or JsonObject"
-                        .into(),
-                ));
-            }
-            let mut checked = request.clone();
-            checked.response_format = Some(ResponseFormat::JsonObject);
-            caps.check(&checked, streaming)?;
-        } else {
-            caps.check(request, streaming)?;
-        }
-        if options.grammar.is_some() {
-            self.check_grammar(request, options)?;
-        }
+        caps.check(request, streaming)?;
         let constraint = match &request.constraint {
             Some(constraint) => {
                 Some(wire::encode_constraint(constraint, inner.quirks.constraint_dialect, &caps.backend)?)
@@ -996,40 +848,9 @@ impl OpenAiClient {
         };
         let stream =
             streaming.then_some(if caps.streaming_usage { StreamUsage::Requested } else { StreamUsage::NotRequested });
-        let wire = wire::encode_chat(request, &model, &inner.quirks, options, constraint.as_ref(), stream)?;
+        let wire = wire::encode_chat(request, &model, &inner.quirks, constraint.as_ref(), stream)?;
         let body = serde_json::to_vec(&wire)?;
         Ok(Prepared { body })
-    }
-
-    /// A grammar must reach the server and must be the only constraint on the answer.
-    fn check_grammar(&self, request: &ChatRequest, options: &ChatOptions) -> Result<()> {
-        if self.inner.quirks.grammar_field == GrammarField::Unsupported {
-            return Err(Error::unsupported(
-                &self.inner.capabilities.backend,
-                "GBNF grammars",
-                "use a llama.cpp server (Compat::LlamaCpp), or set Quirks::grammar_field if this server takes a \
-                 top-level `grammar` field; for JSON answers use ChatRequest::response_format",
-            ));
-        }
-        let conflict = if options.json_object_schema.is_some() {
-            Some("ChatOptions::with_json_object_schema")
-        } else if matches!(
-            request.response_format,
-            Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
-        ) {
-            Some("a JSON ChatRequest::response_format")
-        } else if matches!(request.tool_choice, Some(ToolChoice::Required | ToolChoice::Tool(_))) {
-            Some("a forced tool choice")
-        } else {
-            None
-        };
-        match conflict {
-            Some(other) => Err(Error::InvalidInput(format!(
-                "ChatOptions::with_grammar cannot be combined with {other}: the server builds its own grammar for \
-                 that and drops the given one; use one of the two (a grammar can describe JSON too)"
-            ))),
-            None => Ok(()),
-        }
     }
 
     /// An embedder for `model`, whose vectors have `dimensions` entries (every answer is checked against it).
@@ -1126,12 +947,41 @@ impl Llm for OpenAiClient {
         self.inner.model.clone()
     }
 
+    /// Sends the request and waits for the whole answer.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] (before sending) when the request asks for more than [`Llm::capabilities`];
+    /// [`Error::Config`] when neither the request nor the client names a model; [`Error::InvalidInput`] for
+    /// messages the wire format cannot carry or an invalid constraint; [`Error::Http`] for non-2xx answers (body
+    /// and `Retry-After` kept); [`Error::Transport`] / [`Error::Timeout`] when no answer came; [`Error::Decode`]
+    /// for unexpected bodies.
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
-        self.chat_with(request, &ChatOptions::default()).await
+        let prepared = self.prepare(&request, false)?;
+        let response = self.inner.post(&self.inner.chat_url, prepared.body, "application/json", true).await?;
+        let bytes = response.bytes().await.map_err(|e| self.inner.transport_error(e))?;
+        wire::decode_chat(&self.inner.provider, &bytes)
     }
 
+    /// Sends the request and streams the answer. The stream owns a clone of the client; dropping it closes the
+    /// connection, which stops generation on the server.
+    ///
+    /// # Errors
+    /// As `chat`, for everything up to the response headers; later failures are items of the stream. A server
+    /// that answers with JSON instead of an event stream gives [`Error::Decode`].
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
-        self.stream_with(request, &ChatOptions::default()).await
+        let prepared = self.prepare(&request, true)?;
+        let response = self.inner.post(&self.inner.chat_url, prepared.body, "text/event-stream", false).await?;
+        let content_type =
+            response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+        if content_type.starts_with("application/json") {
+            return Err(Error::Decode {
+                provider: self.inner.provider.clone(),
+                message: "asked for a stream but the server answered with one JSON document; it does not \
+                          stream: set `streaming: false` in OpenAiBuilder::capabilities and call `chat`"
+                    .into(),
+            });
+        }
+        Ok(Box::pin(SseChatStream::new(response.bytes_stream(), self.inner.clone())))
     }
 }
 
@@ -1218,8 +1068,10 @@ mod tests {
     fn compat_parses_and_profiles_differ() {
         assert_eq!("LLAMA.CPP".parse::<Compat>().unwrap(), Compat::LlamaCpp);
         assert!("nope".parse::<Compat>().unwrap_err().to_string().contains("CATENA_COMPAT"));
-        assert!(!Compat::LlamaCpp.capabilities().json_schema);
-        assert!(Compat::OpenAi.capabilities().json_schema);
+        assert_eq!(Compat::LlamaCpp.capabilities().constraints.gbnf, Some(Strategy::Grammar));
+        assert_eq!(Compat::OpenAi.capabilities().constraints.gbnf, None);
+        assert_eq!(Compat::Generic.capabilities().constraints.json_object, Some(Strategy::Native));
+        assert_eq!(Compat::Generic.capabilities().constraints.json_schema, None);
         assert_eq!(Compat::OpenAi.quirks().max_tokens_field, MaxTokensField::MaxCompletionTokens);
     }
 

@@ -5,15 +5,15 @@
 //! string, missing `index`, content as an array of text parts).
 
 use catena_core::{
-    ChatChunk, ChatRequest, ChatResponse, Constraint, ContentPart, Error, FinishReason, Message, ResponseFormat,
-    Result, Role, ToolCall, ToolCallDelta, ToolChoice, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Constraint, ContentPart, Error, FinishReason, Message, Result, Role,
+    ToolCall, ToolCallDelta, ToolChoice, Usage,
 };
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{ChatOptions, ConstraintDialect, Gbnf, GrammarField, MaxTokensField, Quirks};
+use super::{ConstraintDialect, Gbnf, MaxTokensField, Quirks};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Requests
@@ -164,7 +164,6 @@ pub(crate) fn encode_chat<'a>(
     request: &'a ChatRequest,
     model: &'a str,
     quirks: &Quirks,
-    options: &'a ChatOptions,
     constraint: Option<&'a EncodedConstraint>,
     stream: Option<StreamUsage>,
 ) -> Result<ChatCompletionRequest<'a>> {
@@ -187,23 +186,15 @@ pub(crate) fn encode_chat<'a>(
         ToolChoice::Required => WireToolChoice::Mode("required"),
         ToolChoice::Tool(name) => WireToolChoice::Named { kind: "function", function: WireToolName { name } },
     });
-    let response_format = match (&options.json_object_schema, &request.response_format) {
-        (Some(schema), _) => Some(WireResponseFormat::JsonObject { schema: Some(schema) }),
-        (None, None | Some(ResponseFormat::Text)) => None,
-        (None, Some(ResponseFormat::JsonObject)) => Some(WireResponseFormat::JsonObject { schema: None }),
-        (None, Some(ResponseFormat::JsonSchema { name, schema, strict })) => {
-            Some(WireResponseFormat::JsonSchema { json_schema: WireJsonSchema { name, schema, strict: Some(*strict) } })
-        }
-    };
-    // The client refuses a constraint next to a response format or grammar option before encoding.
     let response_format = match constraint.and_then(|c| c.response_format.as_ref()) {
-        Some(ConstraintFormat::JsonSchema { name, schema, strict }) => {
+        Some(ConstraintFormat::Schema { name, schema, strict }) => {
             Some(WireResponseFormat::JsonSchema { json_schema: WireJsonSchema { name, schema, strict: *strict } })
         }
-        Some(ConstraintFormat::JsonObjectSchema(schema)) => {
+        Some(ConstraintFormat::AnyObject) => Some(WireResponseFormat::JsonObject { schema: None }),
+        Some(ConstraintFormat::ObjectWithSchema(schema)) => {
             Some(WireResponseFormat::JsonObject { schema: Some(schema) })
         }
-        None => response_format,
+        None => None,
     };
     Ok(ChatCompletionRequest {
         model,
@@ -217,12 +208,7 @@ pub(crate) fn encode_chat<'a>(
         tools,
         tool_choice,
         response_format,
-        grammar: match (constraint.and_then(|c| c.grammar.as_ref()), quirks.grammar_field) {
-            (Some(grammar), _) => Some(grammar.as_str()),
-            (None, GrammarField::Grammar) => options.grammar.as_ref().map(|g| g.as_str()),
-            // The client refuses grammars for such servers before encoding.
-            (None, GrammarField::Unsupported) => None,
-        },
+        grammar: constraint.and_then(|c| c.grammar.as_deref()),
         structured_outputs: constraint.and_then(|c| c.structured_outputs.as_ref()),
         stream: stream.is_some(),
         stream_options: match stream {
@@ -247,10 +233,12 @@ pub(crate) struct EncodedConstraint {
 
 #[derive(Debug)]
 enum ConstraintFormat {
+    /// `response_format: {"type": "json_object"}` (JSON mode).
+    AnyObject,
     /// `response_format: {"type": "json_schema", ...}`.
-    JsonSchema { name: String, schema: Value, strict: Option<bool> },
+    Schema { name: String, schema: Value, strict: Option<bool> },
     /// `response_format: {"type": "json_object", "schema": ...}` (llama.cpp servers).
-    JsonObjectSchema(Value),
+    ObjectWithSchema(Value),
 }
 
 /// vLLM's `structured_outputs` request object (vLLM >= 0.10.2); exactly one field is set.
@@ -301,25 +289,26 @@ pub(crate) fn encode_constraint(
     };
     match (dialect, constraint) {
         (ConstraintDialect::Unsupported, _) => unsupported(),
+        (_, Constraint::JsonObject) => Ok(EncodedConstraint::format(ConstraintFormat::AnyObject)),
         (ConstraintDialect::OpenAi, Constraint::JsonSchema(schema)) => {
             let name = schema_name(schema);
             Ok(EncodedConstraint::format(match openai_strict_schema(schema) {
-                Ok(strict) => ConstraintFormat::JsonSchema { name, schema: strict, strict: Some(true) },
+                Ok(strict) => ConstraintFormat::Schema { name, schema: strict, strict: Some(true) },
                 Err(why) => {
                     tracing::warn!(reason = %why, "JSON Schema sent with strict: false: the server will not enforce it fully");
-                    ConstraintFormat::JsonSchema { name, schema: schema.clone(), strict: Some(false) }
+                    ConstraintFormat::Schema { name, schema: schema.clone(), strict: Some(false) }
                 }
             }))
         }
         (ConstraintDialect::Vllm | ConstraintDialect::Ollama, Constraint::JsonSchema(schema)) => {
-            Ok(EncodedConstraint::format(ConstraintFormat::JsonSchema {
+            Ok(EncodedConstraint::format(ConstraintFormat::Schema {
                 name: schema_name(schema),
                 schema: schema.clone(),
                 strict: None,
             }))
         }
         (ConstraintDialect::LlamaCpp, Constraint::JsonSchema(schema)) => {
-            Ok(EncodedConstraint::format(ConstraintFormat::JsonObjectSchema(schema.clone())))
+            Ok(EncodedConstraint::format(ConstraintFormat::ObjectWithSchema(schema.clone())))
         }
         (ConstraintDialect::Vllm, Constraint::Regex(rx)) => {
             Ok(EncodedConstraint::vllm(StructuredOutputs { regex: Some(rx.clone()), ..Default::default() }))
@@ -1189,9 +1178,11 @@ mod tests {
     use catena_core::ToolDefinition;
     use serde_json::json;
 
-    fn encode(req: &ChatRequest, quirks: &Quirks, options: &ChatOptions, stream: Option<StreamUsage>) -> Value {
+    fn encode(req: &ChatRequest, quirks: &Quirks, stream: Option<StreamUsage>) -> Value {
+        let constraint =
+            req.constraint.as_ref().map(|c| encode_constraint(c, quirks.constraint_dialect, "test").unwrap());
         // Through bytes, as on the wire: f32 fields must print as written (0.9, not 0.8999999761581421).
-        let bytes = serde_json::to_vec(&encode_chat(req, "m", quirks, options, None, stream).unwrap()).unwrap();
+        let bytes = serde_json::to_vec(&encode_chat(req, "m", quirks, constraint.as_ref(), stream).unwrap()).unwrap();
         serde_json::from_slice(&bytes).unwrap()
     }
 
@@ -1209,13 +1200,10 @@ mod tests {
                 parameters: json!({"type": "object"}),
             })
             .with_tool_choice(ToolChoice::Tool("weather".into()))
-            .with_response_format(ResponseFormat::JsonSchema {
-                name: "answer".into(),
-                schema: json!({"type": "object"}),
-                strict: true,
-            });
+            .with_constraint(Constraint::JsonSchema(json!({"title": "answer", "type": "object",
+                "properties": {"a": {"type": "string"}}, "required": ["a"], "additionalProperties": false})));
         let quirks = Compat::OpenAi.quirks();
-        let body = encode(&req, &quirks, &ChatOptions::default(), Some(StreamUsage::Requested));
+        let body = encode(&req, &quirks, Some(StreamUsage::Requested));
         assert_eq!(
             body,
             json!({
@@ -1230,7 +1218,9 @@ mod tests {
                     "name": "weather", "description": "Weather in a city", "parameters": {"type": "object"}}}],
                 "tool_choice": {"type": "function", "function": {"name": "weather"}},
                 "response_format": {"type": "json_schema", "json_schema": {
-                    "name": "answer", "schema": {"type": "object"}, "strict": true}},
+                    "name": "answer", "schema": {"title": "answer", "type": "object",
+                    "properties": {"a": {"type": "string"}}, "required": ["a"], "additionalProperties": false},
+                    "strict": true}},
                 "stream": true,
                 "stream_options": {"include_usage": true},
             })
@@ -1243,11 +1233,11 @@ mod tests {
         assistant.tool_calls =
             vec![ToolCall { id: "call_1".into(), name: "weather".into(), arguments: "{\"city\":\"Oslo\"}".into() }];
         let req = ChatRequest::new(vec![assistant, Message::tool_result("call_1", "sunny")]);
-        let openai = encode(&req, &Compat::OpenAi.quirks(), &ChatOptions::default(), None);
+        let openai = encode(&req, &Compat::OpenAi.quirks(), None);
         assert_eq!(openai["messages"][0]["content"], Value::Null);
         assert_eq!(openai["messages"][0]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Oslo\"}");
         assert_eq!(openai["messages"][1], json!({"role": "tool", "content": "sunny", "tool_call_id": "call_1"}));
-        let llama = encode(&req, &Compat::LlamaCpp.quirks(), &ChatOptions::default(), None);
+        let llama = encode(&req, &Compat::LlamaCpp.quirks(), None);
         assert_eq!(llama["messages"][0]["content"], "");
         assert_eq!(llama.get("max_completion_tokens"), None);
     }
@@ -1256,7 +1246,7 @@ mod tests {
     fn image_parts_become_an_array() {
         let mut m = Message::user("what is this?");
         m.content.push(ContentPart::ImageUrl { url: "data:image/png;base64,AAAA".into() });
-        let body = encode(&ChatRequest::new(vec![m]), &Compat::Generic.quirks(), &ChatOptions::default(), None);
+        let body = encode(&ChatRequest::new(vec![m]), &Compat::Generic.quirks(), None);
         assert_eq!(
             body["messages"][0]["content"],
             json!([{"type": "text", "text": "what is this?"},
@@ -1270,18 +1260,29 @@ mod tests {
         m.content.push(ContentPart::Text { text: "b".into() });
         m.content.push(ContentPart::Text { text: String::new() });
         m.content.push(ContentPart::Text { text: "c".into() });
-        let body = encode(&ChatRequest::new(vec![m]), &Compat::OpenAi.quirks(), &ChatOptions::default(), None);
+        let body = encode(&ChatRequest::new(vec![m]), &Compat::OpenAi.quirks(), None);
         assert_eq!(body["messages"][0], json!({"role": "user", "content": "abc"}));
     }
 
     #[test]
-    fn grammar_is_a_top_level_field_where_the_quirk_says_so() {
-        let grammar = crate::openai::Gbnf::parse("root ::= [0-9]+").unwrap();
-        let options = ChatOptions::default().with_grammar(grammar);
+    fn each_dialect_puts_a_constraint_where_its_servers_read_it() {
         let req = ChatRequest::new(vec![Message::user("hi")]);
-        assert_eq!(encode(&req, &Compat::LlamaCpp.quirks(), &options, None)["grammar"], "root ::= [0-9]+");
-        assert_eq!(encode(&req, &Compat::Vllm.quirks(), &options, None).get("grammar"), None);
-        assert_eq!(encode(&req, &Compat::LlamaCpp.quirks(), &ChatOptions::default(), None).get("grammar"), None);
+        let gbnf = req.clone().with_constraint(Constraint::Gbnf("root ::= [0-9]+".into()));
+        assert_eq!(encode(&gbnf, &Compat::LlamaCpp.quirks(), None)["grammar"], "root ::= [0-9]+");
+        let vllm = encode(&gbnf, &Compat::Vllm.quirks(), None);
+        assert_eq!((vllm.get("grammar"), &vllm["structured_outputs"]["grammar"]), (None, &json!("root ::= [0-9]+")));
+        assert_eq!(encode(&req, &Compat::LlamaCpp.quirks(), None).get("grammar"), None);
+        let schema = req.clone().with_constraint(Constraint::JsonSchema(json!({"type": "object"})));
+        let body = encode(&schema, &Compat::LlamaCpp.quirks(), None);
+        assert_eq!(body["response_format"], json!({"type": "json_object", "schema": {"type": "object"}}));
+        for compat in [Compat::OpenAi, Compat::Vllm, Compat::Ollama, Compat::LlamaCpp, Compat::Generic] {
+            let body = encode(&req.clone().with_constraint(Constraint::JsonObject), &compat.quirks(), None);
+            assert_eq!(body["response_format"], json!({"type": "json_object"}), "{compat}");
+        }
+        let refused = encode_constraint(&Constraint::JsonObject, ConstraintDialect::Unsupported, "x").unwrap_err();
+        assert!(matches!(refused, Error::Unsupported { .. }));
+        let refused = encode_constraint(&Constraint::Regex("a".into()), ConstraintDialect::JsonMode, "x").unwrap_err();
+        assert!(matches!(refused, Error::Unsupported { .. }));
     }
 
     #[test]
@@ -1322,24 +1323,8 @@ mod tests {
     fn tool_message_without_id_is_rejected() {
         let mut m = Message::tool_result("x", "y");
         m.tool_call_id = None;
-        let err = encode_chat(
-            &ChatRequest::new(vec![m]),
-            "m",
-            &Compat::Generic.quirks(),
-            &ChatOptions::default(),
-            None,
-            None,
-        )
-        .unwrap_err();
+        let err = encode_chat(&ChatRequest::new(vec![m]), "m", &Compat::Generic.quirks(), None, None).unwrap_err();
         assert!(err.to_string().contains("Message::tool_result"), "{err}");
-    }
-
-    #[test]
-    fn json_object_schema_option() {
-        let options = ChatOptions::default().with_json_object_schema(json!({"type": "object"}));
-        let req = ChatRequest::new(vec![Message::user("hi")]);
-        let body = encode(&req, &Compat::Generic.quirks(), &options, None);
-        assert_eq!(body["response_format"], json!({"type": "json_object", "schema": {"type": "object"}}));
     }
 
     #[test]
