@@ -23,7 +23,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use catena_core::constraint::{Constraint, ConstraintCompiler};
+use catena::constraint::{ConstraintCompiler, ConstraintMatcher};
+use catena::Constraint;
 use serde_json::Value;
 
 /// One test instance of a schema file.
@@ -87,7 +88,7 @@ enum Verdict {
 /// published harness), one mask per token.
 fn run_instance(
     compiler: &ConstraintCompiler,
-    matcher: &catena_core::constraint::ConstraintMatcher,
+    matcher: &ConstraintMatcher,
     text: &str,
     mask_ns: &mut Vec<u64>,
     tokens_fed: &mut usize,

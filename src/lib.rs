@@ -19,6 +19,14 @@
 
 pub use catena_core::*;
 
+/// Structured output: constraints and their validation, structured generation, Guidance-style templates, GBNF,
+/// the grammar engine (`catena-constraint`; replaces `catena_core::constraint`, which it re-exports).
+pub use catena_constraint as constraint;
+pub use catena_constraint::{gbnf, guidance, structured};
+pub use catena_constraint::{
+    Constrained, LlmStructuredExt, Program, ProgramChain, RepairPolicy, Structured, StructuredChain, Validator,
+};
+
 /// Document loaders and text splitters (`catena-text`).
 pub use catena_text as text;
 

@@ -2,7 +2,7 @@
 //!
 //! A backend that decodes token by token under a grammar engine (a local GGUF model with llguidance) can
 //! continue a prompt with text that follows a whole grammar, literal parts included, and report what each
-//! `[capture]` rule of the grammar matched. Guidance-style templates ([`crate::guidance`]) compile to such a
+//! `[capture]` rule of the grammar matched. Guidance-style templates (`catena_constraint::guidance`) compile to such a
 //! grammar and run in a single pass when [`Llm::grammar_completion`](crate::Llm::grammar_completion) offers
 //! this; remote backends do not, and templates then run one call per slot.
 

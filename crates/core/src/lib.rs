@@ -4,7 +4,8 @@
 //! - Traits: [`Llm`], [`Embedder`], [`VectorStore`], [`Retriever`], [`Chain`].
 //! - Building blocks: [`prompt`] templates, [`chain`] combinators and steps, [`layer`]s (middleware), [`rag`].
 //!
-//! Loaders and splitters live in `catena-text`, indexing in `catena-index`.
+//! Loaders and splitters live in `catena-text`, indexing in `catena-index`; validating and enforcing
+//! constraints, structured generation and Guidance-style templates in `catena-constraint`.
 //!
 //! This crate knows no HTTP and no vendor: providers and stores live in `catena-providers` and
 //! `catena-vectorstores` and depend on this crate only.
@@ -17,7 +18,6 @@ pub mod constraint;
 pub mod document;
 pub mod embed;
 pub mod error;
-pub mod guidance;
 pub mod layer;
 pub mod llm;
 pub mod message;
@@ -25,19 +25,15 @@ pub mod prompt;
 pub mod rag;
 pub mod retriever;
 pub mod steps;
-pub mod structured;
 pub mod telemetry;
 pub mod vectorstore;
 
 pub use chain::{chain_fn, parallel, parallel_map, stream_once, BoxChain, Chain, ChainStream, RetryPolicy};
 pub use completion::{CompletionPrompt, GrammarCompletion, GrammarOutput, GrammarRequest};
-pub use constraint::{Constraint, Validator};
-#[cfg(feature = "constrain")]
-pub use constraint::{ConstraintCompiler, ConstraintMatcher, JsonWhitespace, TokenMask};
+pub use constraint::Constraint;
 pub use document::{stable_id, Document, Metadata, ScoredDocument, SOURCE_KEY, START_INDEX_KEY};
 pub use embed::{BatchedEmbedder, Embedder};
 pub use error::{Error, Result};
-pub use guidance::Program;
 pub use llm::{collect_stream, Capabilities, ChatStream, ConstraintSupport, Llm, Strategy};
 pub use message::{
     ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ContentPart, FinishReason, Message, Role, ToolCall,
@@ -47,7 +43,6 @@ pub use prompt::*;
 pub use rag::{RagChain, RagEvent};
 pub use retriever::{mmr_select, MmrRetriever, Retriever, VectorRetriever};
 pub use steps::{JsonOutput, LlmChain, PromptChain, TextOutput, TypedOutput};
-pub use structured::{Constrained, LlmStructuredExt, RepairPolicy, Structured, StructuredChain};
 pub use vectorstore::{EmbeddedDocument, Filter, SearchRequest, VectorStore};
 
 /// Re-exported so users can write `#[async_trait]` impls of catena traits without adding the crate.

@@ -42,7 +42,7 @@ pub struct Capabilities {
     pub seed: bool,
     /// Image content parts.
     pub images: bool,
-    /// Which [`Constraint`]s the backend enforces itself, and how (see [`crate::structured`]): the one place
+    /// Which [`Constraint`]s the backend enforces itself, and how (see `catena_constraint::structured`): the one place
     /// structured output (JSON mode, JSON Schema, regex, choice, grammars) is declared.
     pub constraints: ConstraintSupport,
 }

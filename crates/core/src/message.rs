@@ -221,7 +221,7 @@ pub struct ChatRequest {
     /// Whether and which tool to call.
     pub tool_choice: Option<ToolChoice>,
     /// What the answer must look like: the one way to ask for structured output (JSON mode, a JSON Schema, a
-    /// regex, a choice, a grammar). The backend enforces it (see [`crate::structured`] for the strategies and the
+    /// regex, a choice, a grammar). The backend enforces it (see `catena_constraint::structured` for the strategies and the
     /// validate-and-repair fallback); backends reject constraints their
     /// [`Capabilities::constraints`](crate::Capabilities::constraints) do not list.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -241,7 +241,7 @@ impl Chain for JsonOutput {
 
 /// Output parser: a model's answer as a typed value `T`, read from its JSON (as [`JsonOutput`] finds it).
 /// For answers that must match `T`'s schema by construction, ask with a constraint
-/// ([`crate::structured::StructuredChain`]) instead.
+/// (`catena_constraint::StructuredChain`) instead.
 pub struct TypedOutput<T>(PhantomData<fn() -> T>);
 
 impl<T> TypedOutput<T> {

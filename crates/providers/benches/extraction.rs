@@ -64,7 +64,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use catena_core::constraint::JsonWhitespace;
+use catena_constraint::JsonWhitespace;
 use catena_core::{ChatRequest, Constraint, FinishReason, Llm, Message};
 use catena_providers::llama::{LocalLlm, LocalLlmOptions, SamplingDefaults, SamplingParams};
 use serde_json::Value;

@@ -401,11 +401,11 @@ pub struct LocalLlmOptions {
     /// sequence or a full context. Default `None`.
     pub max_tokens: Option<u32>,
     /// How JSON generated under a JSON Schema constraint is laid out. Default
-    /// [`JsonWhitespace::Compact`](catena_core::constraint::JsonWhitespace::Compact): no whitespace between
+    /// [`JsonWhitespace::Compact`](catena_constraint::JsonWhitespace::Compact): no whitespace between
     /// tokens, so every generated token carries content (and a model cannot pad an answer with spaces until the
     /// token limit).
     #[cfg(feature = "constrain")]
-    pub json_whitespace: catena_core::constraint::JsonWhitespace,
+    pub json_whitespace: catena_constraint::JsonWhitespace,
 }
 
 impl Default for LocalLlmOptions {
@@ -421,7 +421,7 @@ impl Default for LocalLlmOptions {
             max_tool_calls: 1,
             max_tokens: None,
             #[cfg(feature = "constrain")]
-            json_whitespace: catena_core::constraint::JsonWhitespace::Compact,
+            json_whitespace: catena_constraint::JsonWhitespace::Compact,
         }
     }
 }
@@ -692,7 +692,7 @@ struct Inner {
     add_bos: bool,
     /// Built on first use (it walks the vocabulary once).
     #[cfg(feature = "constrain")]
-    compiler: OnceLock<std::result::Result<catena_core::constraint::ConstraintCompiler, String>>,
+    compiler: OnceLock<std::result::Result<catena_constraint::ConstraintCompiler, String>>,
 }
 
 impl Drop for Inner {
@@ -1111,7 +1111,7 @@ impl LocalLlm {
                 "a request to a local model takes tools or a constraint, not both (both are grammars)".into(),
             ));
         }
-        let compact = self.inner.options.json_whitespace == catena_core::constraint::JsonWhitespace::Compact;
+        let compact = self.inner.options.json_whitespace == catena_constraint::JsonWhitespace::Compact;
         let max_calls = self.inner.options.max_tool_calls;
         let grammar = tools::grammar(&chosen, required, compact, max_calls)?;
         let instructions = tools::instructions(&chosen, required, max_calls);
@@ -1162,7 +1162,7 @@ impl LocalLlm {
     /// [`Error::InvalidInput`] when the vocabulary cannot be turned into a token trie (no end-of-generation
     /// token).
     #[cfg(feature = "constrain")]
-    pub fn constraint_compiler(&self) -> Result<catena_core::constraint::ConstraintCompiler> {
+    pub fn constraint_compiler(&self) -> Result<catena_constraint::ConstraintCompiler> {
         self.inner
             .compiler
             .get_or_init(|| {

@@ -58,7 +58,7 @@
 //! 'json_object'"). A top-level `grammar` (GBNF) field works, streamed or not. The converter
 //! (`llama_cpp.llama_grammar`) honours `enum`, `const`, `$ref`, `anyOf`/`oneOf` (both as a union), `minItems`/
 //! `maxItems`, string `minLength`/`maxLength` and `pattern`, closes objects without `additionalProperties`, bounds
-//! integers to 16 digits and ignores `minimum`/`maximum` (`catena_core::structured` validates answers anyway).
+//! integers to 16 digits and ignores `minimum`/`maximum` (`catena_constraint::structured` validates answers anyway).
 //! `ChatRequest::constraint` maps onto these: JSON Schema -> `json_object` + schema, GBNF -> `grammar`, choice
 //! and regex -> a GBNF grammar with exactly their language (tests at the end of this file).
 //!
@@ -644,7 +644,7 @@ async fn interrupted_stream_is_an_error() {
 }
 
 // ----------------------------------------------------------------------------------------------------------------
-// Constraints (ChatRequest::constraint and catena_core::structured) on the real server
+// Constraints (ChatRequest::constraint and catena_constraint::structured) on the real server
 // ----------------------------------------------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -686,9 +686,9 @@ struct Station {
 /// Generates `T` natively (json_object + schema) with the fallback forbidden, for several seeds, and checks the
 /// text against `T`'s schema independently of the driver.
 async fn generate_natively<T: JsonSchema + serde::de::DeserializeOwned + Send + std::fmt::Debug>() {
-    use catena_core::structured::{LlmStructuredExt, RepairPolicy};
+    use catena_constraint::structured::{LlmStructuredExt, RepairPolicy};
     let client = client();
-    let validator = catena_core::Constraint::json_schema_for::<T>().validator().unwrap();
+    let validator = catena_constraint::Validator::new(&catena_core::Constraint::json_schema_for::<T>()).unwrap();
     for seed in 1..=4 {
         let request = ask("Describe it in JSON.").with_temperature(1.0).with_seed(seed).with_max_tokens(400);
         let out = client
@@ -712,7 +712,7 @@ async fn json_schema_constraints_are_enforced_by_the_server() {
 
 #[tokio::test]
 async fn choice_constraint_gives_one_of_the_options() {
-    use catena_core::structured::{LlmStructuredExt, RepairPolicy};
+    use catena_constraint::structured::{LlmStructuredExt, RepairPolicy};
     let client = client();
     let options = ["yes", "no", "no way", "naïve \"quoted\" ☃"];
     let mut seen = std::collections::HashSet::new();
@@ -740,7 +740,7 @@ async fn choice_constraint_gives_one_of_the_options() {
 
 #[tokio::test]
 async fn regex_constraint_output_always_matches() {
-    use catena_core::structured::{LlmStructuredExt, RepairPolicy};
+    use catena_constraint::structured::{LlmStructuredExt, RepairPolicy};
     let client = client();
     for regex in [
         "[A-Z]{2}-[0-9]{3}",
@@ -750,7 +750,7 @@ async fn regex_constraint_output_always_matches() {
         "(yes|no|maybe)!{0,2}",
         r"[^\n]{2,5}",
     ] {
-        let validator = catena_core::Constraint::Regex(regex.into()).validator().unwrap();
+        let validator = catena_constraint::Validator::new(&catena_core::Constraint::Regex(regex.into())).unwrap();
         for seed in 1..=3 {
             let request = ask("Write something.").with_temperature(1.0).with_seed(seed).with_max_tokens(64);
             let done = client
@@ -769,7 +769,8 @@ async fn gbnf_constraint_round_trips() {
     let client = client();
     let grammar = r#"root ::= ("yes" | "no") " " [0-9] [0-9]"#;
     // The same language as a regex, to check the answers.
-    let same = catena_core::Constraint::Regex("(yes|no) [0-9][0-9]".into()).validator().unwrap();
+    let same =
+        catena_constraint::Validator::new(&catena_core::Constraint::Regex("(yes|no) [0-9][0-9]".into())).unwrap();
     for seed in 1..=4 {
         let request = ask("Answer.")
             .with_temperature(1.0)
@@ -801,12 +802,12 @@ async fn unsupported_constraints_never_reach_the_server() {
 #[cfg(feature = "constrain")]
 #[tokio::test]
 async fn gbnf_constraint_through_the_structured_driver() {
-    use catena_core::structured::{LlmStructuredExt, RepairPolicy};
+    use catena_constraint::structured::{LlmStructuredExt, RepairPolicy};
     let client = client();
     let grammar = r#"root ::= word (", " word){0,2} "."
 word ::= [a-z]{2,6}"#;
     let constraint = catena_core::Constraint::Gbnf(grammar.into());
-    let validator = constraint.validator().unwrap();
+    let validator = catena_constraint::Validator::new(&constraint).unwrap();
     assert!(validator.check("ab, cde.").is_ok() && validator.check("ab cde.").is_err());
     for seed in 1..=4 {
         let request = ask("List words.").with_temperature(1.0).with_seed(seed).with_max_tokens(40);
@@ -822,7 +823,7 @@ word ::= [a-z]{2,6}"#;
 /// branch on a capture re-renders between slots.
 #[tokio::test]
 async fn guidance_template_runs_slot_by_slot_on_the_server() {
-    use catena_core::guidance::{Program, RunOptions};
+    use catena_constraint::guidance::{Program, RunOptions};
     let client = client();
     assert!(client.grammar_completion().is_none());
     let program = Program::new(

@@ -12,7 +12,7 @@
 
 use catena_test_support::llama as support;
 
-use catena_core::structured::{LlmStructuredExt, RepairPolicy};
+use catena_constraint::structured::{LlmStructuredExt, RepairPolicy};
 use catena_core::{
     ChatRequest, CompletionPrompt, Constraint, Error, FinishReason, GrammarRequest, Llm, Message, Strategy,
 };
@@ -343,7 +343,7 @@ async fn json_mode_and_schemas_are_enforced() {
 mod guidance {
     //! Guidance-style templates on the real local model: the single-pass grammar path and the slot-by-slot path.
 
-    use catena_core::guidance::{Program, RunOptions};
+    use catena_constraint::guidance::{Program, RunOptions};
     use catena_core::Llm;
     use serde::Deserialize;
 

@@ -9,10 +9,11 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use catena_constraint::{LlmStructuredExt, RepairPolicy};
 use catena_core::layer::{LayerExt, TelemetryLayer};
 use catena_core::{
-    collect_stream, ChatRequest, ChatResponse, Constraint, ContentPart, Embedder, Error, FinishReason, Llm,
-    LlmStructuredExt, Message, RepairPolicy, Strategy, ToolChoice, ToolDefinition, Usage,
+    collect_stream, ChatRequest, ChatResponse, Constraint, ContentPart, Embedder, Error, FinishReason, Llm, Message,
+    Strategy, ToolChoice, ToolDefinition, Usage,
 };
 use catena_providers::openai::{ApiKey, Compat, ConstraintDialect, Gbnf, OpenAiClient};
 use catena_test_support::spans as capture;
@@ -902,7 +903,10 @@ async fn each_family_gets_constraints_in_its_own_dialect() {
     assert_eq!(caps(Compat::LlamaCpp).gbnf, Some(Strategy::Grammar));
     assert_eq!(
         caps(Compat::Generic),
-        catena_core::ConstraintSupport { json_object: Some(Strategy::Native), ..catena_core::ConstraintSupport::none() }
+        catena_core::ConstraintSupport {
+            json_object: Some(Strategy::Native),
+            ..catena_core::ConstraintSupport::none()
+        }
     );
 }
 

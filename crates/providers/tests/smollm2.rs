@@ -171,7 +171,7 @@ async fn seeds_are_reproducible() {
 #[cfg(feature = "constrain")]
 mod constrained {
     use super::*;
-    use catena_core::structured::{LlmStructuredExt, RepairPolicy};
+    use catena_constraint::structured::{LlmStructuredExt, RepairPolicy};
     use catena_core::{Constraint, Strategy, ToolChoice, ToolDefinition};
     use serde::Deserialize;
 

@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use catena_core::constraint::{
-    Constraint, ConstraintCompiler, ConstraintMatcher, JsonWhitespace, TokRxInfo, TokTrie, TokenizerEnv,
-};
+use catena_constraint::{ConstraintCompiler, ConstraintMatcher, JsonWhitespace, TokRxInfo, TokTrie, TokenizerEnv};
+use catena_core::Constraint;
 use catena_core::{Error, Result};
 
 use super::vocab::{TokenId, TokenKind, TokenMask, TokenSet};

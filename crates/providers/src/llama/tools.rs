@@ -127,7 +127,7 @@ pub(crate) fn parse(text: &str, tools: &[ToolDefinition]) -> std::result::Result
         let name = call.get("name").and_then(|n| n.as_str()).ok_or("a tool call without a name")?;
         let tool = tools.iter().find(|t| t.name == name).ok_or_else(|| format!("a call to unknown tool `{name}`"))?;
         let arguments = call.get("arguments").ok_or_else(|| format!("the call to `{name}` has no arguments"))?;
-        if let Ok(validator) = Constraint::JsonSchema(tool.parameters.clone()).validator() {
+        if let Ok(validator) = catena_constraint::Validator::new(&Constraint::JsonSchema(tool.parameters.clone())) {
             validator.check(&arguments.to_string()).map_err(|e| format!("the call to `{name}`: {e}"))?;
         }
         calls.push(ToolCall { id: next_call_id(), name: name.to_string(), arguments: arguments.to_string() });
@@ -220,19 +220,21 @@ mod tests {
                 "additionalProperties": false}),
         );
         let lark = grammar(&[&add], false, true, 2).unwrap();
-        let v = Constraint::Grammar(lark).validator().unwrap();
+        let v = catena_constraint::Validator::new(&Constraint::Grammar(lark)).unwrap();
         assert!(v.check("Just text.").is_ok());
         assert!(v.check("<tool_call>{\"name\": \"add\", \"arguments\": {\"a\":3}}</tool_call>").is_ok());
         assert!(v.check("<tool_call>{\"name\": \"rm\", \"arguments\": {}}</tool_call>").is_err());
         assert!(v.check("<tool_call>{\"name\": \"add\", \"arguments\": {\"a\":\"x\"}}</tool_call>").is_err());
         assert!(v.check("<tool_call>oops").is_err());
-        let required = Constraint::Grammar(grammar(&[&add], true, true, 2).unwrap()).validator().unwrap();
+        let required =
+            catena_constraint::Validator::new(&Constraint::Grammar(grammar(&[&add], true, true, 2).unwrap())).unwrap();
         assert!(required.check("<tool_call>{\"name\": \"add\", \"arguments\": {\"a\":3}}</tool_call>").is_ok());
         let two = "<tool_call>{\"name\": \"add\", \"arguments\": {\"a\":3}}</tool_call>\n\
                    <tool_call>{\"name\": \"add\", \"arguments\": {\"a\":4}}</tool_call>";
         assert!(required.check(two).is_ok());
         assert!(required.check(&format!("{two}\n{}", two.lines().next().unwrap())).is_err(), "at most two calls");
-        let one = Constraint::Grammar(grammar(&[&add], true, true, 1).unwrap()).validator().unwrap();
+        let one =
+            catena_constraint::Validator::new(&Constraint::Grammar(grammar(&[&add], true, true, 1).unwrap())).unwrap();
         assert!(one.check(two).is_err(), "at most one call");
         assert!(required.check("Just text.").is_err());
     }

@@ -50,9 +50,9 @@ use catena_core::{
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 
 use self::stream::SseChatStream;
+pub use self::wire::openai_strict_schema;
 use self::wire::StreamUsage;
-pub use self::wire::{choice_to_gbnf, openai_strict_schema, regex_to_gbnf};
-pub use catena_core::constraint::gbnf::Gbnf;
+pub use catena_constraint::gbnf::{choice_to_gbnf, regex_to_gbnf, Gbnf};
 
 /// OpenAI's API root, the default of [`OpenAiBuilder`] and of [`OpenAiClient::from_env`].
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::SlotKind;
-use crate::constraint::Constraint;
-use crate::error::{Error, Result};
-use crate::message::{Message, Role};
+use catena_core::error::{Error, Result};
+use catena_core::message::{Message, Role};
+use catena_core::Constraint;
 
 /// The name the template is registered under (it appears in errors).
 pub(crate) const TEMPLATE_NAME: &str = "guidance";
@@ -406,8 +406,7 @@ fn parse_max_tokens(name: &str, v: &Value) -> Result<u32> {
 }
 
 fn check_regex(name: &str, rx: &str) -> Result<()> {
-    Constraint::Regex(rx.to_string())
-        .validator()
+    crate::Validator::new(&Constraint::Regex(rx.to_string()))
         .map(|_| ())
         .map_err(|e| invalid(format!("`regex` of slot `{name}`: {e}")))
 }
@@ -465,8 +464,7 @@ fn parse_schema(name: &str, v: &Value) -> Result<Value> {
             )))
         }
     };
-    Constraint::JsonSchema(schema.clone())
-        .validator()
+    crate::Validator::new(&Constraint::JsonSchema(schema.clone()))
         .map_err(|e| invalid(format!("`schema` of slot `{name}`: {e}")))?;
     Ok(schema)
 }

@@ -23,8 +23,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use catena_core::constraint::gbnf::to_lark;
-use catena_core::constraint::{Constraint, ConstraintCompiler};
+use catena_constraint::gbnf::to_lark;
+use catena_constraint::{ConstraintCompiler, Validator};
+use catena_core::Constraint;
 use serde_json::{json, Value};
 
 const SETUP_HINT: &str = "install them with `pip install llama-cpp-python gguf tokenizers numpy`";
@@ -237,8 +238,7 @@ fn gbnf_conversion_accepts_exactly_what_llama_cpp_accepts() {
     let (mut accepted, mut rejected, mut disagreements, mut undetermined) = (0, 0, Vec::new(), Vec::new());
     for ((name, text, strings), verdicts) in grammars.iter().zip(verdicts["results"].as_array().unwrap()) {
         let lark = to_lark(text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let validator = Constraint::Grammar(lark.clone())
-            .validator()
+        let validator = Validator::new(&Constraint::Grammar(lark.clone()))
             .unwrap_or_else(|e| panic!("{name}: the Lark conversion does not compile: {e}\n{lark}"));
         for (s, verdict) in strings.iter().zip(verdicts.as_array().unwrap()) {
             let catena = validator.check(s);

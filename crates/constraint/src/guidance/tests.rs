@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::completion::CompletionPrompt;
+use catena_core::completion::CompletionPrompt;
 
 fn template_error(source: &str) -> String {
     match Program::new(source) {
@@ -201,10 +201,10 @@ mod engine {
     use futures::StreamExt;
 
     use super::*;
-    use crate::completion::{GrammarCompletion, GrammarOutput, GrammarRequest};
-    use crate::constraint::{ConstraintCompiler, ConstraintMatcher, TokenId};
-    use crate::llm::{Capabilities, ChatStream, ConstraintSupport};
-    use crate::message::{ChatChunk, ChatResponse};
+    use crate::compile::{ConstraintCompiler, ConstraintMatcher, TokenId};
+    use catena_core::completion::{GrammarCompletion, GrammarOutput, GrammarRequest};
+    use catena_core::llm::{Capabilities, ChatStream, ConstraintSupport};
+    use catena_core::message::{ChatChunk, ChatResponse};
 
     fn compiler() -> ConstraintCompiler {
         ConstraintCompiler::o200k().expect("o200k compiler")
@@ -349,7 +349,10 @@ End."#,
                             panic!("round {round}: no capture `{name}` in {captures:?}; out {out:?}")
                         });
                     if let Some(c) = spec.constraint() {
-                        c.validator().unwrap().check(text).unwrap_or_else(|why| panic!("round {round}: {why}"));
+                        crate::Validator::new(&c)
+                            .unwrap()
+                            .check(text)
+                            .unwrap_or_else(|why| panic!("round {round}: {why}"));
                     }
                     if let SlotSpec::Gen { stop, .. } = spec {
                         for s in stop {
@@ -406,7 +409,7 @@ End."#,
         }
 
         fn generate(&self, constraint: &Constraint, max_tokens: usize) -> Result<Sampled> {
-            let mut matcher = self.compiler.compile(&constraint.clone().into_lark()?)?;
+            let mut matcher = self.compiler.compile(&crate::gbnf::into_lark(constraint.clone())?)?;
             let mut rng = self.rng.lock().unwrap();
             let (tokens, done) = sample(&self.compiler, &mut matcher, &mut rng, max_tokens);
             let text = String::from_utf8_lossy(&self.compiler.decode(&tokens)).into_owned();
@@ -527,7 +530,7 @@ Data: {{json "data" schema=schema}}
     fn check_ticket(run: &Run) {
         let ticket: Ticket = run.deserialize().unwrap();
         assert!(["bug", "feature"].contains(&ticket.kind.as_str()), "{ticket:?}");
-        assert!(Constraint::Regex("P[0-3]".into()).validator().unwrap().check(&ticket.priority).is_ok());
+        assert!(crate::Validator::new(&Constraint::Regex("P[0-3]".into())).unwrap().check(&ticket.priority).is_ok());
         assert!(!ticket.title.contains('\n'));
         assert!(ticket.data.votes <= 99);
         assert_eq!(run.get::<String>("kind").unwrap(), ticket.kind);

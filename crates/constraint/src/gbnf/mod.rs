@@ -20,7 +20,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{Error, Result};
+use catena_core::{Constraint, Error, Result};
+
+mod convert;
+pub use convert::{choice_to_gbnf, regex_to_gbnf};
 
 /// llama.cpp's limit on a repetition count (`{m}`, `{m,n}`) and on the rules nested repetitions generate.
 const MAX_REPETITION: u64 = 2000;
@@ -34,7 +37,7 @@ const MAX_ELEMENTS: usize = 1 << 20;
 const MAX_NESTING: usize = 64;
 
 /// A GBNF grammar that llama.cpp's parser accepts. Build it with [`Gbnf::parse`] (or `str::parse`); use it as a
-/// [`Constraint::Gbnf`](super::Constraint::Gbnf), or convert it with [`to_lark`].
+/// [`Constraint::Gbnf`](catena_core::Constraint::Gbnf), or convert it with [`to_lark`].
 ///
 /// The format (llama.cpp `grammars/README.md`): one rule per line, `name ::= alternatives`, names made of
 /// letters, digits and `-`; `"literal"`, `[a-z]` / `[^"]` character classes, `.` (any character), `( ... )`,
@@ -47,7 +50,7 @@ const MAX_NESTING: usize = 64;
 /// million elements once repetitions are unrolled, parentheses nested more than 64 deep.
 ///
 /// ```
-/// use catena_core::constraint::gbnf::Gbnf;
+/// use catena_constraint::gbnf::Gbnf;
 /// let yes_no = Gbnf::parse(r#"root ::= ("yes" | "no") "." "#).unwrap();
 /// assert!(yes_no.as_str().starts_with("root"));
 ///
@@ -758,6 +761,17 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// `constraint` with a GBNF grammar converted to Lark ([`to_lark`]); other kinds are returned unchanged.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming the GBNF construct that cannot be parsed or converted.
+pub fn into_lark(constraint: Constraint) -> Result<Constraint> {
+    match constraint {
+        Constraint::Gbnf(src) => Ok(Constraint::Grammar(to_lark(&src)?)),
+        other => Ok(other),
+    }
+}
+
 /// Converts a GBNF grammar (start rule `root`) to a grammar in llguidance's Lark dialect (start rule `start`) that
 /// accepts exactly the same strings.
 ///
@@ -787,7 +801,7 @@ impl<'a> Checker<'a> {
 /// gets a numeric suffix. Groups nested deeper than llguidance's parser allows become rules of their own.
 ///
 /// ```
-/// use catena_core::constraint::gbnf::to_lark;
+/// use catena_constraint::gbnf::to_lark;
 ///
 /// # fn main() -> catena_core::Result<()> {
 /// let lark = to_lark(r#"root ::= "yes" | "no" ws
@@ -805,7 +819,7 @@ impl<'a> Checker<'a> {
 /// [`Error::InvalidInput`] when the grammar does not parse (see [`Gbnf::parse`]), or when it references a token
 /// by id (`<[id]>`, `!<[id]>`); the error names the reference and its line. llguidance writes token ids the same
 /// way (`<[id]>`, `<[^id]>`), but an id only means the same token in the same vocabulary, and the converted
-/// grammar is used with other tokenizers (a text [`Validator`](super::Validator) uses o200k), where the id would
+/// grammar is used with other tokenizers (a text [`Validator`](crate::Validator) uses o200k), where the id would
 /// silently name another token; so the reference is refused rather than carried over.
 pub fn to_lark(src: &str) -> Result<String> {
     Gbnf::parse(src)?;
@@ -1622,7 +1636,8 @@ ws ::= | " " | "\n" [ \t]{0,20}
 #[cfg(all(test, feature = "constrain"))]
 mod lark_semantics_tests {
     use super::*;
-    use crate::constraint::{Constraint, ConstraintCompiler};
+    use crate::compile::ConstraintCompiler;
+    use catena_core::Constraint;
 
     /// Converts `gbnf`, compiles the result for o200k, and checks every string in `accept` is a complete sentence
     /// and none in `reject` is.
@@ -1633,7 +1648,7 @@ mod lark_semantics_tests {
             .unwrap()
             .compile(&grammar)
             .unwrap_or_else(|e| panic!("{gbnf:?} converted to\n{lark}\ndoes not compile: {e}"));
-        let validator = grammar.validator().unwrap();
+        let validator = crate::Validator::new(&grammar).unwrap();
         for s in accept {
             if let Err(why) = validator.check(s) {
                 panic!("{gbnf:?} should accept {s:?}: {why}\nLark:\n{lark}");

@@ -52,7 +52,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use catena_core::guidance::Program;
+//! use catena_constraint::guidance::Program;
 //! use catena_core::Llm;
 //! use serde::Deserialize;
 //!
@@ -81,7 +81,7 @@
 //! Parsing and rendering need no model:
 //!
 //! ```
-//! use catena_core::guidance::{Program, SlotKind};
+//! use catena_constraint::guidance::{Program, SlotKind};
 //!
 //! let program = Program::new(r#"Q: {{question}}
 //! A: {{gen "answer" stop="\n" max_tokens=40}}
@@ -111,12 +111,13 @@ use tracing::Instrument;
 pub use template::SlotSpec;
 use template::{Piece, Rendered, STATE_KEY};
 
-use crate::completion::{CompletionPrompt, GrammarCompletion, GrammarRequest};
-use crate::constraint::{Constraint, Validator};
-use crate::error::{Error, Result};
-use crate::llm::{Llm, Strategy};
-use crate::message::{ChatRequest, FinishReason, Message, Role, Usage};
 use crate::structured::{LlmStructuredExt, RepairPolicy};
+use crate::Validator;
+use catena_core::completion::{CompletionPrompt, GrammarCompletion, GrammarRequest};
+use catena_core::error::{Error, Result};
+use catena_core::llm::{Llm, Strategy};
+use catena_core::message::{ChatRequest, FinishReason, Message, Role, Usage};
+use catena_core::Constraint;
 
 /// The kind of a generation slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -178,7 +179,8 @@ impl Default for RunOptions {
 ///
 /// ```no_run
 /// # use std::sync::Arc;
-/// use catena_core::{guidance::Program, Chain, Llm};
+/// use catena_constraint::guidance::Program;
+/// use catena_core::{Chain, Llm};
 /// # async fn demo(llm: Arc<dyn Llm>) -> catena_core::Result<()> {
 /// let program = Program::new(r#"{{#user}}Is {{x}} even?{{/user}}{{#assistant}}{{select "a" options=(list "yes" "no")}}{{/assistant}}"#)?;
 /// let ask = program.bind(llm).map(|run| run.captures.text("a") == Some("yes"));
@@ -211,16 +213,18 @@ impl ProgramChain {
 }
 
 #[async_trait::async_trait]
-impl crate::chain::Chain for ProgramChain {
+impl catena_core::chain::Chain for ProgramChain {
     type Input = Value;
     type Output = Run;
     type Chunk = Run;
     async fn invoke(&self, input: Value) -> Result<Run> {
         self.program.run_with(self.llm.as_ref(), &input, &self.options).await
     }
-    fn stream(&self, input: Value) -> crate::chain::ChainStream<Run> {
+    fn stream(&self, input: Value) -> catena_core::chain::ChainStream<Run> {
         let this = self.clone();
-        crate::chain::stream_once(async move { this.program.run_with(this.llm.as_ref(), &input, &this.options).await })
+        catena_core::chain::stream_once(
+            async move { this.program.run_with(this.llm.as_ref(), &input, &this.options).await },
+        )
     }
 }
 
@@ -880,7 +884,7 @@ fn not_single(why: &str) -> Error {
 fn to_capture(name: &str, spec: &SlotSpec, text: String, checked: Option<()>) -> std::result::Result<Capture, String> {
     if checked.is_none() {
         if let Some(constraint) = spec.constraint() {
-            let validator: Validator = constraint.validator().map_err(|e| e.to_string())?;
+            let validator: Validator = Validator::new(&constraint).map_err(|e| e.to_string())?;
             validator.check(&text).map_err(|why| format!("slot `{name}`: {why}"))?;
         }
     }

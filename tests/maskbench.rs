@@ -6,18 +6,18 @@
 //! constrain -- ../shared/maskbench`.
 #![cfg(feature = "constrain")]
 
-#[path = "../../../examples/maskbench.rs"]
+#[path = "../examples/maskbench.rs"]
 mod maskbench;
 
 use std::path::PathBuf;
 
-use catena_core::constraint::ConstraintCompiler;
+use catena::constraint::ConstraintCompiler;
 use maskbench::{check_files, list_files, Outcome, Summary};
 
 fn maskbench_dir() -> PathBuf {
     std::env::var_os("CATENA_SHARED_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
         .join("maskbench")
 }
 

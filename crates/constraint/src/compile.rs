@@ -11,8 +11,7 @@ use tiktoken_rs::CoreBPE;
 use toktrie::{InferenceCapabilities, SimpleVob, TokRxInfo, TokTrie};
 pub use toktrie::{TokEnv, TokenId, TokenizerEnv};
 
-use super::Constraint;
-use crate::error::{Error, Result};
+use catena_core::{Constraint, Error, Result};
 
 /// How JSON produced under a [`Constraint::JsonSchema`] may be laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,18 +24,13 @@ pub enum JsonWhitespace {
     Compact,
 }
 
-impl Constraint {
-    /// Converts to llguidance's grammar description with [`JsonWhitespace::Flexible`] JSON layout.
-    ///
-    /// This only checks the shape of the constraint (an empty choice list, a `false` or non-object schema);
-    /// the grammar itself is checked by [`ConstraintCompiler::compile`].
-    pub fn to_grammar(&self) -> Result<TopLevelGrammar> {
-        self.to_grammar_with(JsonWhitespace::Flexible)
-    }
-
-    /// Converts to llguidance's grammar description, laying out JSON as `whitespace` says.
-    pub fn to_grammar_with(&self, whitespace: JsonWhitespace) -> Result<TopLevelGrammar> {
-        match self {
+/// `constraint` as llguidance's grammar description, laying out JSON as `whitespace` says.
+///
+/// This only checks the shape of the constraint (an empty choice list, a `false` or non-object schema); the
+/// grammar itself is checked by [`ConstraintCompiler::compile`].
+fn to_grammar(constraint: &Constraint, whitespace: JsonWhitespace) -> Result<TopLevelGrammar> {
+    {
+        match constraint {
             Constraint::JsonSchema(schema) => {
                 let mut schema = match schema {
                     Value::Bool(true) => Value::Object(serde_json::Map::new()),
@@ -49,7 +43,7 @@ impl Constraint {
                     other => {
                         return Err(Error::InvalidInput(format!(
                             "a JSON Schema must be an object or a boolean, got {}",
-                            crate::error::json_type_name(other)
+                            catena_core::error::json_type_name(other)
                         )))
                     }
                 };
@@ -65,7 +59,9 @@ impl Constraint {
                 }
                 Ok(TopLevelGrammar::from_json_schema(schema))
             }
-            Constraint::JsonObject => Constraint::JsonSchema(super::any_object_schema()).to_grammar_with(whitespace),
+            Constraint::JsonObject => {
+                to_grammar(&Constraint::JsonSchema(crate::validate::any_object_schema()), whitespace)
+            }
             Constraint::Regex(rx) => Ok(TopLevelGrammar::from_regex(rx)),
             Constraint::Choice(options) => {
                 if options.is_empty() {
@@ -84,7 +80,7 @@ impl Constraint {
                 }
                 Ok(TopLevelGrammar::from_lark(lark.clone()))
             }
-            Constraint::Gbnf(src) => Ok(TopLevelGrammar::from_lark(super::gbnf::to_lark(src)?)),
+            Constraint::Gbnf(src) => Ok(TopLevelGrammar::from_lark(crate::gbnf::to_lark(src)?)),
         }
     }
 }
@@ -231,7 +227,7 @@ impl ConstraintCompiler {
     }
 
     fn parser(&self, constraint: &Constraint) -> Result<llguidance::TokenParser> {
-        let grammar = constraint.to_grammar_with(self.whitespace)?;
+        let grammar = to_grammar(constraint, self.whitespace)?;
         let factory = &self.factory;
         std::panic::catch_unwind(AssertUnwindSafe(|| factory.create_parser(grammar)))
             .map_err(|panic| {

@@ -4,7 +4,7 @@
 //! under any [`Constraint`] with [`LlmStructuredExt::constrained`]; in a chain, use [`StructuredChain`].
 //!
 //! How the constraint is met depends on what the backend declares in
-//! [`Capabilities::constraints`](crate::Capabilities::constraints), and is reported on the result as a
+//! [`Capabilities::constraints`](catena_core::Capabilities::constraints), and is reported on the result as a
 //! [`Strategy`]:
 //!
 //! - [`Strategy::Native`] / [`Strategy::Grammar`]: the request carries the constraint
@@ -24,7 +24,7 @@
 //! nothing valid comes back, the error is [`Error::InvalidOutput`] with the raw text.
 //!
 //! ```no_run
-//! use catena_core::structured::LlmStructuredExt;
+//! use catena_constraint::structured::LlmStructuredExt;
 //! use catena_core::Llm;
 //!
 //! #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -44,11 +44,12 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
-use crate::chain::{stream_once, Chain, ChainStream};
-use crate::constraint::{Constraint, Validator};
-use crate::error::{Error, Result};
-use crate::llm::{Llm, Strategy};
-use crate::message::{ChatRequest, ChatResponse, FinishReason, Message, Usage};
+use crate::Validator;
+use catena_core::chain::{stream_once, Chain, ChainStream};
+use catena_core::error::{Error, Result};
+use catena_core::llm::{Llm, Strategy};
+use catena_core::message::{ChatRequest, ChatResponse, FinishReason, Message, Usage};
+use catena_core::Constraint;
 
 /// What to do when the backend cannot enforce a constraint, or its output fails validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +231,7 @@ where
     }
     // The validator: a grammar enforced by the backend needs no second check when the grammar engine is not
     // compiled in (the output matches by construction).
-    let validator: Option<Validator> = match constraint.validator() {
+    let validator: Option<Validator> = match Validator::new(constraint) {
         Ok(v) => Some(v),
         Err(Error::Unsupported { .. }) if enforced.is_some() => None,
         Err(e) => return Err(e),
@@ -410,7 +411,7 @@ fn strip_fence(s: &str) -> &str {
 ///
 /// ```no_run
 /// # use std::sync::Arc;
-/// use catena_core::structured::{RepairPolicy, StructuredChain};
+/// use catena_constraint::structured::{RepairPolicy, StructuredChain};
 /// use catena_core::{Chain, Llm, Message};
 ///
 /// #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
@@ -490,7 +491,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Role;
+    use catena_core::message::Role;
 
     #[test]
     fn candidates_unwrap_fences_quotes_and_prose() {
