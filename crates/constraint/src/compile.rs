@@ -8,8 +8,9 @@ use llguidance::earley::SlicedBiasComputer;
 use llguidance::{JsonCompileOptions, Matcher, ParserFactory};
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
-use toktrie::{InferenceCapabilities, SimpleVob, TokRxInfo, TokTrie};
-pub use toktrie::{TokEnv, TokenId, TokenizerEnv};
+use toktrie::{InferenceCapabilities, SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
+
+use crate::TokenId;
 
 use catena_core::{Constraint, Error, Result};
 
@@ -131,8 +132,17 @@ impl ConstraintCompiler {
             .map_err(Error::InvalidInput)
     }
 
-    /// For any tokenizer that implements [`TokenizerEnv`] (for example a local model's vocabulary).
-    pub fn from_tok_env(tok_env: TokEnv) -> Result<Self> {
+    /// For any tokenizer: `tokens[id]` is token `id` (its bytes, or a special token's name), `eos` ends a
+    /// sequence, and `tokenizer` turns text into token ids (a local model's own tokenizer). Walks the whole
+    /// vocabulary once (tens to hundreds of milliseconds); clone the result to share it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an empty vocabulary, or an end-of-sequence id outside it.
+    pub fn from_vocabulary(tokens: Vec<VocabToken>, eos: TokenId, tokenizer: Arc<dyn Tokenize>) -> Result<Self> {
+        Self::from_tok_env(vocabulary_env(tokens, eos, tokenizer)?)
+    }
+
+    fn from_tok_env(tok_env: TokEnv) -> Result<Self> {
         let mut factory =
             ParserFactory::new(&tok_env, InferenceCapabilities::default(), &SlicedBiasComputer::json_slices())
                 .map_err(|e| {
@@ -148,12 +158,22 @@ impl ConstraintCompiler {
         self
     }
 
-    /// The tokenizer this compiler builds masks for.
-    pub fn tok_env(&self) -> &TokEnv {
+    fn tok_env(&self) -> &TokEnv {
         self.factory.tok_env()
     }
 
-    /// The number of token ids (the length of every [`TokenMask`]).
+    /// Whether the tokenizer is canonical (tokenizing text gives the same ids whatever text precedes it, as
+    /// byte-level BPE does): forcing tokens and token healing are only exact then.
+    pub fn tokenize_is_canonical(&self) -> bool {
+        self.tok_env().tokenize_is_canonical()
+    }
+
+    /// The end-of-sequence token id.
+    pub fn eos_token(&self) -> TokenId {
+        self.tok_env().tok_trie().eos_token()
+    }
+
+    /// The number of token ids (the length of every [`AllowedTokens`]).
     pub fn vocab_size(&self) -> usize {
         self.tok_env().tok_trie().vocab_size()
     }
@@ -259,24 +279,90 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// A tiktoken vocabulary as a [`TokenizerEnv`]: token bytes for the mask trie, `CoreBPE` for tokenization.
-struct TiktokenEnv {
-    bpe: &'static CoreBPE,
-    trie: TokTrie,
+/// One token of a vocabulary, for [`ConstraintCompiler::from_vocabulary`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VocabToken {
+    /// A token that stands for these bytes of text.
+    Text(Vec<u8>),
+    /// A special (control) token with this name (`<|im_end|>`); an empty name stands for `<[id]>`. Grammars can
+    /// only name it, text never produces it.
+    Special(String),
 }
 
-impl TokenizerEnv for TiktokenEnv {
+/// The vocabulary and its tokenizer as llguidance's tokenizer environment.
+fn vocabulary_env(tokens: Vec<VocabToken>, eos: TokenId, tokenizer: Arc<dyn Tokenize>) -> Result<TokEnv> {
+    let size = u32::try_from(tokens.len())
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| Error::InvalidInput(format!("a vocabulary needs 1 to 2^32-1 tokens, not {}", tokens.len())))?;
+    if eos >= size {
+        return Err(Error::InvalidInput(format!(
+            "the end-of-sequence id {eos} is outside the vocabulary of {size} tokens"
+        )));
+    }
+    let words: Vec<Vec<u8>> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(id, token)| match token {
+            VocabToken::Text(bytes) if !bytes.is_empty() => bytes,
+            VocabToken::Text(_) => special_word(&format!("<[{id}]>")),
+            VocabToken::Special(name) if name.is_empty() => special_word(&format!("<[{id}]>")),
+            VocabToken::Special(name) => special_word(&name),
+        })
+        .collect();
+    let trie = TokTrie::from(&TokRxInfo::new(size, eos), &words);
+    // Canonical when text tokenizes the same way on its own as the trie reads it back.
+    let canonical = ["hello", " world", "{\"key\": [1, 2]}", "a\nb"].iter().all(|sample| {
+        let tokens = tokenizer.tokenize(sample.as_bytes());
+        trie.decode(&tokens) == sample.as_bytes()
+    });
+    Ok(Arc::new(VocabEnv { trie, tokenizer, canonical }))
+}
+
+/// toktrie's spelling of a special token: its marker byte, then the name.
+fn special_word(name: &str) -> Vec<u8> {
+    let mut word = vec![TokTrie::SPECIAL_TOKEN_MARKER];
+    word.extend_from_slice(name.as_bytes());
+    word
+}
+
+/// Text to token ids with a model's own tokenizer, for [`ConstraintCompiler::from_vocabulary`].
+pub trait Tokenize: Send + Sync {
+    /// The token ids of `text` (no special tokens parsed, no beginning-of-sequence added).
+    fn tokenize(&self, text: &[u8]) -> Vec<TokenId>;
+}
+
+/// A vocabulary and its tokenizer as llguidance sees them.
+struct VocabEnv {
+    trie: TokTrie,
+    tokenizer: Arc<dyn Tokenize>,
+    canonical: bool,
+}
+
+impl TokenizerEnv for VocabEnv {
     fn tok_trie(&self) -> &TokTrie {
         &self.trie
     }
 
     fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
-        self.trie.tokenize_with_greedy_fallback(s, |s| self.bpe.encode_ordinary(s))
+        self.trie.tokenize_with_greedy_fallback(s, |text| self.tokenizer.tokenize(text.as_bytes()))
+    }
+
+    fn tokenize_is_canonical(&self) -> bool {
+        self.canonical
     }
 }
 
-/// Builds a [`TokEnv`] from a tiktoken `CoreBPE`: every rank's bytes from `decode_bytes`, special tokens marked
-/// with toktrie's special-token byte, holes in the rank space filled with unreachable placeholders.
+struct Tiktoken(&'static CoreBPE);
+
+impl Tokenize for Tiktoken {
+    fn tokenize(&self, text: &[u8]) -> Vec<TokenId> {
+        self.0.encode_ordinary(&String::from_utf8_lossy(text))
+    }
+}
+
+/// A tiktoken vocabulary: every rank's bytes from `decode_bytes`, special tokens by name, holes in the rank
+/// space as unreachable placeholders.
 fn tiktoken_env(bpe: &'static CoreBPE, name: &str) -> std::result::Result<TokEnv, String> {
     let mut specials: Vec<(String, u32)> = Vec::new();
     for text in bpe.special_tokens() {
@@ -291,35 +377,29 @@ fn tiktoken_env(bpe: &'static CoreBPE, name: &str) -> std::result::Result<TokEnv
         .find(|(t, _)| t == "<|endoftext|>")
         .map(|(_, id)| *id)
         .ok_or_else(|| format!("{name}: no <|endoftext|> special token"))?;
-    let vocab_size = max_special as usize + 1;
-    let mut words: Vec<Vec<u8>> = vec![Vec::new(); vocab_size];
-    for (text, id) in &specials {
-        let mut bytes = vec![TokTrie::SPECIAL_TOKEN_MARKER];
-        bytes.extend_from_slice(text.as_bytes());
-        words[*id as usize] = bytes;
+    let mut tokens: Vec<Option<VocabToken>> = vec![None; max_special as usize + 1];
+    for (text, id) in specials {
+        tokens[id as usize] = Some(VocabToken::Special(text));
     }
-    for (id, word) in words.iter_mut().enumerate() {
-        if word.is_empty() {
-            match bpe.decode_bytes(&[id as u32]) {
-                Ok(bytes) if !bytes.is_empty() => *word = bytes,
-                _ => {
-                    let mut placeholder = format!(".<[{id}]>").into_bytes();
-                    placeholder[0] = TokTrie::SPECIAL_TOKEN_MARKER;
-                    *word = placeholder;
-                }
-            }
-        }
-    }
-    let info = TokRxInfo::new(vocab_size as u32, eos);
-    let trie = TokTrie::from(&info, &words);
-    Ok(Arc::new(TiktokenEnv { bpe, trie }))
+    let tokens = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(id, token)| match token {
+            Some(token) => token,
+            None => match bpe.decode_bytes(&[id as u32]) {
+                Ok(bytes) if !bytes.is_empty() => VocabToken::Text(bytes),
+                _ => VocabToken::Special(String::new()),
+            },
+        })
+        .collect();
+    vocabulary_env(tokens, eos, Arc::new(Tiktoken(bpe))).map_err(|e| e.to_string())
 }
 
 /// The set of token ids allowed at one step: a bitmask over the vocabulary.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenMask(SimpleVob);
+pub struct AllowedTokens(SimpleVob);
 
-impl TokenMask {
+impl AllowedTokens {
     /// Whether `token` is allowed (ids outside the vocabulary never are).
     pub fn is_allowed(&self, token: TokenId) -> bool {
         (token as usize) < self.0.len() && self.0.is_allowed(token)
@@ -384,8 +464,8 @@ impl ConstraintMatcher {
 
     /// The tokens allowed next. Fails if the matcher is in an error state (after a rejected token) or the
     /// grammar cannot continue (check [`ConstraintMatcher::is_stopped`] first).
-    pub fn compute_mask(&mut self) -> Result<TokenMask> {
-        self.matcher.compute_mask().map(TokenMask).map_err(|e| self.err(e))
+    pub fn compute_mask(&mut self) -> Result<AllowedTokens> {
+        self.matcher.compute_mask().map(AllowedTokens).map_err(|e| self.err(e))
     }
 
     /// Advances past `tokens`. A token the constraint does not allow puts the matcher in an error state and
@@ -612,5 +692,87 @@ mod tests {
         let err = c.compile(&Constraint::JsonSchema(serde_json::json!([1]))).unwrap_err();
         assert!(err.to_string().contains("an array"), "{err}");
         assert!(c.compile(&Constraint::JsonSchema(Value::Bool(true))).is_ok());
+    }
+
+    /// A byte-level tokenizer over a small vocabulary: the longest token that matches, byte by byte.
+    struct Greedy(Vec<Vec<u8>>);
+
+    impl Tokenize for Greedy {
+        fn tokenize(&self, mut text: &[u8]) -> Vec<TokenId> {
+            let mut out = Vec::new();
+            while !text.is_empty() {
+                let (id, len) = (self.0.iter().enumerate())
+                    .filter(|(_, t)| !t.is_empty() && text.starts_with(t))
+                    .map(|(id, t)| (id as TokenId, t.len()))
+                    .max_by_key(|&(_, len)| len)
+                    .expect("every byte is a token");
+                out.push(id);
+                text = &text[len..];
+            }
+            out
+        }
+    }
+
+    /// Every printable ASCII byte and newline as a token, then `ab`, then the special end-of-sequence token.
+    fn small_vocabulary() -> (Vec<VocabToken>, Arc<Greedy>, TokenId) {
+        let mut words: Vec<Vec<u8>> = (b' '..=b'~').map(|b| vec![b]).collect();
+        words.push(b"\n".to_vec());
+        words.push(b"ab".to_vec());
+        let mut tokens: Vec<VocabToken> = words.iter().cloned().map(VocabToken::Text).collect();
+        tokens.push(VocabToken::Special("<eos>".into()));
+        let eos = (tokens.len() - 1) as TokenId;
+        words.push(Vec::new());
+        (tokens, Arc::new(Greedy(words)), eos)
+    }
+
+    #[test]
+    fn a_custom_vocabulary_builds_masks_over_its_own_ids() {
+        let (tokens, tokenizer, eos) = small_vocabulary();
+        assert_eq!(tokens.len(), 98);
+        let c = ConstraintCompiler::from_vocabulary(tokens, eos, tokenizer).unwrap();
+        assert_eq!(c.vocab_size(), 98);
+        assert_eq!(c.eos_token(), eos);
+        assert!(c.tokenize_is_canonical());
+        let ab = 96;
+        assert_eq!(c.tokenize("abc"), vec![ab, u32::from(b'c' - b' ')]);
+
+        let constraint = Constraint::Regex("[ab]+".into());
+        let mut m = c.compile(&constraint).unwrap();
+        let mask = m.compute_mask().unwrap();
+        let allowed: Vec<Vec<u8>> = mask.allowed().into_iter().map(|t| c.decode(&[t])).collect();
+        assert_eq!(allowed, vec![b"a".to_vec(), b"b".to_vec(), b"ab".to_vec()]);
+        assert!(!mask.is_allowed(eos), "nothing is matched yet, so the answer cannot end");
+        m.consume_tokens(&[ab]).unwrap();
+        assert!(m.compute_mask().unwrap().is_allowed(eos), "`ab` matches, so it may end");
+        assert!(accepts(&c, &constraint, "abba"));
+        assert!(!accepts(&c, &constraint, "abc"));
+    }
+
+    #[test]
+    fn a_tokenizer_that_depends_on_context_is_not_canonical() {
+        /// Prefixes a space, as SentencePiece tokenizers do.
+        struct PrefixSpace(Arc<Greedy>);
+        impl Tokenize for PrefixSpace {
+            fn tokenize(&self, text: &[u8]) -> Vec<TokenId> {
+                self.0.tokenize(&[b" ", text].concat())
+            }
+        }
+        let (tokens, tokenizer, eos) = small_vocabulary();
+        let c = ConstraintCompiler::from_vocabulary(tokens, eos, Arc::new(PrefixSpace(tokenizer))).unwrap();
+        assert!(!c.tokenize_is_canonical());
+    }
+
+    #[test]
+    fn a_vocabulary_without_tokens_or_with_a_foreign_eos_is_rejected() {
+        let (_, tokenizer, _) = small_vocabulary();
+        let Err(err) = ConstraintCompiler::from_vocabulary(vec![], 0, tokenizer.clone()) else {
+            panic!("an empty vocabulary was accepted")
+        };
+        assert!(err.to_string().contains("not 0"), "{err}");
+        let tokens = vec![VocabToken::Text(b"a".to_vec()), VocabToken::Special(String::new())];
+        let Err(err) = ConstraintCompiler::from_vocabulary(tokens, 2, tokenizer) else {
+            panic!("an end-of-sequence id outside the vocabulary was accepted")
+        };
+        assert!(err.to_string().contains("end-of-sequence id 2 is outside the vocabulary of 2 tokens"), "{err}");
     }
 }

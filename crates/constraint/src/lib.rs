@@ -21,9 +21,10 @@ mod validate;
 
 pub use catena_core::Constraint;
 #[cfg(feature = "constrain")]
-pub use compile::{ConstraintCompiler, ConstraintMatcher, JsonWhitespace, TokenMask};
+pub use compile::{AllowedTokens, ConstraintCompiler, ConstraintMatcher, JsonWhitespace, Tokenize, VocabToken};
 pub use guidance::{Program, ProgramChain};
 pub use structured::{Constrained, LlmStructuredExt, RepairPolicy, Structured, StructuredChain};
-#[cfg(feature = "constrain")]
-pub use toktrie::{TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 pub use validate::Validator;
+
+/// A token id in a model's vocabulary.
+pub type TokenId = u32;

@@ -32,7 +32,6 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::{Stream, StreamExt, TryStreamExt};
-use tracing::Instrument;
 
 use crate::error::{Error, Result};
 
@@ -148,13 +147,21 @@ pub trait Chain: Send + Sync + 'static {
     }
 }
 
-#[async_trait]
+// Written without `#[async_trait]` so a call through an `Arc` returns the inner chain's boxed future as it is
+// instead of boxing it a second time.
 impl<C: Chain + ?Sized> Chain for Arc<C> {
     type Input = C::Input;
     type Output = C::Output;
     type Chunk = C::Chunk;
-    async fn invoke(&self, input: Self::Input) -> Result<Self::Output> {
-        (**self).invoke(input).await
+    fn invoke<'life0, 'async_trait>(
+        &'life0 self,
+        input: Self::Input,
+    ) -> Pin<Box<dyn Future<Output = Result<Self::Output>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).invoke(input)
     }
     fn stream(&self, input: Self::Input) -> ChainStream<Self::Chunk> {
         (**self).stream(input)
@@ -173,11 +180,26 @@ fn step_span(step: &str) -> tracing::Span {
     )
 }
 
-async fn timed<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
+/// Runs `fut` inside `span` and records its latency on it. When no subscriber wants the span, the clock is not
+/// read at all (a disabled span costs nothing else either).
+async fn timed<T>(span: tracing::Span, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    if span.is_disabled() {
+        let out = fut.await;
+        if let Err(e) = &out {
+            tracing::warn!(error = %e, "chain step failed");
+        }
+        return out;
+    }
     let start = Instant::now();
-    let out = fut.await;
-    tracing::Span::current().record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
+    let mut fut = std::pin::pin!(fut);
+    let out = std::future::poll_fn(|cx| {
+        let _entered = span.enter();
+        fut.as_mut().poll(cx)
+    })
+    .await;
+    span.record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
     if let Err(e) = &out {
+        let _entered = span.enter();
         tracing::warn!(error = %e, "chain step failed");
     }
     out
@@ -233,10 +255,10 @@ where
     type Output = O;
     type Chunk = O;
     async fn invoke(&self, input: I) -> Result<O> {
-        timed((self.f)(input)).instrument(step_span(self.name)).await
+        timed(step_span(self.name), (self.f)(input)).await
     }
     fn stream(&self, input: I) -> ChainStream<O> {
-        let fut = timed((self.f)(input)).instrument(step_span(self.name));
+        let fut = timed(step_span(self.name), (self.f)(input));
         stream_once(fut)
     }
 }
@@ -359,7 +381,7 @@ impl<C: Chain> Chain for Named<C> {
     type Output = C::Output;
     type Chunk = C::Chunk;
     async fn invoke(&self, input: C::Input) -> Result<C::Output> {
-        timed(self.inner.invoke(input)).instrument(step_span(&self.name)).await
+        timed(step_span(&self.name), self.inner.invoke(input)).await
     }
     fn stream(&self, input: C::Input) -> ChainStream<C::Chunk> {
         let span = step_span(&self.name);

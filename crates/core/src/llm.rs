@@ -1,6 +1,7 @@
 //! The [`Llm`] trait: one interface for every chat model, remote or local, and [`Capabilities`], the data that
 //! says what a backend can do so that nothing is silently downgraded.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -203,7 +204,8 @@ pub trait Llm: Send + Sync {
     }
 }
 
-#[async_trait]
+// Written without `#[async_trait]` so a call through an `Arc` returns the inner model's boxed future as it is
+// instead of boxing it a second time.
 impl<T: Llm + ?Sized> Llm for Arc<T> {
     fn capabilities(&self) -> Capabilities {
         (**self).capabilities()
@@ -211,11 +213,25 @@ impl<T: Llm + ?Sized> Llm for Arc<T> {
     fn default_model(&self) -> Option<String> {
         (**self).default_model()
     }
-    async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
-        (**self).chat(request).await
+    fn chat<'life0, 'async_trait>(
+        &'life0 self,
+        request: ChatRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<ChatResponse>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).chat(request)
     }
-    async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
-        (**self).chat_stream(request).await
+    fn chat_stream<'life0, 'async_trait>(
+        &'life0 self,
+        request: ChatRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<ChatStream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).chat_stream(request)
     }
     fn grammar_completion(&self) -> Option<&dyn GrammarCompletion> {
         (**self).grammar_completion()

@@ -239,6 +239,19 @@ async fn fallback_takes_over_on_retryable_errors_only() {
     assert!(matches!(llm.chat(ask()).await, Err(Error::Http { status: 400, .. })));
     let any = client(&broken).await.layer(FallbackLayer::new(client(&healthy).await, FallbackOn::AnyError));
     assert_eq!(any.chat(ask()).await.unwrap().text(), "from the fallback");
+
+    // The usual stack: retries of the primary first, then the fallback once they are used up on retryable
+    // errors; a client error is still not retried and not handed over.
+    broken.set_reply(status(503, None));
+    let stacked = client(&broken)
+        .await
+        .layer(quick_retries(2))
+        .layer(FallbackLayer::new(client(&healthy).await, FallbackOn::Retryable));
+    let before = broken.request_count();
+    assert_eq!(stacked.chat(ask()).await.unwrap().text(), "from the fallback");
+    assert_eq!(broken.request_count() - before, 2, "both attempts reached the primary first");
+    broken.set_reply(status(400, None));
+    assert!(matches!(stacked.chat(ask()).await, Err(Error::Http { status: 400, .. })));
 }
 
 #[tokio::test]

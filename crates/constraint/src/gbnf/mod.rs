@@ -6,18 +6,21 @@
 //! grammar is only sent once it passes the same checks as llama.cpp's parser (`src/llama-grammar.cpp`): its
 //! syntax, its escapes, repetition limits, every referenced rule defined, a `root` rule, no left recursion.
 //!
-//! The checker follows llama.cpp's parser step by step, including the rules it synthesises for groups and
-//! repetitions (the limits and the left-recursion check are defined on those), so that it accepts and rejects
-//! the same grammars. It is stricter where a grammar could crash or stall a server: `{m,n}` with `n < m`, token
-//! references written as text (`<think>`, which only the server's vocabulary can resolve; write the id,
-//! `<[1234]>`), grammars whose repetitions unroll to more than 2^20 (`MAX_ELEMENTS`) elements, and parentheses nested
-//! deeper than 64 (`MAX_NESTING`).
+//! A grammar is parsed once, following llama.cpp's parser step by step, into a syntax tree. The checks rebuild
+//! from that tree the rules llama.cpp synthesises for groups and repetitions (its limits and its left-recursion
+//! check are defined on those), so that they accept and reject the same grammars. They are
+//! stricter where a grammar could crash or stall a server: `{m,n}` with `n < m`, token references written as text
+//! (`<think>`, which only the server's vocabulary can resolve; write the id, `<[1234]>`), grammars whose
+//! repetitions unroll to more than 2^20 (`MAX_ELEMENTS`) elements, and parentheses nested deeper than 64
+//! (`MAX_NESTING`).
 //!
-//! [`to_lark`] converts a checked grammar to llguidance's Lark dialect with the same language, for enforcing it
-//! anywhere else than on a llama.cpp server.
+//! [`to_lark`] writes the same tree in llguidance's Lark dialect, with the same language, for enforcing a grammar
+//! anywhere else than on a llama.cpp server; the conversion and the checks cannot disagree about what a grammar
+//! means.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 use catena_core::{Constraint, Error, Result};
@@ -33,7 +36,8 @@ const MAX_REPETITION: u64 = 2000;
 /// repeated `{1999}` two million, which llama.cpp would accept and build in memory for every request.
 const MAX_ELEMENTS: usize = 1 << 20;
 
-/// How deeply parentheses may nest. The server's parser recurses once per level; so does this checker.
+/// How deeply parentheses may nest. The server's parser recurses once per level; so do the parser, the checks and
+/// the Lark writer here.
 const MAX_NESTING: usize = 64;
 
 /// A GBNF grammar that llama.cpp's parser accepts. Build it with [`Gbnf::parse`] (or `str::parse`); use it as a
@@ -71,7 +75,7 @@ impl Gbnf {
     /// left-recursive rule, a token written as text, a NUL character.
     pub fn parse(text: impl Into<String>) -> Result<Gbnf> {
         let text = text.into();
-        Checker::new(&text).check()?;
+        check(&text)?;
         Ok(Gbnf { text })
     }
 
@@ -100,146 +104,204 @@ impl fmt::Display for Gbnf {
     }
 }
 
-/// The last item of a sequence, which a repetition applies to.
-#[derive(Debug, Clone, Copy)]
+/// Parses `src` and runs every check of [`Gbnf::parse`] on the tree; returns the tree and the index of `root`.
+fn check(src: &str) -> Result<(Ast, usize)> {
+    if let Some(pos) = src.find('\0') {
+        return Err(error(src, pos, "contains a NUL character, which ends the grammar early on the server"));
+    }
+    let ast = Parser::new(src).grammar()?;
+    let root = Llama::check(src, &ast)?;
+    Ok((ast, root))
+}
+
+/// An [`Error::InvalidInput`] pointing at byte `pos` of `src`.
+fn error(src: &str, pos: usize, problem: impl fmt::Display) -> Error {
+    let pos = pos.min(src.len());
+    let before = &src[..pos];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let near: String = src[pos..].chars().take(24).collect();
+    let near = if near.is_empty() { "at the end".to_string() } else { format!("near `{}`", near.escape_debug()) };
+    Error::InvalidInput(format!("GBNF grammar, line {line}, column {column} ({near}): {problem}"))
+}
+
+/// An [`Error::InvalidInput`] about the grammar as a whole.
+fn grammar_error(problem: impl fmt::Display) -> Error {
+    Error::InvalidInput(format!("GBNF grammar: {problem}"))
+}
+
+/// The problem with a repetition that follows no item, or an item that adds nothing to the rule.
+const NOTHING_TO_REPEAT: &str = "this repetition has nothing to repeat (it must follow an item)";
+
+/// Whether `c` may appear in a rule name: letters, digits and `-`.
+fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'-'
+}
+
+/// A hint for an unexpected `_`, usually a rule name written with one.
+fn underscore_hint(c: u8) -> &'static str {
+    if c == b'_' {
+        " (rule names may only contain letters, digits and `-`, not `_`)"
+    } else {
+        ""
+    }
+}
+
+/// A parsed GBNF grammar: every rule definition, in order, as a tree of [`Item`]s.
+struct Ast {
+    /// Rule names by rule index, in the order the names first appear.
+    names: Vec<String>,
+    /// Where each rule's name first appears (in a reference or a definition), for "never defined" messages.
+    first_use: Vec<usize>,
+    /// The index in `defs` of each rule's last definition, the one that counts (`None`: never defined).
+    defined: Vec<Option<usize>>,
+    /// Every definition in order (rule index and body), also those a later definition of the rule replaces.
+    defs: Vec<(usize, Body)>,
+    /// The index of `root`, if the name appears.
+    root: Option<usize>,
+    /// Where the first token reference (`<[id]>`, `!<[id]>`) is, which [`to_lark`] refuses.
+    first_token: Option<Range<usize>>,
+}
+
+/// Alternatives separated by `|`: the body of a rule or of a group.
+struct Body {
+    /// Each alternative, a sequence of items (possibly none).
+    alternatives: Vec<Vec<Item>>,
+    /// Where the alternatives end (a line break, `)`, the end of the grammar).
+    end: usize,
+}
+
+/// One item of a sequence and the repetitions applied to it.
 struct Item {
-    /// Where it starts in the rule being built.
-    start: usize,
-    /// How many rules it stands for (1, or the symbols a group created), for llama.cpp's repetition limit.
-    rules: u64,
+    /// What the item matches once.
+    atom: Atom,
+    /// Its repetitions in the order written: `"a"?*` is `?`, then `*`.
+    reps: Vec<Rep>,
+    /// Where the item (without its repetitions) is in the grammar.
+    span: Range<usize>,
 }
 
-/// One element of a rule, as far as the checks need it (llama.cpp also keeps the characters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Elem {
-    /// A character, character-class entry, `.` or token.
-    Terminal,
-    /// A reference to the rule with this symbol id.
-    Ref(u32),
-    /// The end of one alternative, another follows.
-    Alt,
-    /// The end of the rule.
-    End,
-}
-
-/// Where a symbol id came from, for messages.
-#[derive(Debug, Clone)]
-enum Origin {
-    /// A rule name written in the grammar.
-    Named(String),
-    /// A rule synthesised for a group or repetition inside the named rule.
-    Synthesised(String),
-}
-
-/// Skips blanks, tabs and `#` comments from `pos`, and line breaks when `newline_ok` (llama.cpp's
-/// `parse_space`).
-fn skip_space(bytes: &[u8], mut pos: usize, newline_ok: bool) -> usize {
-    while let Some(&c) = bytes.get(pos) {
-        match c {
-            b' ' | b'\t' => pos += 1,
-            b'\r' | b'\n' if newline_ok => pos += 1,
-            b'#' => {
-                while !matches!(bytes.get(pos), None | Some(b'\r' | b'\n')) {
-                    pos += 1;
-                }
-            }
-            _ => break,
+impl Item {
+    /// Whether llama.cpp adds no element to the rule for this item (`""`, `[]`, `x{0}`), leaving a repetition after
+    /// it nothing to repeat.
+    fn adds_nothing(&self) -> bool {
+        match self.reps.last() {
+            Some(rep) => rep.max == Some(0),
+            None => matches!(&self.atom, Atom::Literal(chars) if chars.is_empty()),
         }
     }
-    pos
 }
 
-/// The end of the rule name starting at `pos` (letters, digits and `-`).
-fn name_end(bytes: &[u8], pos: usize) -> usize {
-    let mut end = pos;
-    while bytes.get(end).is_some_and(|&c| Checker::is_word(c)) {
-        end += 1;
-    }
-    end
+/// What an item matches, before repetitions.
+enum Atom {
+    /// A literal: these code points in order (none: the empty string, also for `[]` and `[^]`, which add nothing
+    /// in llama.cpp).
+    Literal(Vec<u32>),
+    /// A non-empty character class, `negated` for `[^...]`: each entry a code point or an inclusive range (`a-z`).
+    Class { negated: bool, ranges: Vec<(u32, Option<u32>)> },
+    /// `.`: any one character.
+    Any,
+    /// A token id, `<[id]>` or `!<[id]>`.
+    Token,
+    /// A reference to the rule with this index.
+    Rule(usize),
+    /// `( ... )`.
+    Group(Body),
 }
 
-struct Checker<'a> {
+/// A repetition written at `pos`: `min` to `max` times (`None`: no bound).
+#[derive(Clone, Copy)]
+struct Rep {
+    /// The fewest repetitions.
+    min: u64,
+    /// The most repetitions; llama.cpp reads a bound over [`MAX_REPETITION`] as none.
+    max: Option<u64>,
+    /// Where the `*`, `+`, `?` or `{` is.
+    pos: usize,
+}
+
+/// The GBNF parser, after llama.cpp's: reads a grammar into an [`Ast`] and refuses, as it reads, what llama.cpp's
+/// parser refuses (syntax, escapes, repetition counts), and `{m,n}` with `n < m`, tokens written as text and
+/// parentheses nested deeper than [`MAX_NESTING`]. The checks that need the whole grammar are [`Llama`]'s.
+struct Parser<'a> {
+    /// The grammar.
     src: &'a str,
+    /// The grammar's bytes.
     bytes: &'a [u8],
-    /// Symbol names to ids, maintained exactly as llama.cpp does (synthesised names included).
-    symbols: HashMap<String, u32>,
-    origins: HashMap<u32, Origin>,
-    /// Rule definitions by symbol id; `None` for ids that were referenced but (so far) not defined.
-    rules: Vec<Option<Vec<Elem>>>,
-    /// Where each named rule was first referenced, for "never defined" messages.
-    first_use: HashMap<u32, usize>,
-    elements: usize,
+    /// Rule names to rule indices.
+    index: HashMap<&'a str, usize>,
+    /// The tree read so far.
+    ast: Ast,
+    /// How many groups enclose the current position.
     depth: usize,
 }
 
-impl<'a> Checker<'a> {
+impl<'a> Parser<'a> {
+    /// A parser of `src`.
     fn new(src: &'a str) -> Self {
-        Checker {
-            src,
-            bytes: src.as_bytes(),
-            symbols: HashMap::new(),
-            origins: HashMap::new(),
-            rules: Vec::new(),
-            first_use: HashMap::new(),
-            elements: 0,
-            depth: 0,
-        }
+        let ast = Ast {
+            names: Vec::new(),
+            first_use: Vec::new(),
+            defined: Vec::new(),
+            defs: Vec::new(),
+            root: None,
+            first_token: None,
+        };
+        Parser { src, bytes: src.as_bytes(), index: HashMap::new(), ast, depth: 0 }
     }
 
+    /// The byte at `pos`.
     fn at(&self, pos: usize) -> Option<u8> {
         self.bytes.get(pos).copied()
     }
 
-    /// An [`Error::InvalidInput`] pointing at byte `pos`.
+    /// An error at byte `pos`.
     fn error(&self, pos: usize, problem: impl fmt::Display) -> Error {
-        let pos = pos.min(self.src.len());
-        let before = &self.src[..pos];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        let near: String = self.src[pos..].chars().take(24).collect();
-        let near = if near.is_empty() { "at the end".to_string() } else { format!("near `{}`", near.escape_debug()) };
-        Error::InvalidInput(format!("GBNF grammar, line {line}, column {column} ({near}): {problem}"))
+        error(self.src, pos, problem)
     }
 
-    fn grammar_error(problem: impl fmt::Display) -> Error {
-        Error::InvalidInput(format!("GBNF grammar: {problem}"))
-    }
-
-    fn check(mut self) -> Result<()> {
-        if let Some(pos) = self.src.find('\0') {
-            return Err(self.error(pos, "contains a NUL character, which ends the grammar early on the server"));
+    /// Skips blanks, tabs and `#` comments from `pos`, and line breaks when `newline_ok` (llama.cpp's
+    /// `parse_space`).
+    fn space(&self, mut pos: usize, newline_ok: bool) -> usize {
+        while let Some(c) = self.at(pos) {
+            match c {
+                b' ' | b'\t' => pos += 1,
+                b'\r' | b'\n' if newline_ok => pos += 1,
+                b'#' => {
+                    while !matches!(self.at(pos), None | Some(b'\r' | b'\n')) {
+                        pos += 1;
+                    }
+                }
+                _ => break,
+            }
         }
+        pos
+    }
+
+    /// The end of the rule name starting at `pos`.
+    fn name_end(&self, pos: usize) -> usize {
+        (pos..).find(|&p| !self.at(p).is_some_and(is_word)).unwrap_or(pos)
+    }
+
+    /// The whole grammar.
+    fn grammar(mut self) -> Result<Ast> {
         let mut pos = self.space(0, true);
         while pos < self.bytes.len() {
             pos = self.rule(pos)?;
         }
-        self.check_defined()?;
-        if !self.symbols.contains_key("root") {
-            return Err(Self::grammar_error(
-                "there is no `root` rule; generation starts at `root`, so define it (`root ::= ...`)",
-            ));
-        }
-        self.check_left_recursion()
+        self.ast.root = self.index.get("root").copied();
+        Ok(self.ast)
     }
 
-    fn space(&self, pos: usize, newline_ok: bool) -> usize {
-        skip_space(self.bytes, pos, newline_ok)
-    }
-
-    fn underscore_hint(c: u8) -> &'static str {
-        if c == b'_' {
-            " (rule names may only contain letters, digits and `-`, not `_`)"
-        } else {
-            ""
-        }
-    }
-
-    fn is_word(c: u8) -> bool {
-        c.is_ascii_alphanumeric() || c == b'-'
-    }
-
-    fn name_end(&self, pos: usize) -> usize {
-        name_end(self.bytes, pos)
+    /// The index of the rule `name`, met at `pos`; a new name gets the next one.
+    fn rule_index(&mut self, name: &'a str, pos: usize) -> usize {
+        let ast = &mut self.ast;
+        *self.index.entry(name).or_insert_with(|| {
+            ast.names.push(name.to_string());
+            ast.first_use.push(pos);
+            ast.defined.push(None);
+            ast.names.len() - 1
+        })
     }
 
     /// A decimal number; llama.cpp fails on numbers beyond 64 bits too.
@@ -252,61 +314,24 @@ impl<'a> Checker<'a> {
         Ok((value, end))
     }
 
-    fn symbol(&mut self, name: &str, pos: usize) -> u32 {
-        let next = self.symbols.len() as u32;
-        let id = *self.symbols.entry(name.to_string()).or_insert(next);
-        self.origins.entry(id).or_insert_with(|| Origin::Named(name.to_string()));
-        self.first_use.entry(id).or_insert(pos);
-        id
-    }
-
-    /// A fresh id for a synthesised rule, named `<base>_<id>` like llama.cpp (a clash with a written name
-    /// replaces it, as there).
-    fn synthesise(&mut self, base: &str) -> u32 {
-        let id = self.symbols.len() as u32;
-        self.symbols.insert(format!("{base}_{id}"), id);
-        self.origins.insert(id, Origin::Synthesised(base.to_string()));
-        id
-    }
-
-    fn add_rule(&mut self, id: u32, rule: Vec<Elem>) {
-        let id = id as usize;
-        if self.rules.len() <= id {
-            self.rules.resize(id + 1, None);
-        }
-        self.rules[id] = Some(rule);
-    }
-
-    fn grow(&mut self, n: usize, pos: usize) -> Result<()> {
-        self.elements = self.elements.saturating_add(n);
-        if self.elements > MAX_ELEMENTS {
-            return Err(self.error(
-                pos,
-                format!(
-                    "the grammar unrolls to more than {MAX_ELEMENTS} elements once its repetitions are expanded, \
-                     which the server would build for every request; use `*` or `+`, or smaller counts"
-                ),
-            ));
-        }
-        Ok(())
-    }
-
     /// `name ::= alternatives` and the line break after it.
     fn rule(&mut self, start: usize) -> Result<usize> {
         let name_end = self.name_end(start);
         if name_end == start {
             let problem = match self.at(start) {
-                Some(b'|') => "expected a rule name; a line cannot start with `|`: end the previous line with `|` \
+                Some(b'|') => {
+                    "expected a rule name; a line cannot start with `|`: end the previous line with `|` \
                                or put the alternatives in parentheses"
-                    .to_string(),
-                _ => "expected a rule name (letters, digits and `-`)".to_string(),
+                }
+                _ => "expected a rule name (letters, digits and `-`)",
             };
             return Err(self.error(start, problem));
         }
-        let name = self.src[start..name_end].to_string();
+        let src = self.src;
+        let name = &src[start..name_end];
+        let rule = self.rule_index(name, start);
         let pos = self.space(name_end, false);
-        let id = self.symbol(&name, start);
-        if !self.src[pos..].starts_with("::=") {
+        if !src[pos..].starts_with("::=") {
             let problem = if self.at(pos) == Some(b'_') {
                 format!("expected `::=` after `{name}`; rule names may only contain letters, digits and `-`, not `_`")
             } else {
@@ -314,8 +339,8 @@ impl<'a> Checker<'a> {
             };
             return Err(self.error(pos, problem));
         }
-        let pos = self.space(pos + 3, true);
-        let mut pos = self.alternates(pos, &name, id, None)?;
+        let body = self.alternates(self.space(pos + 3, true), false)?;
+        let mut pos = body.end;
         match self.at(pos) {
             None => {}
             Some(b'\r') => pos += if self.at(pos + 1) == Some(b'\n') { 2 } else { 1 },
@@ -326,224 +351,189 @@ impl<'a> Checker<'a> {
                     pos,
                     format!(
                         "unexpected character in rule `{name}`; expected an item, `|` or the end of the line{}",
-                        Self::underscore_hint(c)
+                        underscore_hint(c)
                     ),
                 ))
             }
         }
+        self.ast.defined[rule] = Some(self.ast.defs.len());
+        self.ast.defs.push((rule, body));
         Ok(self.space(pos, true))
     }
 
-    /// Alternatives separated by `|`, defining rule `id`. `group` is the position of the `(` when nested.
-    fn alternates(&mut self, pos: usize, rule_name: &str, id: u32, group: Option<usize>) -> Result<usize> {
-        let mut rule = Vec::new();
-        let mut pos = self.sequence(pos, rule_name, &mut rule, group.is_some())?;
+    /// Alternatives separated by `|`; `nested` inside parentheses, where line breaks are spaces.
+    fn alternates(&mut self, pos: usize, nested: bool) -> Result<Body> {
+        let (first, mut pos) = self.sequence(pos, nested)?;
+        let mut alternatives = vec![first];
         while self.at(pos) == Some(b'|') {
-            rule.push(Elem::Alt);
-            pos = self.space(pos + 1, true);
-            pos = self.sequence(pos, rule_name, &mut rule, group.is_some())?;
+            let (next, end) = self.sequence(self.space(pos + 1, true), nested)?;
+            alternatives.push(next);
+            pos = end;
         }
-        rule.push(Elem::End);
-        self.grow(rule.len(), pos)?;
-        self.add_rule(id, rule);
-        Ok(pos)
+        Ok(Body { alternatives, end: pos })
     }
 
-    /// One character of a literal or class: a UTF-8 character or an escape.
-    fn character(&self, pos: usize) -> Result<usize> {
-        match self.at(pos) {
-            None => Err(self.error(pos, "unexpected end of the grammar")),
-            Some(b'\\') => {
-                let hex = |digits: usize| {
-                    let ok = (0..digits).all(|i| self.at(pos + 2 + i).is_some_and(|c| c.is_ascii_hexdigit()));
-                    if ok {
-                        Ok(pos + 2 + digits)
-                    } else {
-                        Err(self.error(pos, format!("this escape needs exactly {digits} hexadecimal digits")))
-                    }
-                };
-                match self.at(pos + 1) {
-                    Some(b'x') => hex(2),
-                    Some(b'u') => hex(4),
-                    Some(b'U') => hex(8),
-                    Some(b't' | b'r' | b'n' | b'\\' | b'"' | b'[' | b']' | b'-') => Ok(pos + 2),
-                    _ => Err(self.error(
-                        pos,
-                        "unknown escape; use \\x.., \\u...., \\U........, \\t, \\r, \\n, \\\\, \\\", \\[, \\] or \\-",
-                    )),
+    /// Items and their repetitions until something else (`|`, `)`, a line break at the top level, the end).
+    ///
+    /// Each kind of item is parsed by its own method, so that the frame this recursion (through groups) keeps
+    /// on the stack stays small.
+    fn sequence(&mut self, mut pos: usize, nested: bool) -> Result<(Vec<Item>, usize)> {
+        let mut items: Vec<Item> = Vec::new();
+        while let Some(c) = self.at(pos) {
+            let (atom, end) = match c {
+                b'"' => self.literal(pos)?,
+                b'[' => self.class(pos)?,
+                b'<' | b'!' => self.token(pos)?,
+                b'(' => self.group(pos)?,
+                b'.' => (Atom::Any, pos + 1),
+                c if is_word(c) => {
+                    let end = self.name_end(pos);
+                    let src = self.src;
+                    (Atom::Rule(self.rule_index(&src[pos..end], pos)), end)
+                }
+                b'*' | b'+' | b'?' | b'{' => {
+                    let (min, max, end) = match c {
+                        b'*' => (0, None, pos + 1),
+                        b'+' => (1, None, pos + 1),
+                        b'?' => (0, Some(1), pos + 1),
+                        _ => self.braces(pos, nested)?,
+                    };
+                    let item = items.last_mut().filter(|item| !item.adds_nothing());
+                    let item = item.ok_or_else(|| self.error(pos, NOTHING_TO_REPEAT))?;
+                    item.reps.push(Rep { min, max, pos });
+                    pos = self.space(end, nested);
+                    continue;
+                }
+                _ => break,
+            };
+            items.push(Item { atom, reps: Vec::new(), span: pos..end });
+            pos = self.space(end, nested);
+        }
+        Ok((items, pos))
+    }
+
+    /// One character of a literal or class, a UTF-8 character or an escape: its code point and the position
+    /// after it.
+    fn character(&self, pos: usize) -> Result<(u32, usize)> {
+        if self.at(pos) != Some(b'\\') {
+            let c = self.src.get(pos..).and_then(|s| s.chars().next());
+            let c = c.ok_or_else(|| self.error(pos, "unexpected end of the grammar"))?;
+            return Ok((u32::from(c), pos + c.len_utf8()));
+        }
+        let hex = |digits: usize| {
+            let text = self.src.get(pos + 2..pos + 2 + digits).filter(|t| t.bytes().all(|c| c.is_ascii_hexdigit()));
+            let value = text.and_then(|t| u32::from_str_radix(t, 16).ok());
+            let value =
+                value.ok_or_else(|| self.error(pos, format!("this escape needs exactly {digits} hexadecimal digits")));
+            Ok((value?, pos + 2 + digits))
+        };
+        match self.at(pos + 1) {
+            Some(b'x') => hex(2),
+            Some(b'u') => hex(4),
+            Some(b'U') => hex(8),
+            Some(b't') => Ok((u32::from('\t'), pos + 2)),
+            Some(b'r') => Ok((u32::from('\r'), pos + 2)),
+            Some(b'n') => Ok((u32::from('\n'), pos + 2)),
+            Some(c @ (b'\\' | b'"' | b'[' | b']' | b'-')) => Ok((u32::from(c), pos + 2)),
+            _ => Err(self.error(
+                pos,
+                "unknown escape; use \\x.., \\u...., \\U........, \\t, \\r, \\n, \\\\, \\\", \\[, \\] or \\-",
+            )),
+        }
+    }
+
+    /// A `"..."` literal at `open`.
+    fn literal(&self, open: usize) -> Result<(Atom, usize)> {
+        let mut chars = Vec::new();
+        let mut pos = open + 1;
+        loop {
+            match self.at(pos) {
+                None => return Err(self.error(open, "string literal is never closed (missing `\"`)")),
+                Some(b'"') => return Ok((Atom::Literal(chars), pos + 1)),
+                Some(_) => {
+                    let (c, next) = self.character(pos)?;
+                    chars.push(c);
+                    pos = next;
                 }
             }
-            Some(_) => Ok(pos + self.src[pos..].chars().next().map_or(1, char::len_utf8)),
         }
     }
 
-    /// `<[id]>` after an optional `!` (at `pos`, the `<`).
-    fn token(&self, pos: usize) -> Result<usize> {
-        if self.at(pos) != Some(b'<') {
-            return Err(self.error(pos, "expected `<` after `!` (a negated token is written `!<[id]>`)"));
+    /// A `[...]` character class at `open`.
+    fn class(&self, open: usize) -> Result<(Atom, usize)> {
+        let never_closed = || self.error(open, "character class is never closed (missing `]`)");
+        let negated = self.at(open + 1) == Some(b'^');
+        let mut pos = open + 1 + usize::from(negated);
+        let mut ranges = Vec::new();
+        loop {
+            match self.at(pos) {
+                None => return Err(never_closed()),
+                Some(b']') => break,
+                Some(_) => {
+                    let (first, next) = self.character(pos)?;
+                    pos = next;
+                    let mut last = None;
+                    if self.at(pos) == Some(b'-') && self.at(pos + 1) != Some(b']') {
+                        if self.at(pos + 1).is_none() {
+                            return Err(never_closed());
+                        }
+                        let (c, next) = self.character(pos + 1)?;
+                        (last, pos) = (Some(c), next);
+                    }
+                    ranges.push((first, last));
+                }
+            }
         }
-        if self.at(pos + 1) != Some(b'[') {
+        let atom = if ranges.is_empty() { Atom::Literal(Vec::new()) } else { Atom::Class { negated, ranges } };
+        Ok((atom, pos + 1))
+    }
+
+    /// A token id `<[id]>`, or `!<[id]>` when `pos` is at a `!`.
+    fn token(&mut self, pos: usize) -> Result<(Atom, usize)> {
+        let open = if self.at(pos) == Some(b'!') { pos + 1 } else { pos };
+        if self.at(open) != Some(b'<') {
+            return Err(self.error(open, "expected `<` after `!` (a negated token is written `!<[id]>`)"));
+        }
+        if self.at(open + 1) != Some(b'[') {
             return Err(self.error(
-                pos,
+                open,
                 "a token written as text (`<name>`) can only be resolved by the server's vocabulary, and a server \
                  that cannot resolve it crashes; write the token id instead, `<[id]>`",
             ));
         }
-        let (_, end) = self.int(pos + 2)?;
+        let (_, end) = self.int(open + 2)?;
         if self.at(end) != Some(b']') {
             return Err(self.error(end, "expected `]` in the token id `<[id]>`"));
         }
         if self.at(end + 1) != Some(b'>') {
             return Err(self.error(end + 1, "expected `>` to end the token id `<[id]>`"));
         }
-        Ok(end + 2)
+        self.ast.first_token.get_or_insert(pos..end + 2);
+        Ok((Atom::Token, end + 2))
     }
 
-    /// Items until something that is not an item (`|`, `)`, a line break at the top level, the end).
-    ///
-    /// Each kind of item is parsed by its own method, so that the frame this recursion (through groups) keeps
-    /// on the stack stays small.
-    fn sequence(&mut self, mut pos: usize, rule_name: &str, rule: &mut Vec<Elem>, nested: bool) -> Result<usize> {
-        // Where the last item starts in `rule` and how many rules it stands for, as llama.cpp tracks them for
-        // repetitions.
-        let mut last = Item { start: rule.len(), rules: 1 };
-        while let Some(c) = self.at(pos) {
-            let end = match c {
-                b'"' | b'[' => {
-                    last = Item { start: rule.len(), rules: 1 };
-                    if c == b'"' {
-                        self.literal(pos, rule)?
-                    } else {
-                        self.class(pos, rule)?
-                    }
-                }
-                b'<' | b'!' => {
-                    last = Item { start: rule.len(), rules: 1 };
-                    rule.push(Elem::Terminal);
-                    self.grow(1, pos)?;
-                    self.token(if c == b'!' { pos + 1 } else { pos })?
-                }
-                c if Self::is_word(c) => {
-                    let end = self.name_end(pos);
-                    let src = self.src;
-                    let id = self.symbol(&src[pos..end], pos);
-                    last = Item { start: rule.len(), rules: 1 };
-                    rule.push(Elem::Ref(id));
-                    self.grow(1, pos)?;
-                    end
-                }
-                b'(' => {
-                    let (end, sub, rules) = self.group(pos, rule_name)?;
-                    last = Item { start: rule.len(), rules };
-                    rule.push(Elem::Ref(sub));
-                    self.grow(1, pos)?;
-                    end
-                }
-                b'.' => {
-                    last = Item { start: rule.len(), rules: 1 };
-                    rule.push(Elem::Terminal);
-                    self.grow(1, pos)?;
-                    pos + 1
-                }
-                b'*' | b'+' | b'?' => {
-                    let (min, max) = match c {
-                        b'*' => (0, None),
-                        b'+' => (1, None),
-                        _ => (0, Some(1)),
-                    };
-                    self.repeat(pos, rule_name, rule, &mut last, min, max)?;
-                    pos + 1
-                }
-                b'{' => self.braces(pos, rule_name, rule, &mut last, nested)?,
-                _ => break,
-            };
-            pos = self.space(end, nested);
-        }
-        Ok(pos)
-    }
-
-    /// A `"..."` literal at `open`; returns the position after its closing quote.
-    fn literal(&mut self, open: usize, rule: &mut Vec<Elem>) -> Result<usize> {
-        let start = rule.len();
-        let mut pos = open + 1;
-        loop {
-            match self.at(pos) {
-                None => return Err(self.error(open, "string literal is never closed (missing `\"`)")),
-                Some(b'"') => break,
-                Some(_) => {
-                    pos = self.character(pos)?;
-                    rule.push(Elem::Terminal);
-                }
-            }
-        }
-        self.grow(rule.len() - start, pos)?;
-        Ok(pos + 1)
-    }
-
-    /// A `[...]` character class at `open`; returns the position after its `]`.
-    fn class(&mut self, open: usize, rule: &mut Vec<Elem>) -> Result<usize> {
-        let start = rule.len();
-        let never_closed = |this: &Self| this.error(open, "character class is never closed (missing `]`)");
-        let mut pos = open + 1;
-        if self.at(pos) == Some(b'^') {
-            pos += 1;
-        }
-        loop {
-            match self.at(pos) {
-                None => return Err(never_closed(self)),
-                Some(b']') => break,
-                Some(_) => {
-                    pos = self.character(pos)?;
-                    rule.push(Elem::Terminal);
-                    if self.at(pos) == Some(b'-') && self.at(pos + 1) != Some(b']') {
-                        if self.at(pos + 1).is_none() {
-                            return Err(never_closed(self));
-                        }
-                        pos = self.character(pos + 1)?;
-                        rule.push(Elem::Terminal);
-                    }
-                }
-            }
-        }
-        self.grow(rule.len() - start, pos)?;
-        Ok(pos + 1)
-    }
-
-    /// A `( ... )` group at `open`, which becomes a synthesised rule: returns the position after `)`, the rule's
-    /// id and how many symbols the group created (llama.cpp's repetition limit counts them).
-    fn group(&mut self, open: usize, rule_name: &str) -> Result<(usize, u32, u64)> {
+    /// A `( ... )` group at `open`.
+    fn group(&mut self, open: usize) -> Result<(Atom, usize)> {
         if self.depth >= MAX_NESTING {
             return Err(self.error(open, format!("parentheses nest deeper than {MAX_NESTING} levels")));
         }
-        let pos = self.space(open + 1, true);
-        let before = self.symbols.len() as u64;
-        let sub = self.synthesise(rule_name);
         self.depth += 1;
-        let pos = self.alternates(pos, rule_name, sub, Some(open))?;
+        let body = self.alternates(self.space(open + 1, true), true)?;
         self.depth -= 1;
-        let created = (self.symbols.len() as u64).saturating_sub(before).max(1);
-        match self.at(pos) {
-            Some(b')') => Ok((pos + 1, sub, created)),
+        let end = body.end;
+        match self.at(end) {
+            Some(b')') => Ok((Atom::Group(body), end + 1)),
             None => Err(self.error(open, "`(` is never closed (missing `)`)")),
             Some(c) => Err(self.error(
-                pos,
-                format!(
-                    "unexpected character inside `( ... )`; expected an item, `|` or `)`{}",
-                    Self::underscore_hint(c)
-                ),
+                end,
+                format!("unexpected character inside `( ... )`; expected an item, `|` or `)`{}", underscore_hint(c)),
             )),
         }
     }
 
-    /// A `{m}`, `{m,}` or `{m,n}` repetition at `open`; returns the position after its `}`.
-    fn braces(
-        &mut self,
-        open: usize,
-        rule_name: &str,
-        rule: &mut Vec<Elem>,
-        last: &mut Item,
-        nested: bool,
-    ) -> Result<usize> {
+    /// A `{m}`, `{m,}` or `{m,n}` repetition at `open`: its bounds as llama.cpp applies them and the position
+    /// after its `}`.
+    fn braces(&self, open: usize, nested: bool) -> Result<(u64, Option<u64>, usize)> {
         let mut pos = self.space(open + 1, nested);
         if !self.at(pos).is_some_and(|c| c.is_ascii_digit()) {
             return Err(self.error(pos, "expected a number after `{`"));
@@ -583,43 +573,182 @@ impl<'a> Checker<'a> {
                 ),
             ));
         }
-        self.repeat(open, rule_name, rule, last, min, max)?;
-        Ok(pos + 1)
+        Ok((min, max, pos + 1))
+    }
+}
+
+/// One element of a rule as llama.cpp builds it, as far as the checks need it (llama.cpp also keeps the
+/// characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Elem {
+    /// A character, character-class entry, `.` or token.
+    Terminal,
+    /// A reference to the rule with this symbol id.
+    Ref(u32),
+    /// The end of one alternative, another follows.
+    Alt,
+    /// The end of the rule.
+    End,
+}
+
+/// Where a symbol id came from, for messages.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// The rule with this index.
+    Named(usize),
+    /// A rule synthesised for a group or repetition inside the rule with this index.
+    Synthesised(usize),
+}
+
+/// The rules llama.cpp's parser builds from an [`Ast`], including those it synthesises for groups and
+/// repetitions, numbered as it numbers them: its limits and its checks for undefined rules and left recursion
+/// are defined on these.
+struct Llama<'a> {
+    /// The grammar, for messages.
+    src: &'a str,
+    /// Its tree.
+    ast: &'a Ast,
+    /// The symbol id of each rule index, given where the name first appears, as llama.cpp gives them.
+    ids: Vec<Option<u32>>,
+    /// Where each symbol id came from; its length is the next id.
+    origins: Vec<Origin>,
+    /// Rule definitions by symbol id; `None` for ids that were referenced but not defined.
+    rules: Vec<Option<Vec<Elem>>>,
+    /// How many elements llama.cpp would have built so far.
+    elements: usize,
+}
+
+impl<'a> Llama<'a> {
+    /// Builds llama.cpp's rules from `ast`, checks its limits, that every rule is defined, that `root` is and
+    /// that no rule is left-recursive; returns the index of `root`.
+    fn check(src: &'a str, ast: &'a Ast) -> Result<usize> {
+        let ids = vec![None; ast.names.len()];
+        let mut llama = Llama { src, ast, ids, origins: Vec::new(), rules: Vec::new(), elements: 0 };
+        for (rule, body) in &ast.defs {
+            let id = llama.named(*rule);
+            let elems = llama.alternates(body, *rule)?;
+            llama.add_rule(id, elems);
+        }
+        llama.check_defined()?;
+        let root = ast.root.filter(|&root| ast.defined[root].is_some()).ok_or_else(|| {
+            grammar_error("there is no `root` rule; generation starts at `root`, so define it (`root ::= ...`)")
+        })?;
+        llama.check_left_recursion()?;
+        Ok(root)
     }
 
-    /// Applies a repetition to the last item of `rule` the way llama.cpp rewrites it:
-    /// `S{m,n}` becomes `S` m times followed by `n - m` nested optional rules (one recursive rule if unbounded).
-    fn repeat(
-        &mut self,
-        op: usize,
-        rule_name: &str,
-        rule: &mut Vec<Elem>,
-        last: &mut Item,
-        min: u64,
-        max: Option<u64>,
-    ) -> Result<()> {
-        if last.start == rule.len() {
-            return Err(self.error(op, "this repetition has nothing to repeat (it must follow an item)"));
+    /// The symbol id of the rule with index `rule`.
+    fn named(&mut self, rule: usize) -> u32 {
+        let next = self.origins.len() as u32;
+        *self.ids[rule].get_or_insert_with(|| {
+            self.origins.push(Origin::Named(rule));
+            next
+        })
+    }
+
+    /// A fresh id for a rule synthesised inside the rule `base`.
+    fn synthesise(&mut self, base: usize) -> u32 {
+        self.origins.push(Origin::Synthesised(base));
+        self.origins.len() as u32 - 1
+    }
+
+    /// Defines symbol `id` (a later definition replaces an earlier one, as in llama.cpp).
+    fn add_rule(&mut self, id: u32, rule: Vec<Elem>) {
+        let id = id as usize;
+        if self.rules.len() <= id {
+            self.rules.resize(id + 1, None);
         }
+        self.rules[id] = Some(rule);
+    }
+
+    /// Counts `n` more elements, built at `pos`, against [`MAX_ELEMENTS`].
+    fn grow(&mut self, n: usize, pos: usize) -> Result<()> {
+        self.elements = self.elements.saturating_add(n);
+        if self.elements > MAX_ELEMENTS {
+            return Err(error(
+                self.src,
+                pos,
+                format!(
+                    "the grammar unrolls to more than {MAX_ELEMENTS} elements once its repetitions are expanded, \
+                     which the server would build for every request; use `*` or `+`, or smaller counts"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The elements of `body`, inside the rule `base`.
+    fn alternates(&mut self, body: &Body, base: usize) -> Result<Vec<Elem>> {
+        let mut rule = Vec::new();
+        for (i, sequence) in body.alternatives.iter().enumerate() {
+            if i > 0 {
+                rule.push(Elem::Alt);
+            }
+            for item in sequence {
+                self.item(item, base, &mut rule)?;
+            }
+        }
+        rule.push(Elem::End);
+        self.grow(rule.len(), body.end)?;
+        Ok(rule)
+    }
+
+    /// Appends `item` to `rule`, inside the rule `base`.
+    fn item(&mut self, item: &Item, base: usize, rule: &mut Vec<Elem>) -> Result<()> {
+        let start = rule.len();
+        // How many rules the item stands for (1, or the symbols a group created), for llama.cpp's repetition limit.
+        let mut rules = 1;
+        // Literals and classes count when their closing delimiter is read, other items where they start.
+        let (elem, count, pos) = match &item.atom {
+            Atom::Literal(chars) => (Elem::Terminal, chars.len(), item.span.end - 1),
+            Atom::Class { ranges, .. } => {
+                let count = ranges.iter().map(|(_, last)| 1 + usize::from(last.is_some())).sum();
+                (Elem::Terminal, count, item.span.end - 1)
+            }
+            Atom::Any | Atom::Token => (Elem::Terminal, 1, item.span.start),
+            Atom::Rule(r) => (Elem::Ref(self.named(*r)), 1, item.span.start),
+            Atom::Group(body) => {
+                let before = self.origins.len();
+                let sub = self.synthesise(base);
+                let elems = self.alternates(body, base)?;
+                self.add_rule(sub, elems);
+                rules = (self.origins.len() - before) as u64;
+                (Elem::Ref(sub), 1, item.span.start)
+            }
+        };
+        rule.extend(std::iter::repeat_n(elem, count));
+        self.grow(count, pos)?;
+        for &rep in &item.reps {
+            self.repeat(rep, base, rule, start, &mut rules)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `rep` to the item that starts at `start` in `rule` and stands for `rules` rules, the way llama.cpp
+    /// rewrites it: `S{m,n}` becomes `S` m times followed by `n - m` nested optional rules (one recursive rule if
+    /// unbounded).
+    fn repeat(&mut self, rep: Rep, base: usize, rule: &mut Vec<Elem>, start: usize, rules: &mut u64) -> Result<()> {
+        let Rep { min, max, pos } = rep;
         let total = match max {
             Some(m) if m > 0 => m,
             _ => min.max(1),
         };
-        if last.rules.saturating_mul(total) >= MAX_REPETITION {
-            return Err(self.error(
-                op,
+        if rules.saturating_mul(total) >= MAX_REPETITION {
+            return Err(error(
+                self.src,
+                pos,
                 format!(
                     "nested repetitions generate too many rules (the server's limit is {MAX_REPETITION}); reduce \
                      the counts or use `*` / `+`"
                 ),
             ));
         }
-        let item: Vec<Elem> = rule[last.start..].to_vec();
+        let item: Vec<Elem> = rule[start..].to_vec();
         if min == 0 {
-            rule.truncate(last.start);
+            rule.truncate(start);
         } else {
             for _ in 1..min {
-                self.grow(item.len(), op)?;
+                self.grow(item.len(), pos)?;
                 rule.extend_from_slice(&item);
             }
         }
@@ -629,60 +758,60 @@ impl<'a> Checker<'a> {
         };
         let mut last_rec = 0;
         for i in 0..optional {
-            let id = self.synthesise(rule_name);
+            let id = self.synthesise(base);
             let mut rec = item.clone();
             if i > 0 || max.is_none() {
                 rec.push(Elem::Ref(if max.is_none() { id } else { last_rec }));
             }
             rec.push(Elem::Alt);
             rec.push(Elem::End);
-            self.grow(rec.len(), op)?;
+            self.grow(rec.len(), pos)?;
             self.add_rule(id, rec);
             last_rec = id;
         }
         if optional > 0 {
             rule.push(Elem::Ref(last_rec));
         }
-        last.rules = last.rules.saturating_mul(total);
+        *rules = rules.saturating_mul(total);
         Ok(())
     }
 
+    /// Symbol `id` for messages.
     fn describe(&self, id: u32) -> String {
-        match self.origins.get(&id) {
-            Some(Origin::Named(name)) => format!("rule `{name}`"),
-            Some(Origin::Synthesised(base)) => format!("a group or repetition in rule `{base}`"),
+        match self.origins.get(id as usize) {
+            Some(&Origin::Named(rule)) => format!("rule `{}`", self.ast.names[rule]),
+            Some(&Origin::Synthesised(base)) => format!("a group or repetition in rule `{}`", self.ast.names[base]),
             None => format!("rule #{id}"),
         }
     }
 
-    /// Every id that exists or is referenced has a definition.
+    /// Every id that exists or is referenced has a definition (synthesised rules always do); the error names the
+    /// undefined rule whose name appears first.
     fn check_defined(&self) -> Result<()> {
         let defined = |id: u32| self.rules.get(id as usize).is_some_and(Option::is_some);
-        let mut missing: Vec<u32> = self
-            .rules
-            .iter()
-            .flatten()
-            .flatten()
+        let missing = (self.rules.iter().flatten().flatten())
             .filter_map(|e| match e {
-                Elem::Ref(id) if !defined(*id) => Some(*id),
+                Elem::Ref(id) => Some(*id),
                 _ => None,
             })
-            .chain((0..self.rules.len() as u32).filter(|&id| !defined(id)))
-            .collect();
-        missing.sort_by_key(|id| self.first_use.get(id).copied().unwrap_or(usize::MAX));
-        match missing.first() {
+            .chain(0..self.rules.len() as u32)
+            .filter(|&id| !defined(id))
+            .filter_map(|id| match self.origins.get(id as usize) {
+                Some(&Origin::Named(rule)) => Some(rule),
+                _ => None,
+            })
+            .min_by_key(|&rule| self.ast.first_use[rule]);
+        match missing {
             None => Ok(()),
-            Some(&id) => {
-                let what = match self.origins.get(&id) {
-                    Some(Origin::Named(name)) => format!("`{name}` is referenced but never defined"),
-                    _ => format!("{} is never defined", self.describe(id)),
-                };
-                let hint = "; add a rule `name ::= ...` for it (names may only contain letters, digits and `-`)";
-                Err(match self.first_use.get(&id) {
-                    Some(&pos) => self.error(pos, format!("{what}{hint}")),
-                    None => Self::grammar_error(format!("{what}{hint}")),
-                })
-            }
+            Some(rule) => Err(error(
+                self.src,
+                self.ast.first_use[rule],
+                format!(
+                    "`{}` is referenced but never defined; add a rule `name ::= ...` for it (names may only contain \
+                     letters, digits and `-`)",
+                    self.ast.names[rule]
+                ),
+            )),
         }
     }
 
@@ -736,7 +865,7 @@ impl<'a> Checker<'a> {
                         *next += 1;
                         match state[to] {
                             State::InProgress => {
-                                return Err(Self::grammar_error(format!(
+                                return Err(grammar_error(format!(
                                     "{} is left-recursive: it can reach itself before matching any text, which \
                                      llama.cpp does not support; rewrite `list ::= list \",\" item | item` as \
                                      `list ::= item (\",\" item)*`",
@@ -775,8 +904,8 @@ pub fn into_lark(constraint: Constraint) -> Result<Constraint> {
 /// Converts a GBNF grammar (start rule `root`) to a grammar in llguidance's Lark dialect (start rule `start`) that
 /// accepts exactly the same strings.
 ///
-/// The grammar is first checked like [`Gbnf::parse`] does. The conversion then keeps llama.cpp's reading of every
-/// construct: literals and character classes with all of GBNF's escapes (`\xNN`, `\uNNNN` and `\UNNNNNNNN` name
+/// The grammar is parsed and checked exactly as [`Gbnf::parse`] does, and the conversion writes the tree those
+/// checks accepted, keeping llama.cpp's reading of every construct: literals and character classes with all of GBNF's escapes (`\xNN`, `\uNNNN` and `\UNNNNNNNN` name
 /// code points; an escape naming no Unicode scalar value, a surrogate for example, matches nothing), negated
 /// classes and ranges (an inverted range matches nothing, `[]` and `[^]` match the empty string, as in llama.cpp),
 /// `.` (any character, line breaks included), groups, alternatives, `*`, `+`, `?`, `{m}`, `{m,}`, `{m,n}` (an
@@ -822,328 +951,21 @@ pub fn into_lark(constraint: Constraint) -> Result<Constraint> {
 /// grammar is used with other tokenizers (a text [`Validator`](crate::Validator) uses o200k), where the id would
 /// silently name another token; so the reference is refused rather than carried over.
 pub fn to_lark(src: &str) -> Result<String> {
-    Gbnf::parse(src)?;
-    let ast = Reader::new(src).grammar()?;
-    Ok(Writer::new(&ast).write())
-}
-
-/// One item of a GBNF sequence, as the converter reads it.
-#[derive(Debug, Clone)]
-enum Node {
-    /// A literal: these code points in order (none: the empty string).
-    Literal(Vec<u32>),
-    /// A non-empty character class: inclusive code point ranges, `negated` for `[^...]`.
-    Class { negated: bool, ranges: Vec<(u32, u32)> },
-    /// `.`: any one character.
-    Any,
-    /// A reference to the rule with this index.
-    Rule(usize),
-    /// `( ... )`: alternatives, each a sequence.
-    Group(Vec<Vec<Node>>),
-    /// The node repeated `min` to `max` times (`None`: no bound).
-    Repeat(Box<Node>, u64, Option<u64>),
-}
-
-/// A GBNF grammar read into [`Node`]s.
-#[derive(Debug)]
-struct Ast {
-    /// Rule names, indexed by rule index (in the order they first appear).
-    names: Vec<String>,
-    /// The last definition of each rule (a checked grammar defines every rule).
-    bodies: Vec<Option<Vec<Vec<Node>>>>,
-    /// Rule indices in the order their (last) definitions appear.
-    order: Vec<usize>,
-    /// The index of `root`.
-    root: usize,
-}
-
-/// Reads a grammar that [`Checker`] has accepted into an [`Ast`], following the same syntax rules. It still
-/// returns errors rather than assuming anything, so that it cannot panic even if the two ever disagree.
-struct Reader<'a> {
-    src: &'a str,
-    bytes: &'a [u8],
-    index: HashMap<String, usize>,
-    ast: Ast,
-}
-
-impl<'a> Reader<'a> {
-    fn new(src: &'a str) -> Self {
-        Reader {
+    let (ast, root) = check(src)?;
+    if let Some(token) = ast.first_token.clone() {
+        return Err(error(
             src,
-            bytes: src.as_bytes(),
-            index: HashMap::new(),
-            ast: Ast { names: Vec::new(), bodies: Vec::new(), order: Vec::new(), root: 0 },
-        }
+            token.start,
+            format!(
+                "the token reference `{}` names a token id of the vocabulary of the model llama.cpp runs; ids mean \
+                 other tokens (or nothing) in another vocabulary and match no text, so a grammar with `<[id]>` or \
+                 `!<[id]>` cannot be converted to Lark; send it to a llama.cpp server as GBNF, or write the token's \
+                 text as a literal",
+                &src[token]
+            ),
+        ));
     }
-
-    fn at(&self, pos: usize) -> Option<u8> {
-        self.bytes.get(pos).copied()
-    }
-
-    fn error(&self, pos: usize, problem: impl fmt::Display) -> Error {
-        Checker::new(self.src).error(pos, problem)
-    }
-
-    /// For states the checker has already ruled out.
-    fn unexpected(&self, pos: usize) -> Error {
-        self.error(pos, "the GBNF to Lark converter cannot read this grammar here (please report this as a bug)")
-    }
-
-    fn space(&self, pos: usize, newline_ok: bool) -> usize {
-        skip_space(self.bytes, pos, newline_ok)
-    }
-
-    fn name_end(&self, pos: usize) -> usize {
-        name_end(self.bytes, pos)
-    }
-
-    fn rule_index(&mut self, name: &str) -> usize {
-        if let Some(&i) = self.index.get(name) {
-            return i;
-        }
-        let i = self.ast.names.len();
-        self.ast.names.push(name.to_string());
-        self.ast.bodies.push(None);
-        self.index.insert(name.to_string(), i);
-        i
-    }
-
-    fn grammar(mut self) -> Result<Ast> {
-        let mut pos = self.space(0, true);
-        while pos < self.bytes.len() {
-            pos = self.rule(pos)?;
-        }
-        self.ast.root = *self.index.get("root").ok_or_else(|| self.unexpected(pos))?;
-        if self.ast.bodies.iter().any(Option::is_none) {
-            return Err(self.unexpected(pos));
-        }
-        Ok(self.ast)
-    }
-
-    fn rule(&mut self, start: usize) -> Result<usize> {
-        let name_end = self.name_end(start);
-        if name_end == start {
-            return Err(self.unexpected(start));
-        }
-        let src = self.src;
-        let id = self.rule_index(&src[start..name_end]);
-        let pos = self.space(name_end, false);
-        if !self.src[pos..].starts_with("::=") {
-            return Err(self.unexpected(pos));
-        }
-        let pos = self.space(pos + 3, true);
-        let (body, mut pos) = self.alternates(pos, false, 0)?;
-        match self.at(pos) {
-            None => {}
-            Some(b'\r') => pos += if self.at(pos + 1) == Some(b'\n') { 2 } else { 1 },
-            Some(b'\n') => pos += 1,
-            Some(_) => return Err(self.unexpected(pos)),
-        }
-        self.ast.bodies[id] = Some(body);
-        self.ast.order.retain(|&r| r != id);
-        self.ast.order.push(id);
-        Ok(self.space(pos, true))
-    }
-
-    fn alternates(&mut self, pos: usize, nested: bool, depth: usize) -> Result<(Vec<Vec<Node>>, usize)> {
-        if depth > MAX_NESTING {
-            return Err(self.unexpected(pos));
-        }
-        let (first, mut pos) = self.sequence(pos, nested, depth)?;
-        let mut alternatives = vec![first];
-        while self.at(pos) == Some(b'|') {
-            let (next, end) = self.sequence(self.space(pos + 1, true), nested, depth)?;
-            alternatives.push(next);
-            pos = end;
-        }
-        Ok((alternatives, pos))
-    }
-
-    fn sequence(&mut self, mut pos: usize, nested: bool, depth: usize) -> Result<(Vec<Node>, usize)> {
-        let mut items = Vec::new();
-        while let Some(c) = self.at(pos) {
-            let end = match c {
-                b'"' => {
-                    let (chars, end) = self.literal(pos)?;
-                    items.push(Node::Literal(chars));
-                    end
-                }
-                b'[' => {
-                    let (node, end) = self.class(pos)?;
-                    items.push(node);
-                    end
-                }
-                b'<' | b'!' => {
-                    let end = Checker::new(self.src).token(if c == b'!' { pos + 1 } else { pos })?;
-                    return Err(self.error(
-                        pos,
-                        format!(
-                            "the token reference `{}` names a token id of the vocabulary of the model llama.cpp \
-                             runs; ids mean other tokens (or nothing) in another vocabulary and match no text, so a \
-                             grammar with `<[id]>` or `!<[id]>` cannot be converted to Lark; send it to a llama.cpp \
-                             server as GBNF, or write the token's text as a literal",
-                            &self.src[pos..end]
-                        ),
-                    ));
-                }
-                c if Checker::is_word(c) => {
-                    let end = self.name_end(pos);
-                    let src = self.src;
-                    let id = self.rule_index(&src[pos..end]);
-                    items.push(Node::Rule(id));
-                    end
-                }
-                b'(' => {
-                    let (alternatives, end) = self.alternates(self.space(pos + 1, true), true, depth + 1)?;
-                    if self.at(end) != Some(b')') {
-                        return Err(self.unexpected(end));
-                    }
-                    items.push(Node::Group(alternatives));
-                    end + 1
-                }
-                b'.' => {
-                    items.push(Node::Any);
-                    pos + 1
-                }
-                b'*' | b'+' | b'?' => {
-                    let (min, max) = match c {
-                        b'*' => (0, None),
-                        b'+' => (1, None),
-                        _ => (0, Some(1)),
-                    };
-                    self.repeat(pos, &mut items, min, max)?;
-                    pos + 1
-                }
-                b'{' => {
-                    let (min, max, end) = self.braces(pos, nested)?;
-                    self.repeat(pos, &mut items, min, max)?;
-                    end
-                }
-                _ => break,
-            };
-            pos = self.space(end, nested);
-        }
-        Ok((items, pos))
-    }
-
-    /// One character of a literal or class: its code point and the position after it.
-    fn character(&self, pos: usize) -> Result<(u32, usize)> {
-        match self.at(pos) {
-            Some(b'\\') => {
-                let hex = |digits: usize| -> Result<(u32, usize)> {
-                    let text = self.src.get(pos + 2..pos + 2 + digits).ok_or_else(|| self.unexpected(pos))?;
-                    let value = u32::from_str_radix(text, 16).map_err(|_| self.unexpected(pos))?;
-                    Ok((value, pos + 2 + digits))
-                };
-                match self.at(pos + 1) {
-                    Some(b'x') => hex(2),
-                    Some(b'u') => hex(4),
-                    Some(b'U') => hex(8),
-                    Some(b't') => Ok((u32::from('\t'), pos + 2)),
-                    Some(b'r') => Ok((u32::from('\r'), pos + 2)),
-                    Some(b'n') => Ok((u32::from('\n'), pos + 2)),
-                    Some(c @ (b'\\' | b'"' | b'[' | b']' | b'-')) => Ok((u32::from(c), pos + 2)),
-                    _ => Err(self.unexpected(pos)),
-                }
-            }
-            Some(_) => {
-                let c = self.src[pos..].chars().next().ok_or_else(|| self.unexpected(pos))?;
-                Ok((u32::from(c), pos + c.len_utf8()))
-            }
-            None => Err(self.unexpected(pos)),
-        }
-    }
-
-    fn literal(&self, open: usize) -> Result<(Vec<u32>, usize)> {
-        let mut chars = Vec::new();
-        let mut pos = open + 1;
-        loop {
-            match self.at(pos) {
-                None => return Err(self.unexpected(open)),
-                Some(b'"') => return Ok((chars, pos + 1)),
-                Some(_) => {
-                    let (c, next) = self.character(pos)?;
-                    chars.push(c);
-                    pos = next;
-                }
-            }
-        }
-    }
-
-    /// `[...]`; an empty class (`[]`, `[^]`) adds nothing to the rule in llama.cpp, so it is the empty string.
-    fn class(&self, open: usize) -> Result<(Node, usize)> {
-        let mut pos = open + 1;
-        let negated = self.at(pos) == Some(b'^');
-        if negated {
-            pos += 1;
-        }
-        let mut ranges = Vec::new();
-        loop {
-            match self.at(pos) {
-                None => return Err(self.unexpected(open)),
-                Some(b']') => break,
-                Some(_) => {
-                    let (first, next) = self.character(pos)?;
-                    pos = next;
-                    let mut last = first;
-                    if self.at(pos) == Some(b'-') && self.at(pos + 1) != Some(b']') {
-                        let (end, next) = self.character(pos + 1)?;
-                        last = end;
-                        pos = next;
-                    }
-                    ranges.push((first, last));
-                }
-            }
-        }
-        let node = if ranges.is_empty() { Node::Literal(Vec::new()) } else { Node::Class { negated, ranges } };
-        Ok((node, pos + 1))
-    }
-
-    /// `{m}`, `{m,}`, `{m,n}` at `open`: the bounds as llama.cpp applies them and the position after `}`.
-    fn braces(&self, open: usize, nested: bool) -> Result<(u64, Option<u64>, usize)> {
-        let number = |pos: usize| -> Result<(u64, usize)> {
-            let end = (pos..).find(|&p| !self.at(p).is_some_and(|c| c.is_ascii_digit())).unwrap_or(pos);
-            let value = self.src[pos..end].parse().map_err(|_| self.unexpected(pos))?;
-            Ok((value, end))
-        };
-        let (min, end) = number(self.space(open + 1, nested))?;
-        let mut pos = self.space(end, nested);
-        let max = match self.at(pos) {
-            Some(b'}') => Some(min),
-            Some(b',') => {
-                pos = self.space(pos + 1, nested);
-                let mut max = None;
-                if self.at(pos).is_some_and(|c| c.is_ascii_digit()) {
-                    let (n, end) = number(pos)?;
-                    max = Some(n);
-                    pos = self.space(end, nested);
-                }
-                if self.at(pos) != Some(b'}') {
-                    return Err(self.unexpected(pos));
-                }
-                max
-            }
-            _ => return Err(self.unexpected(pos)),
-        };
-        // As in the checker: llama.cpp treats an upper bound over its limit as no bound.
-        Ok((min, max.filter(|&m| m <= MAX_REPETITION), pos + 1))
-    }
-
-    /// Applies a repetition to the last item. `?`, `*` and `+` applied to one another collapse into one (the
-    /// counts they allow always form an interval), so that a long chain of them does not nest.
-    fn repeat(&self, pos: usize, items: &mut Vec<Node>, min: u64, max: Option<u64>) -> Result<()> {
-        let last = items.pop().ok_or_else(|| self.unexpected(pos))?;
-        let simple = |min: u64, max: Option<u64>| min <= 1 && max.is_none_or(|m| m == 1);
-        let node = match last {
-            _ if min == 1 && max == Some(1) => last,
-            Node::Repeat(inner, m1, x1) if simple(m1, x1) && simple(min, max) => {
-                Node::Repeat(inner, m1 * min, if x1.is_none() || max.is_none() { None } else { Some(1) })
-            }
-            other => Node::Repeat(Box::new(other), min, max),
-        };
-        items.push(node);
-        Ok(())
-    }
+    Ok(Writer::new(&ast).write(root))
 }
 
 /// How deeply groups may nest in the Lark output; deeper ones become rules of their own (llguidance's Lark parser
@@ -1169,17 +991,20 @@ enum Shape {
 
 /// Writes an [`Ast`] as Lark.
 struct Writer<'a> {
+    /// The grammar.
     ast: &'a Ast,
     /// The Lark name of each GBNF rule.
     names: Vec<String>,
-    used: std::collections::HashSet<String>,
+    /// The Lark names given so far.
+    used: HashSet<String>,
     /// Rules created for deeply nested groups.
     helpers: Vec<(String, String)>,
 }
 
 impl<'a> Writer<'a> {
+    /// A writer of `ast`, with the Lark names of its rules.
     fn new(ast: &'a Ast) -> Self {
-        let mut used = std::collections::HashSet::new();
+        let mut used = HashSet::new();
         used.insert("start".to_string());
         let mut names = Vec::with_capacity(ast.names.len());
         for name in &ast.names {
@@ -1193,7 +1018,7 @@ impl<'a> Writer<'a> {
     }
 
     /// `base`, or `base_2`, `base_3`, ... whichever is not yet used.
-    fn fresh(used: &mut std::collections::HashSet<String>, base: String) -> String {
+    fn fresh(used: &mut HashSet<String>, base: String) -> String {
         let mut name = base.clone();
         let mut n = 2u64;
         while used.contains(&name) {
@@ -1204,17 +1029,18 @@ impl<'a> Writer<'a> {
         name
     }
 
-    fn write(mut self) -> String {
-        let mut rules = Vec::with_capacity(self.ast.order.len());
-        for &id in &self.ast.order {
-            let body = match &self.ast.bodies[id] {
-                Some(body) => self.alternatives(body, 0),
-                None => LARK_NOTHING.to_string(),
-            };
-            rules.push((self.names[id].clone(), body));
+    /// The Lark grammar, starting at the rule with index `root`: the rules in the order of their (last)
+    /// definitions, then the helper rules.
+    fn write(mut self, root: usize) -> String {
+        let mut rules = Vec::new();
+        for (i, (rule, body)) in self.ast.defs.iter().enumerate() {
+            if self.ast.defined[*rule] == Some(i) {
+                let body = self.alternatives(&body.alternatives, 0);
+                rules.push((self.names[*rule].clone(), body));
+            }
         }
         let mut out = String::from("// Converted from GBNF by catena; every lexeme is one character.\n");
-        out.push_str(&format!("start: {}\n", self.names[self.ast.root]));
+        out.push_str(&format!("start: {}\n", self.names[root]));
         for (name, body) in rules.iter().chain(&self.helpers) {
             out.push_str(name);
             out.push(':');
@@ -1227,16 +1053,18 @@ impl<'a> Writer<'a> {
         out
     }
 
-    fn alternatives(&mut self, alternatives: &[Vec<Node>], depth: usize) -> String {
+    /// Alternatives at group depth `depth`.
+    fn alternatives(&mut self, alternatives: &[Vec<Item>], depth: usize) -> String {
         let parts: Vec<String> = alternatives.iter().map(|seq| self.sequence(seq, depth).0).collect();
         parts.join(" | ")
     }
 
-    fn sequence(&mut self, items: &[Node], depth: usize) -> (String, Shape) {
+    /// A sequence at group depth `depth`.
+    fn sequence(&mut self, items: &[Item], depth: usize) -> (String, Shape) {
         let mut parts = Vec::new();
         let mut shape = Shape::Empty;
         for item in items {
-            let (text, s) = self.node(item, depth);
+            let (text, s) = self.item(item, depth);
             if s != Shape::Empty {
                 shape = if shape == Shape::Empty { s } else { Shape::Compound };
                 parts.push(text);
@@ -1256,9 +1084,46 @@ impl<'a> Writer<'a> {
         }
     }
 
-    fn node(&mut self, node: &Node, depth: usize) -> (String, Shape) {
-        match node {
-            Node::Literal(chars) => {
+    /// An item and its repetitions at group depth `depth`. `?`, `*` and `+` applied to one another collapse into
+    /// one (the counts they allow always form an interval) and `{1}` changes nothing, so that a long chain of them
+    /// does not nest; other repetitions nest, each one level deeper.
+    fn item(&mut self, item: &Item, depth: usize) -> (String, Shape) {
+        let simple = |(min, max): (u64, Option<u64>)| min <= 1 && max.is_none_or(|m| m == 1);
+        let mut layers: Vec<(u64, Option<u64>)> = Vec::new();
+        for rep in item.reps.iter().map(|rep| (rep.min, rep.max)) {
+            match layers.last_mut() {
+                _ if rep == (1, Some(1)) => {}
+                Some(last) if simple(*last) && simple(rep) => *last = (last.0 * rep.0, last.1.and(rep.1)),
+                _ => layers.push(rep),
+            }
+        }
+        if layers.iter().any(|&(_, max)| max == Some(0)) {
+            return (String::new(), Shape::Empty);
+        }
+        let (mut text, mut shape) = self.atom(&item.atom, depth + layers.len());
+        for (i, &(min, max)) in layers.iter().enumerate() {
+            let atom = match shape {
+                Shape::Empty => return (String::new(), Shape::Empty),
+                Shape::Atom => text,
+                Shape::Compound => self.group(text, depth + layers.len() - 1 - i),
+            };
+            let op = match (min, max) {
+                (0, Some(1)) => "?".to_string(),
+                (0, None) => "*".to_string(),
+                (1, None) => "+".to_string(),
+                (m, None) => format!("{{{m},}}"),
+                (m, Some(n)) if m == n => format!("{{{m}}}"),
+                (m, Some(n)) => format!("{{{m},{n}}}"),
+            };
+            (text, shape) = (format!("{atom}{op}"), Shape::Compound);
+        }
+        (text, shape)
+    }
+
+    /// What an item matches once, at group depth `depth`.
+    fn atom(&mut self, atom: &Atom, depth: usize) -> (String, Shape) {
+        match atom {
+            Atom::Literal(chars) => {
                 let parts: Vec<String> = chars.iter().map(|&c| lark_char(c)).collect();
                 let shape = match parts.len() {
                     0 => Shape::Empty,
@@ -1267,37 +1132,15 @@ impl<'a> Writer<'a> {
                 };
                 (parts.join(" "), shape)
             }
-            Node::Class { negated, ranges } => (lark_class(*negated, ranges), Shape::Atom),
-            Node::Any => (LARK_ANY.to_string(), Shape::Atom),
-            Node::Rule(id) => (self.names[*id].clone(), Shape::Atom),
-            Node::Group(alternatives) => {
-                let body = if depth + 1 < MAX_LARK_NESTING {
-                    self.alternatives(alternatives, depth + 1)
-                } else {
-                    self.alternatives(alternatives, 0)
-                };
+            Atom::Class { negated, ranges } => (lark_class(*negated, ranges), Shape::Atom),
+            Atom::Any => (LARK_ANY.to_string(), Shape::Atom),
+            // [`to_lark`] refuses token ids before writing; in another vocabulary they match no text.
+            Atom::Token => (LARK_NOTHING.to_string(), Shape::Atom),
+            Atom::Rule(rule) => (self.names[*rule].clone(), Shape::Atom),
+            Atom::Group(body) => {
+                let inner = if depth + 1 < MAX_LARK_NESTING { depth + 1 } else { 0 };
+                let body = self.alternatives(&body.alternatives, inner);
                 (self.group(body, depth), Shape::Atom)
-            }
-            Node::Repeat(inner, min, max) => {
-                if *max == Some(0) {
-                    return (String::new(), Shape::Empty);
-                }
-                let (text, shape) = self.node(inner, depth + 1);
-                let atom = match shape {
-                    Shape::Empty => return (String::new(), Shape::Empty),
-                    Shape::Atom => text,
-                    Shape::Compound => self.group(text, depth),
-                };
-                let op = match (*min, *max) {
-                    (1, Some(1)) => String::new(),
-                    (0, Some(1)) => "?".to_string(),
-                    (0, None) => "*".to_string(),
-                    (1, None) => "+".to_string(),
-                    (m, None) => format!("{{{m},}}"),
-                    (m, Some(n)) if m == n => format!("{{{m}}}"),
-                    (m, Some(n)) => format!("{{{m},{n}}}"),
-                };
-                (format!("{atom}{op}"), Shape::Compound)
             }
         }
     }
@@ -1317,11 +1160,11 @@ fn lark_char(c: u32) -> String {
 
 /// A GBNF character class as a one-character Lark regex. Code points that are no Unicode scalar values are
 /// dropped from ranges (no text contains them); an inverted range matches nothing, as in llama.cpp.
-fn lark_class(negated: bool, ranges: &[(u32, u32)]) -> String {
+fn lark_class(negated: bool, ranges: &[(u32, Option<u32>)]) -> String {
     const SURROGATES: (u32, u32) = (0xD800, 0xDFFF);
     let mut valid = Vec::new();
     for &(lo, hi) in ranges {
-        let hi = hi.min(0x10FFFF);
+        let hi = hi.unwrap_or(lo).min(0x10FFFF);
         for (a, b) in [(lo, hi.min(SURROGATES.0 - 1)), (lo.max(SURROGATES.1 + 1), hi)] {
             if a <= b {
                 valid.push((a, b));
@@ -1391,6 +1234,8 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("", "no `root` rule"),
             ("greeting ::= \"hi\"", "no `root` rule"),
+            // `root` only named in a replaced definition: llama.cpp would read past the end of its rules.
+            ("x ::= root\nx ::= \"a\"", "no `root` rule"),
             ("root ::= answer", "`answer` is referenced but never defined"),
             ("root ::= \"a\"\n\nroot2 ::= b c\nc ::= \"c\"", "line 3, column 11"),
             ("root ::= \"open", "string literal is never closed"),
@@ -1524,6 +1369,14 @@ mod to_lark_tests {
     }
 
     #[test]
+    fn a_replaced_definition_may_name_undefined_rules() {
+        // llama.cpp accepts this (only `x`'s symbol id is past its rules), and so do the checks and the conversion.
+        let text = "root ::= \"a\"\nroot ::= x\nroot ::= \"b\"";
+        Gbnf::parse(text).unwrap();
+        assert!(to_lark(text).unwrap().ends_with("start: root\nroot: \"b\"\n"));
+    }
+
+    #[test]
     fn invalid_grammars_fail_like_the_checker() {
         for text in ["root ::= answer", "root ::= \"a\"{3,2}", "root ::= root \"a\"", "", "root ::= <think>"] {
             let expected = Gbnf::parse(text).unwrap_err().to_string();
@@ -1544,7 +1397,9 @@ mod to_lark_tests {
         assert!(deepest < MAX_LARK_NESTING, "{lark}");
     }
 
-    /// Feeds thousands of random and mutated grammars to `to_lark`: it must return, never panic.
+    /// Feeds thousands of random and mutated grammars to `Gbnf::parse` and `to_lark`: they must return, never
+    /// panic, and agree: `to_lark` fails with the checker's error, or refuses a token id in a grammar the checker
+    /// accepts.
     #[test]
     fn never_panics_on_random_or_mutated_grammars() {
         let mut rng = fastrand::Rng::with_seed(0x9b4f);
@@ -1585,12 +1440,18 @@ mod to_lark_tests {
                 }
                 text
             };
-            let outcome = std::panic::catch_unwind(|| to_lark(&text));
-            match outcome {
-                Ok(Ok(_)) => converted += 1,
-                Ok(Err(Error::InvalidInput(message))) => assert!(message.starts_with("GBNF grammar"), "{message}"),
-                Ok(Err(other)) => panic!("{text:?}: unexpected error kind {other:?}"),
-                Err(_) => panic!("to_lark panicked on {text:?}"),
+            let outcome = std::panic::catch_unwind(|| (Gbnf::parse(text.as_str()).map(|_| ()), to_lark(&text)));
+            let Ok((checked, lark)) = outcome else { panic!("Gbnf::parse or to_lark panicked on {text:?}") };
+            match (checked, lark) {
+                (Ok(()), Ok(_)) => converted += 1,
+                (Ok(()), Err(Error::InvalidInput(message))) => {
+                    assert!(message.contains("cannot be converted to Lark"), "{text:?}: {message}")
+                }
+                (Err(expected), Err(error)) => assert_eq!(error.to_string(), expected.to_string(), "{text:?}"),
+                (checked, lark) => panic!("{text:?}: the checker says {checked:?}, to_lark {lark:?}"),
+            }
+            if let Err(Error::InvalidInput(message)) = Gbnf::parse(text.as_str()) {
+                assert!(message.starts_with("GBNF grammar"), "{message}");
             }
         }
         assert!(converted > 400, "only {converted} mutated grammars were valid; the fuzzing is too destructive");

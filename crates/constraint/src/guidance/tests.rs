@@ -201,7 +201,8 @@ mod engine {
     use futures::StreamExt;
 
     use super::*;
-    use crate::compile::{ConstraintCompiler, ConstraintMatcher, TokenId};
+    use crate::compile::{ConstraintCompiler, ConstraintMatcher};
+    use crate::TokenId;
     use catena_core::completion::{GrammarCompletion, GrammarOutput, GrammarRequest};
     use catena_core::llm::{Capabilities, ChatStream, ConstraintSupport};
     use catena_core::message::{ChatChunk, ChatResponse};
@@ -222,7 +223,7 @@ mod engine {
         rng: &mut fastrand::Rng,
         max_tokens: usize,
     ) -> (Vec<TokenId>, bool) {
-        let eos = compiler.tok_env().tok_trie().eos_token();
+        let eos = compiler.eos_token();
         let mut tokens = Vec::new();
         let mut produced = 0;
         while !matcher.is_stopped() && produced < max_tokens {

@@ -38,13 +38,22 @@ impl CacheKey {
 
     /// The key as 64 lowercase hex characters.
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        let mut out = String::with_capacity(64);
+        // Writing to a String never fails.
+        let _ = self.write_hex(&mut out, 32);
+        out
+    }
+
+    fn write_hex(&self, out: &mut impl fmt::Write, bytes: usize) -> fmt::Result {
+        self.0.iter().take(bytes).try_for_each(|b| write!(out, "{b:02x}"))
     }
 }
 
 impl fmt::Debug for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CacheKey({})", &self.hex()[..16])
+        f.write_str("CacheKey(")?;
+        self.write_hex(f, 8)?;
+        f.write_str(")")
     }
 }
 

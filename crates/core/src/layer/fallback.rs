@@ -11,7 +11,8 @@ use crate::message::{ChatRequest, ChatResponse};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FallbackOn {
     /// Only errors that retrying could fix ([`Error::is_retryable`]: rate limits, server errors, timeouts,
-    /// transport failures). A bad request fails as it would on the fallback too.
+    /// transport failures), also when a [`super::RetryLayer`] below gave up on them ([`Error::Exhausted`]). A bad
+    /// request fails as it would on the fallback too.
     Retryable,
     /// Every error, including unsupported requests (a fallback with more capabilities can take those).
     AnyError,
@@ -54,7 +55,11 @@ pub struct WithFallback<P, F> {
 impl<P, F> WithFallback<P, F> {
     fn falls_back(&self, e: &Error) -> bool {
         match self.on {
-            FallbackOn::Retryable => e.is_retryable(),
+            // A retry layer below that gave up on retryable errors hands over too: the usual stack.
+            FallbackOn::Retryable => match e {
+                Error::Exhausted { last, .. } => last.is_retryable(),
+                e => e.is_retryable(),
+            },
             FallbackOn::AnyError => !matches!(e, Error::Cancelled),
         }
     }

@@ -119,14 +119,18 @@ pub fn record_embedding_usage(input_tokens: u64) {
     tracing::Span::current().record("gen_ai.usage.input_tokens", input_tokens);
 }
 
-fn chat_span(caps: &Capabilities, model: &str, request: &ChatRequest, record_content: bool) -> tracing::Span {
+/// The span of one chat call. When no subscriber wants it, nothing else is computed (not even the backend's
+/// capabilities or the model name): the caller checks [`tracing::Span::is_disabled`] and skips the bookkeeping.
+fn chat_span(inner: &impl Llm, request: &ChatRequest, record_content: bool) -> tracing::Span {
+    // Field values are evaluated only when the span is enabled.
+    let model = || request.model.clone().or_else(|| inner.default_model()).unwrap_or_default();
     let span = tracing::info_span!(
         "gen_ai",
-        otel.name = %format_args!("chat {model}"),
+        otel.name = Empty,
         otel.kind = "client",
         gen_ai.operation.name = "chat",
-        gen_ai.provider.name = %caps.provider,
-        gen_ai.request.model = %model,
+        gen_ai.provider.name = %inner.capabilities().provider,
+        gen_ai.request.model = %model(),
         gen_ai.request.temperature = Empty,
         gen_ai.request.top_p = Empty,
         gen_ai.request.max_tokens = Empty,
@@ -144,6 +148,10 @@ fn chat_span(caps: &Capabilities, model: &str, request: &ChatRequest, record_con
         catena.stream.outcome = Empty,
         error.type = Empty,
     );
+    if span.is_disabled() {
+        return span;
+    }
+    span.record("otel.name", tracing::field::display(format_args!("chat {}", model())));
     if let Some(t) = request.temperature {
         span.record("gen_ai.request.temperature", f64::from(t));
     }
@@ -198,12 +206,6 @@ fn record_latency(span: &tracing::Span, start: Instant) {
     span.record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
 }
 
-impl<S: Llm> Telemetry<S> {
-    fn model_for(&self, request: &ChatRequest) -> String {
-        request.model.clone().or_else(|| self.inner.default_model()).unwrap_or_default()
-    }
-}
-
 #[async_trait]
 impl<S: Llm> Llm for Telemetry<S> {
     fn capabilities(&self) -> Capabilities {
@@ -213,7 +215,15 @@ impl<S: Llm> Llm for Telemetry<S> {
         self.inner.default_model()
     }
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
-        let span = chat_span(&self.inner.capabilities(), &self.model_for(&request), &request, self.record_content);
+        let span = chat_span(&self.inner, &request, self.record_content);
+        if span.is_disabled() {
+            // No subscriber wants the span: no clock, no records; a failure is still a warning.
+            let out = self.inner.chat(request).await;
+            if let Err(e) = &out {
+                tracing::warn!(error = %e, "call failed");
+            }
+            return out;
+        }
         let start = Instant::now();
         let out = self.inner.chat(request).instrument(span.clone()).await;
         match &out {
@@ -224,7 +234,7 @@ impl<S: Llm> Llm for Telemetry<S> {
         out
     }
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
-        let span = chat_span(&self.inner.capabilities(), &self.model_for(&request), &request, self.record_content);
+        let span = chat_span(&self.inner, &request, self.record_content);
         let start = Instant::now();
         match self.inner.chat_stream(request).instrument(span.clone()).await {
             Ok(inner) => Ok(Box::pin(TracedStream {

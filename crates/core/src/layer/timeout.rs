@@ -185,12 +185,11 @@ impl DeadlineStream {
         s
     }
 
-    /// Sets the timer to the earlier of the total deadline and `chunk` (the next chunk's own deadline).
+    /// The next deadline is the earlier of the total deadline and `chunk` (the next chunk's own deadline). The
+    /// timer itself is moved only when the stream has to wait (see `poll_next`), so chunks that are already there
+    /// cost no timer-wheel work.
     fn arm(&mut self, chunk: Option<(Instant, Duration)>) {
         self.next = [self.total, chunk].into_iter().flatten().min_by_key(|(at, _)| *at);
-        if let Some((at, _)) = self.next {
-            self.timer.as_mut().reset(at);
-        }
     }
 }
 
@@ -209,7 +208,10 @@ impl Stream for DeadlineStream {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                let Some((_, limit)) = self.next else { return Poll::Pending };
+                let Some((at, limit)) = self.next else { return Poll::Pending };
+                if self.timer.deadline() != at {
+                    self.timer.as_mut().reset(at);
+                }
                 match self.timer.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         self.inner = None;

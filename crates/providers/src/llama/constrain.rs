@@ -4,79 +4,48 @@
 
 use std::sync::Arc;
 
-use catena_constraint::{ConstraintCompiler, ConstraintMatcher, JsonWhitespace, TokRxInfo, TokTrie, TokenizerEnv};
+use catena_constraint::{ConstraintCompiler, ConstraintMatcher, JsonWhitespace, Tokenize, VocabToken};
 use catena_core::Constraint;
 use catena_core::{Error, Result};
 
 use super::vocab::{TokenId, TokenKind, TokenMask, TokenSet};
 use super::worker::Shared;
 
-/// The GGUF model's tokenizer as llguidance sees it: token bytes for the trie (control tokens marked as
-/// special), llama.cpp's tokenizer for text.
-pub(crate) struct GgufEnv {
-    shared: Arc<Shared>,
-    trie: TokTrie,
-    canonical: bool,
-}
+/// llama.cpp's tokenizer for text, as the grammar engine's [`Tokenize`].
+struct GgufTokenizer(Arc<Shared>);
 
-impl TokenizerEnv for GgufEnv {
-    fn tok_trie(&self) -> &TokTrie {
-        &self.trie
-    }
-
-    fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
-        self.trie.tokenize_with_greedy_fallback(s, |text| llama_tokenize(&self.shared, text.as_bytes()))
-    }
-
-    fn tokenize_is_canonical(&self) -> bool {
-        self.canonical
+impl Tokenize for GgufTokenizer {
+    fn tokenize(&self, text: &[u8]) -> Vec<TokenId> {
+        self.0
+            .model
+            .vocab()
+            .tokenize(text, false, false)
+            .into_iter()
+            .filter_map(|t| TokenId::try_from(t.0).ok())
+            .collect()
     }
 }
 
-fn llama_tokenize(shared: &Shared, bytes: &[u8]) -> Vec<TokenId> {
-    shared.model.vocab().tokenize(bytes, false, false).into_iter().filter_map(|t| TokenId::try_from(t.0).ok()).collect()
-}
-
-/// Builds the constraint compiler for this model (walks the whole vocabulary once).
+/// Builds the constraint compiler for this model (walks the whole vocabulary once): token bytes, control tokens
+/// as special tokens, llama.cpp's tokenizer for text.
 pub(crate) fn build_compiler(shared: &Arc<Shared>, whitespace: JsonWhitespace) -> Result<ConstraintCompiler> {
     let vocab = &shared.vocab;
-    let mut words: Vec<Vec<u8>> = Vec::with_capacity(vocab.len());
-    for (id, entry) in vocab.entries().iter().enumerate() {
-        let word = match entry.kind {
-            TokenKind::Control => special_word(&entry.bytes, id),
-            _ if entry.bytes.is_empty() => special_word(&[], id),
-            _ => entry.bytes.clone(),
-        };
-        words.push(word);
-    }
+    let tokens: Vec<VocabToken> = vocab
+        .entries()
+        .iter()
+        .map(|entry| match entry.kind {
+            TokenKind::Control => VocabToken::Special(String::from_utf8_lossy(&entry.bytes).into_owned()),
+            _ => VocabToken::Text(entry.bytes.clone()),
+        })
+        .collect();
     let eos = vocab.eos().or_else(|| vocab.end_of_generation_tokens().next()).ok_or_else(|| {
         Error::InvalidInput(format!(
             "{}: the vocabulary has no end-of-generation token, so a constrained answer could never end",
             shared.backend_name
         ))
     })?;
-    let vocab_size = u32::try_from(words.len())
-        .map_err(|_| Error::InvalidInput(format!("{}: vocabulary too large", shared.backend_name)))?;
-    let trie = TokTrie::from(&TokRxInfo::new(vocab_size, eos), &words);
-    // llguidance forces tokens and heals prompts only with a tokenizer whose output does not depend on what
-    // precedes the text (byte-level BPE); SentencePiece models that add a prefix space are not.
-    let canonical = ["hello", " world", "{\"key\": [1, 2]}", "a\nb"].iter().all(|sample| {
-        let tokens = llama_tokenize(shared, sample.as_bytes());
-        trie.decode(&tokens) == sample.as_bytes()
-    });
-    let env = GgufEnv { shared: shared.clone(), trie, canonical };
-    Ok(ConstraintCompiler::from_tok_env(Arc::new(env))?.with_json_whitespace(whitespace))
-}
-
-/// toktrie's spelling of a special token: the marker byte, then its name (or `<[id]>` when it has none).
-fn special_word(name: &[u8], id: usize) -> Vec<u8> {
-    let mut word = vec![TokTrie::SPECIAL_TOKEN_MARKER];
-    if name.is_empty() {
-        word.extend_from_slice(format!("<[{id}]>").as_bytes());
-    } else {
-        word.extend_from_slice(name);
-    }
-    word
+    let compiler = ConstraintCompiler::from_vocabulary(tokens, eos, Arc::new(GgufTokenizer(shared.clone())))?;
+    Ok(compiler.with_json_whitespace(whitespace))
 }
 
 /// A compiled constraint prepared for one prompt: the matcher, the (healed) prompt, and how the output text
@@ -104,7 +73,7 @@ pub(crate) fn prepare(
         .iter()
         .rposition(|&id| shared.vocab.get(id).is_none_or(|e| e.kind == TokenKind::Control))
         .map_or(0, |i| i + 1);
-    if !compiler.tok_env().tokenize_is_canonical() || text_start == prompt.len() {
+    if !compiler.tokenize_is_canonical() || text_start == prompt.len() {
         let matcher = compiler.compile(constraint)?;
         return Ok(Prepared {
             mask: GrammarMask::new(matcher, eog),

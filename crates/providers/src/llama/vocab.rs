@@ -3,7 +3,7 @@
 use catena_core::Result;
 
 /// A token id of the loaded model's vocabulary (`0..Vocabulary::len()`).
-pub type TokenId = u32;
+pub use catena_constraint::TokenId;
 
 /// What kind of token a vocabulary entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

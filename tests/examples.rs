@@ -1,0 +1,281 @@
+//! Smoke test of the short examples (`hello_chat`, `streaming`, `composition`, `layers`, `cache`,
+//! `structured_output`, `guidance_template`, `custom_llm`, `indexing`): each runs once, as a user would run it,
+//! on the offline default models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2), must exit 0 within its time limit
+//! and print what it is about (the cache hit, the fallback, nothing re-embedded on the second indexing run, ...).
+//!
+//! Finding the binaries: `cargo test` compiles examples but does not run them, and `cargo test --test examples`
+//! does not compile them at all, so a binary lying in the target directory may be missing or stale. The test
+//! therefore asks cargo for them: one `cargo build --workspace --example ... --message-format=json` with the
+//! features, profile and target directory this test binary was built with (read from `cfg!(feature)` and from
+//! the test binary's own path), and takes each example's path from cargo's `compiler-artifact` messages. After
+//! `scripts/test.sh` (`cargo test --workspace --features local,constrain`), which already built the examples with
+//! the same feature resolution, that build is a no-op of about a second; after `cargo test --test examples` it
+//! builds the examples first. Examples whose required features are off are not built or run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The longest an example may run (each takes seconds; this catches hangs on a busy machine).
+const TIME_LIMIT: Duration = Duration::from_secs(180);
+
+/// The examples this test runs, with whether the features they require are enabled in this build.
+const EXAMPLES: [(&str, bool); 9] = [
+    ("hello_chat", cfg!(feature = "llama-cpp")),
+    ("streaming", cfg!(feature = "llama-cpp")),
+    ("composition", cfg!(all(feature = "llama-cpp", feature = "constrain"))),
+    ("layers", cfg!(feature = "llama-cpp")),
+    ("cache", cfg!(feature = "llama-cpp")),
+    ("structured_output", cfg!(all(feature = "llama-cpp", feature = "constrain"))),
+    ("guidance_template", cfg!(all(feature = "llama-cpp", feature = "constrain"))),
+    ("custom_llm", true),
+    ("indexing", cfg!(all(feature = "local-embed", feature = "vectorstores", feature = "index"))),
+];
+
+/// The features of `catena` this test was built with, so the examples are built with exactly the same ones.
+fn cargo_feature_args() -> Vec<String> {
+    let features = [
+        ("tokens", cfg!(feature = "tokens")),
+        ("providers", cfg!(feature = "providers")),
+        ("vectorstores", cfg!(feature = "vectorstores")),
+        ("sqlite", cfg!(feature = "sqlite")),
+        ("index", cfg!(feature = "index")),
+        ("local-embed", cfg!(feature = "local-embed")),
+        ("llama-cpp", cfg!(feature = "llama-cpp")),
+        ("local", cfg!(feature = "local")),
+        ("constrain", cfg!(feature = "constrain")),
+        ("llama-hf-hub", cfg!(feature = "llama-hf-hub")),
+    ];
+    let on: Vec<&str> = features.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect();
+    let mut args = Vec::new();
+    if !cfg!(feature = "default") {
+        args.push("--no-default-features".to_string());
+    }
+    if !on.is_empty() {
+        args.push(format!("--features={}", on.join(",")));
+    }
+    args
+}
+
+/// `--target-dir`, profile and `--target` arguments that reproduce where this test binary was built
+/// (`<target-dir>/[<triple>/]<profile-dir>/deps/examples-<hash>`).
+fn cargo_location_args() -> Vec<String> {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("the test binary is in <target>/<profile>/deps");
+    let mut args = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => vec![],
+        Some("release") => vec!["--release".to_string()],
+        Some(other) => vec![format!("--profile={other}")],
+        None => panic!("unexpected test binary location {}", exe.display()),
+    };
+    let mut target_dir = profile_dir.parent().expect("a target directory").to_path_buf();
+    if !target_dir.join("CACHEDIR.TAG").exists() {
+        if let Some(root) = target_dir.parent().filter(|root| root.join("CACHEDIR.TAG").exists()) {
+            // Built with `--target <triple>`: the triple's folder sits between the target directory and the profile.
+            args.push(format!("--target={}", target_dir.file_name().and_then(|n| n.to_str()).unwrap_or_default()));
+            target_dir = root.to_path_buf();
+        }
+    }
+    args.push(format!("--target-dir={}", target_dir.display()));
+    args
+}
+
+/// Builds the enabled examples once (a no-op when they are up to date) and returns their paths by name.
+fn built_examples() -> &'static BTreeMap<String, PathBuf> {
+    static BUILT: OnceLock<Result<BTreeMap<String, PathBuf>, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let mut command = Command::new(cargo);
+        command
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--workspace", "--message-format=json-render-diagnostics"])
+            .args(cargo_location_args())
+            .args(cargo_feature_args());
+        for (name, _) in EXAMPLES.iter().filter(|(_, enabled)| *enabled) {
+            command.arg(format!("--example={name}"));
+        }
+        let started = Instant::now();
+        let output = command.stderr(Stdio::piped()).output().map_err(|e| format!("cannot run cargo: {e}"))?;
+        eprintln!("{command:?}: {:.1} s", started.elapsed().as_secs_f64());
+        if !output.status.success() {
+            return Err(format!("{command:?} failed:\n{}", String::from_utf8_lossy(&output.stderr)));
+        }
+        let mut paths = BTreeMap::new();
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let is_example = message["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "example"));
+            if let (true, Some(name), Some(exe)) =
+                (is_example, message["target"]["name"].as_str(), message["executable"].as_str())
+            {
+                paths.insert(name.to_string(), PathBuf::from(exe));
+            }
+        }
+        Ok(paths)
+    });
+    built.as_ref().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// What one run of an example printed.
+struct Run {
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs an example (one at a time: each loads a model on every core) with the offline models, and checks that
+/// it exits 0 within [`TIME_LIMIT`].
+fn run_example(name: &str, args: &[&str]) -> Run {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let exe = built_examples().get(name).unwrap_or_else(|| panic!("cargo built no example named {name}")).clone();
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut command = Command::new(&exe);
+    command.args(args).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    if cfg!(feature = "llama-cpp") {
+        command.env("CATENA_LLM_MODEL", catena_test_support::smollm2_path());
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let file = |path: &Path| std::fs::File::create(path).expect("an output file");
+    command.stdout(file(&out_path)).stderr(file(&err_path));
+    let started = Instant::now();
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the example's status") {
+            break status;
+        }
+        if started.elapsed() > TIME_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{name} ran longer than {TIME_LIMIT:?}:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap_or_default(),
+        stderr: std::fs::read(&err_path).unwrap_or_default(),
+    };
+    let run = Run {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    eprintln!("example {name}: {:.2} s\n{}", started.elapsed().as_secs_f64(), run.stdout);
+    assert!(
+        output.status.success(),
+        "{name} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        run.stdout,
+        run.stderr
+    );
+    run
+}
+
+impl Run {
+    /// The rest of the first stdout line starting with `prefix`.
+    fn line(&self, prefix: &str) -> &str {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{}", self.stdout))
+    }
+    fn count(&self, prefix: &str) -> usize {
+        self.stdout.lines().filter(|l| l.starts_with(prefix)).count()
+    }
+}
+
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn hello_chat() {
+    let run = run_example("hello_chat", &[]);
+    assert!(!run.line("answer: ").trim().is_empty());
+    assert!(run.line("usage: ").contains("output tokens"));
+    assert!(run.line("finish reason: ").starts_with("Some("));
+}
+
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn streaming() {
+    let run = run_example("streaming", &[]);
+    let deltas: usize = run.line("text deltas: ").parse().expect("a count");
+    assert!(deltas > 1, "the answer came in {deltas} piece(s)");
+    assert!(run.line("finish reason: ").starts_with("Some("));
+}
+
+#[cfg(all(feature = "llama-cpp", feature = "constrain"))]
+#[test]
+fn composition() {
+    let run = run_example("composition", &[]);
+    assert!(!run.line("invoke: ").is_empty());
+    assert_eq!(run.count("batch: "), 2);
+    assert!(run.line("typed: ").contains(" legs"));
+    assert!(run.stdout.contains("text chunks, printed by a spawned task"));
+}
+
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn layers() {
+    let run = run_example("layers", &[]);
+    assert_eq!(run.line("fell back to the local model: "), "true");
+    assert!(run.line("answered by: ").contains("SmolLM2"));
+    assert!(run.stderr.contains("retrying"), "no retry warning:\n{}", run.stderr);
+    assert!(run.stderr.contains("falling back"), "no fallback warning:\n{}", run.stderr);
+}
+
+#[cfg(feature = "llama-cpp")]
+#[test]
+fn cache() {
+    let run = run_example("cache", &[]);
+    assert!(run.line("first call: ").contains("model calls so far: 1,"));
+    assert!(run.line("second call: ").contains("model calls so far: 1,"));
+    assert_eq!(run.line("second call was a cache hit: "), "true");
+}
+
+#[cfg(all(feature = "llama-cpp", feature = "constrain"))]
+#[test]
+fn structured_output() {
+    let run = run_example("structured_output", &[]);
+    assert!(run.line("typed: ").contains(", population "));
+    assert!(run.stdout.contains("strategy grammar"), "{}", run.stdout);
+    let choice = run.line("choice: ");
+    assert!(choice == "yes (strategy grammar)" || choice == "no (strategy grammar)", "{choice}");
+}
+
+#[cfg(all(feature = "llama-cpp", feature = "constrain"))]
+#[test]
+fn guidance_template() {
+    let run = run_example("guidance_template", &[]);
+    let quiz = run.line("run: ");
+    assert!(quiz.starts_with("answer \"yes\"") || quiz.starts_with("answer \"no\""), "{quiz}");
+    let confidence = quiz.split("confidence \"").nth(1).and_then(|rest| rest.chars().next());
+    assert!(confidence.is_some_and(|c| ('1'..='5').contains(&c)), "{quiz}");
+    assert!(run.line("  single pass: ").starts_with("true"));
+    assert_eq!(run.count("chain: "), 2);
+    assert!(run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("chain: "))
+        .all(|l| l.ends_with("-> yes") || l.ends_with("-> no")));
+}
+
+#[test]
+fn custom_llm() {
+    let run = run_example("custom_llm", &[]);
+    assert_eq!(run.line("default model: "), "Some(\"echo-1\")");
+    assert_eq!(run.line("chain: "), "You said: Tell me about crabs.");
+    assert!(run.line("stream: ").contains("finish reason Length"));
+}
+
+#[cfg(all(feature = "local-embed", feature = "vectorstores", feature = "index"))]
+#[test]
+fn indexing() {
+    let book = catena_test_support::rust_book();
+    let run = run_example("indexing", &[book.to_str().expect("a UTF-8 path")]);
+    assert!(run.line("first run:  ").starts_with("3 files (3 added"));
+    assert_eq!(run.line("second run re-embedded "), "0 chunks");
+    assert!(run.line("third run:  ").starts_with("3 files (0 added, 1 changed"));
+    assert!(run.stdout.contains("ch12-02-reading-a-file.md"), "{}", run.stdout);
+}
