@@ -3,12 +3,14 @@
 //! - [`wire`]: a real axum server speaking the OpenAI wire format, scriptable per request.
 //! - [`llama`]: the real llama.cpp server (llama-cpp-python) on the tiny random GGUF, and the tiny GGUF itself.
 //! - [`spans`]: captures the `tracing` fields a test's thread records.
+//! - [`vectorstore`]: the conformance suite every `VectorStore` runs.
 //! - [`shared_dir`], [`smollm2_path`]: the shared data directory and the offline default answer model.
 
 #![warn(missing_docs)]
 
 pub mod llama;
 pub mod spans;
+pub mod vectorstore;
 pub mod wire;
 
 use std::path::PathBuf;

@@ -33,10 +33,14 @@ mod block;
 mod kernel;
 mod memory;
 mod persist;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod topk;
 
 pub use memory::{InMemoryStore, BLOCKING_SCAN_FLOATS};
 pub use persist::FORMAT_VERSION;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{Durability, SqliteOptions, SqliteStore, SQLITE_SCHEMA_VERSION};
 
 use std::fmt;
 use std::str::FromStr;

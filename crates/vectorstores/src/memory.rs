@@ -362,36 +362,7 @@ impl InMemoryStore {
 
     /// Checks a vector's shape and values and, for cosine, normalises it in place.
     fn prepare(&self, what: &dyn Fn() -> String, vector: &mut [f32]) -> Result<()> {
-        let dim = self.shared.dim;
-        if vector.len() != dim {
-            let model = self.embedder_model().map(|m| format!(" from {m}")).unwrap_or_default();
-            return Err(Error::InvalidInput(format!(
-                "{} has {} dimensions but this store holds {dim}-dimensional vectors{model}; embed with the same \
-                 model as the store, or create a store with dimension {}",
-                what(),
-                vector.len(),
-                vector.len()
-            )));
-        }
-        let norm2: f32 = vector.iter().map(|x| x * x).sum();
-        if !norm2.is_finite() {
-            return Err(Error::InvalidInput(format!(
-                "{} has a NaN, infinite or overflowing component; check the embedder's output",
-                what()
-            )));
-        }
-        if self.shared.metric == Metric::Cosine {
-            if norm2 == 0.0 {
-                return Err(Error::InvalidInput(format!(
-                    "{} is the zero vector, which has no direction for cosine similarity; drop it or use \
-                     Metric::Dot",
-                    what()
-                )));
-            }
-            let inv = 1.0 / norm2.sqrt();
-            vector.iter_mut().for_each(|x| *x *= inv);
-        }
-        Ok(())
+        prepare_vector(self.shared.dim, self.shared.metric, self.embedder_model().as_deref(), what, vector)
     }
 
     fn upsert_now(&self, mut documents: Vec<EmbeddedDocument>) -> Result<()> {
@@ -497,6 +468,46 @@ impl InMemoryStore {
             .collect();
         Ok(results)
     }
+}
+
+/// Checks a vector's shape (`dim`) and values and, for cosine, normalises it in place. `model` names the
+/// embedder the store was built with, for the error message.
+pub(crate) fn prepare_vector(
+    dim: usize,
+    metric: Metric,
+    model: Option<&str>,
+    what: &dyn Fn() -> String,
+    vector: &mut [f32],
+) -> Result<()> {
+    if vector.len() != dim {
+        let model = model.map(|m| format!(" from {m}")).unwrap_or_default();
+        return Err(Error::InvalidInput(format!(
+            "{} has {} dimensions but this store holds {dim}-dimensional vectors{model}; embed with the same \
+             model as the store, or create a store with dimension {}",
+            what(),
+            vector.len(),
+            vector.len()
+        )));
+    }
+    let norm2: f32 = vector.iter().map(|x| x * x).sum();
+    if !norm2.is_finite() {
+        return Err(Error::InvalidInput(format!(
+            "{} has a NaN, infinite or overflowing component; check the embedder's output",
+            what()
+        )));
+    }
+    if metric == Metric::Cosine {
+        if norm2 == 0.0 {
+            return Err(Error::InvalidInput(format!(
+                "{} is the zero vector, which has no direction for cosine similarity; drop it or use \
+                 Metric::Dot",
+                what()
+            )));
+        }
+        let inv = 1.0 / norm2.sqrt();
+        vector.iter_mut().for_each(|x| *x *= inv);
+    }
+    Ok(())
 }
 
 /// Removes row `slot` by moving the last row into it.

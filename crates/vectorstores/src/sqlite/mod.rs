@@ -1,0 +1,712 @@
+//! [`SqliteStore`]: a persistent vector store in one SQLite file, with metadata filters in SQL and BM25
+//! keyword search through FTS5.
+
+mod filter;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use catena_core::{async_trait, Document, EmbeddedDocument, Embedder, Error, Filter, Metadata, Result, ScoredDocument};
+use catena_core::{SearchRequest, VectorStore};
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
+
+use crate::kernel::{Kernel, Op};
+use crate::memory::prepare_vector;
+use crate::topk::TopK;
+use crate::Metric;
+
+/// The schema this version writes; a file with another is refused with a message instead of misread.
+pub const SQLITE_SCHEMA_VERSION: u32 = 1;
+
+/// Rows scored per kernel call.
+const BLOCK_ROWS: usize = 256;
+
+/// What a committed write survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A write acknowledged by `upsert`/`delete` survives the process being killed at any point (`kill -9`, a
+    /// panic, an OOM kill): SQLite's write-ahead log with `synchronous=NORMAL`. A power cut or kernel crash may
+    /// lose the writes since the last [`VectorStore::flush`] (a WAL checkpoint), never corrupt the file.
+    ProcessCrash,
+    /// Every acknowledged write also survives a power cut (`synchronous=FULL`: an fsync per commit, slower).
+    PowerLoss,
+}
+
+/// Settings of [`SqliteStore::open_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// What a committed write survives.
+    pub durability: Durability,
+    /// The embedding model the vectors come from. Recorded in a new file; opening a file recorded with another
+    /// model fails (its vectors would be meaningless to the new model's queries). `None` neither records nor checks.
+    pub embedder_model: Option<String>,
+}
+
+impl SqliteOptions {
+    /// Durability against process crashes, no embedder model recorded.
+    pub fn new(durability: Durability) -> Self {
+        SqliteOptions { durability, embedder_model: None }
+    }
+
+    /// Records (and, on reopen, checks) the embedding model.
+    pub fn with_embedder_model(mut self, model: impl Into<String>) -> Self {
+        self.embedder_model = Some(model.into());
+        self
+    }
+}
+
+/// A persistent vector store in one SQLite file (bundled SQLite; nothing to install).
+///
+/// Documents, metadata and vectors live in one table of a WAL-mode database: every `upsert`, `delete` and
+/// `delete_where` is one transaction, durable when it returns (see [`Durability`]). Vector search is exact: the
+/// vectors are also held in RAM (4 bytes per dimension per document) and scanned with the same SIMD kernel as
+/// [`crate::InMemoryStore`]; metadata filters are translated to SQL over the JSON metadata (see
+/// [`Filter`]) and select the rows to score. [`SqliteStore::keyword_search`] ranks documents by BM25 with SQLite's
+/// FTS5 index, kept in the same file and the same transactions.
+///
+/// All SQLite work runs on tokio's blocking pool, never on an async worker thread. The handle is cheap to clone
+/// and every clone shares the one connection.
+///
+/// ```
+/// use catena_core::{Document, EmbeddedDocument, Filter, Metadata, SearchRequest, VectorStore};
+/// use catena_vectorstores::{Metric, SqliteStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let store = SqliteStore::open(dir.path().join("index.sqlite"), 2, Metric::Cosine).await?;
+/// let lang = |l: &str| serde_json::json!({ "lang": l }).as_object().cloned().unwrap_or_default();
+/// store
+///     .upsert(vec![
+///         EmbeddedDocument { document: Document::with_id("a", "the borrow checker", lang("en")), vector: vec![1.0, 0.0] },
+///         EmbeddedDocument { document: Document::with_id("b", "le vérificateur d'emprunts", lang("fr")), vector: vec![0.9, 0.1] },
+///     ])
+///     .await?;
+/// let hits = store.search(SearchRequest::new(vec![1.0, 0.0], 5).with_filter(Filter::eq("lang", "fr"))).await?;
+/// assert_eq!(hits[0].document.id, "b");
+/// let keyword = store.keyword_search("borrow", 5, None).await?;
+/// assert_eq!(keyword[0].document.id, "a");
+///
+/// // Reopening finds everything; the dimension and metric come from the file.
+/// drop(store);
+/// let store = SqliteStore::open(dir.path().join("index.sqlite"), 2, Metric::Cosine).await?;
+/// assert_eq!(store.len().await?, 2);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    dim: usize,
+    metric: Metric,
+    embedder_model: Option<String>,
+    kernel: Kernel,
+    conn: Mutex<Connection>,
+    index: RwLock<VectorIndex>,
+}
+
+/// The vectors in RAM. Invariants: `vectors.len() == rowids.len() * dim`; `slot_of[rowids[i]] == i`.
+#[derive(Default)]
+struct VectorIndex {
+    vectors: Vec<f32>,
+    rowids: Vec<i64>,
+    slot_of: HashMap<i64, usize>,
+}
+
+impl VectorIndex {
+    fn put(&mut self, dim: usize, rowid: i64, vector: &[f32]) {
+        match self.slot_of.get(&rowid) {
+            Some(&slot) => self.vectors[slot * dim..(slot + 1) * dim].copy_from_slice(vector),
+            None => {
+                self.slot_of.insert(rowid, self.rowids.len());
+                self.rowids.push(rowid);
+                self.vectors.extend_from_slice(vector);
+            }
+        }
+    }
+
+    fn remove(&mut self, dim: usize, rowid: i64) {
+        let Some(slot) = self.slot_of.remove(&rowid) else { return };
+        let last = self.rowids.len() - 1;
+        if slot != last {
+            self.vectors.copy_within(last * dim..(last + 1) * dim, slot * dim);
+            let moved = self.rowids[last];
+            self.rowids[slot] = moved;
+            self.slot_of.insert(moved, slot);
+        }
+        self.rowids.truncate(last);
+        self.vectors.truncate(last * dim);
+    }
+}
+
+fn store_err(path: &Path, what: &str, e: impl fmt::Display) -> Error {
+    Error::Store { store: format!("sqlite {}", path.display()), message: format!("{what}: {e}") }
+}
+
+/// Runs blocking SQLite work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Store { store: "sqlite".into(), message: format!("the blocking task failed: {e}") })?
+}
+
+fn vector_bytes(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating the file (and its parent folders) if needed, for `dim`-dimensional
+    /// vectors compared with `metric`, with [`Durability::ProcessCrash`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `dim` is 0, or when the file holds a store of another dimension, metric or
+    /// schema version; [`Error::Store`] when the file cannot be created or is not a catena SQLite store.
+    pub async fn open(path: impl Into<PathBuf>, dim: usize, metric: Metric) -> Result<Self> {
+        Self::open_with(path, dim, metric, SqliteOptions::new(Durability::ProcessCrash)).await
+    }
+
+    /// Opens the store at `path` sized for `embedder`, recording its model name (a file built with another model
+    /// is refused).
+    pub async fn open_for_embedder<E: Embedder + ?Sized>(
+        path: impl Into<PathBuf>,
+        embedder: &E,
+        metric: Metric,
+    ) -> Result<Self> {
+        let options = SqliteOptions::new(Durability::ProcessCrash).with_embedder_model(embedder.model_name());
+        Self::open_with(path, embedder.dimensions(), metric, options).await
+    }
+
+    /// Opens the store at `path` with explicit [`SqliteOptions`].
+    pub async fn open_with(
+        path: impl Into<PathBuf>,
+        dim: usize,
+        metric: Metric,
+        options: SqliteOptions,
+    ) -> Result<Self> {
+        let path = path.into();
+        if dim == 0 || u32::try_from(dim).is_err() {
+            return Err(Error::InvalidInput(format!(
+                "vector dimension must be between 1 and {}, got {dim}; pass the embedder's dimensions()",
+                u32::MAX
+            )));
+        }
+        blocking(move || Self::open_now(path, dim, metric, options)).await
+    }
+
+    fn open_now(path: PathBuf, dim: usize, metric: Metric, options: SqliteOptions) -> Result<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let err = |what: &str| {
+            let path = path.clone();
+            let what = what.to_string();
+            move |e: rusqlite::Error| store_err(&path, &what, e)
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(err("cannot open the database"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err("cannot set the busy timeout"))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(err("cannot switch to write-ahead logging (is it a SQLite database?)"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(store_err(&path, "cannot switch to write-ahead logging", format!("journal mode is {mode}")));
+        }
+        let synchronous = match options.durability {
+            Durability::ProcessCrash => "NORMAL",
+            Durability::PowerLoss => "FULL",
+        };
+        conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"))
+            .map_err(err("cannot set the durability"))?;
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             CREATE TABLE IF NOT EXISTS catena_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS documents (
+                 rowid INTEGER PRIMARY KEY,
+                 id TEXT NOT NULL UNIQUE,
+                 content TEXT NOT NULL,
+                 metadata TEXT NOT NULL,
+                 vector BLOB NOT NULL
+             );
+             CREATE VIRTUAL TABLE IF NOT EXISTS documents_fts USING fts5(
+                 content, content = 'documents', content_rowid = 'rowid', tokenize = 'unicode61 remove_diacritics 2'
+             );
+             CREATE TRIGGER IF NOT EXISTS documents_ai AFTER INSERT ON documents BEGIN
+                 INSERT INTO documents_fts (rowid, content) VALUES (new.rowid, new.content);
+             END;
+             CREATE TRIGGER IF NOT EXISTS documents_ad AFTER DELETE ON documents BEGIN
+                 INSERT INTO documents_fts (documents_fts, rowid, content) VALUES ('delete', old.rowid, old.content);
+             END;
+             CREATE TRIGGER IF NOT EXISTS documents_au AFTER UPDATE ON documents BEGIN
+                 INSERT INTO documents_fts (documents_fts, rowid, content) VALUES ('delete', old.rowid, old.content);
+                 INSERT INTO documents_fts (rowid, content) VALUES (new.rowid, new.content);
+             END;",
+        )
+        .map_err(err("cannot create the schema (is it a catena SQLite store?)"))?;
+        let settings = Self::check_settings(&conn, &path, dim, metric, options.embedder_model.as_deref());
+        let settings = match settings {
+            Ok(model) => conn.execute_batch("COMMIT").map(|()| model).map_err(err("cannot commit the schema")),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        };
+        let embedder_model = settings?;
+
+        let mut index = VectorIndex::default();
+        {
+            let mut rows = conn.prepare("SELECT rowid, id, vector FROM documents").map_err(err("cannot read"))?;
+            let mut rows = rows.query([]).map_err(err("cannot read the vectors"))?;
+            while let Some(row) = rows.next().map_err(err("cannot read the vectors"))? {
+                let rowid: i64 = row.get(0).map_err(err("cannot read a row id"))?;
+                let bytes = row
+                    .get_ref(2)
+                    .map_err(err("cannot read a vector"))?
+                    .as_blob()
+                    .map_err(|e| store_err(&path, "a vector is not a blob", e))?;
+                if bytes.len() != dim * 4 {
+                    let id: String = row.get(1).unwrap_or_default();
+                    return Err(store_err(
+                        &path,
+                        "corrupt vector",
+                        format!("document {id:?} has {} bytes, expected {} ({dim} dimensions)", bytes.len(), dim * 4),
+                    ));
+                }
+                let vector: Vec<f32> =
+                    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                index.put(dim, rowid, &vector);
+            }
+        }
+        tracing::debug!(path = %path.display(), documents = index.rowids.len(), dim, %metric, "opened SQLite store");
+        Ok(SqliteStore {
+            shared: Arc::new(Shared {
+                path,
+                dim,
+                metric,
+                embedder_model,
+                kernel: Kernel::detect(),
+                conn: Mutex::new(conn),
+                index: RwLock::new(index),
+            }),
+        })
+    }
+
+    /// Records the settings in a new file, or checks them against an existing one. Returns the embedder model.
+    fn check_settings(
+        conn: &Connection,
+        path: &Path,
+        dim: usize,
+        metric: Metric,
+        model: Option<&str>,
+    ) -> Result<Option<String>> {
+        let err = |e: rusqlite::Error| store_err(path, "cannot read the store's settings", e);
+        let get = |key: &str| -> Result<Option<String>> {
+            conn.query_row("SELECT value FROM catena_meta WHERE key = ?", [key], |r| r.get(0)).optional().map_err(err)
+        };
+        let put = |key: &str, value: &str| -> Result<()> {
+            conn.execute("INSERT INTO catena_meta (key, value) VALUES (?, ?)", [key, value]).map(|_| ()).map_err(err)
+        };
+        let Some(version) = get("schema_version")? else {
+            put("schema_version", &SQLITE_SCHEMA_VERSION.to_string())?;
+            put("dimensions", &dim.to_string())?;
+            put("metric", metric.as_str())?;
+            if let Some(model) = model {
+                put("embedder_model", model)?;
+            }
+            return Ok(model.map(str::to_string));
+        };
+        if version != SQLITE_SCHEMA_VERSION.to_string() {
+            return Err(Error::InvalidInput(format!(
+                "{} is a catena SQLite store of schema version {version}; this catena reads version \
+                 {SQLITE_SCHEMA_VERSION}. Rebuild the index (delete the file and index again).",
+                path.display()
+            )));
+        }
+        let stored_dim = get("dimensions")?.unwrap_or_default();
+        let stored_metric = get("metric")?.unwrap_or_default();
+        if stored_dim != dim.to_string() || stored_metric != metric.as_str() {
+            return Err(Error::InvalidInput(format!(
+                "{} holds {stored_dim}-dimensional vectors compared with {stored_metric}, not {dim}-dimensional \
+                 with {metric}; open it with those settings, or index into a new file",
+                path.display()
+            )));
+        }
+        let stored_model = get("embedder_model")?;
+        match (model, stored_model.as_deref()) {
+            (Some(wanted), Some(stored)) if wanted != stored => Err(Error::InvalidInput(format!(
+                "{} was built with the embedding model {stored:?}, not {wanted:?}; its vectors do not match this \
+                 model's queries. Index into a new file, or use {stored:?}.",
+                path.display()
+            ))),
+            (Some(wanted), None) if !get_has_documents(conn).map_err(err)? => {
+                put("embedder_model", wanted)?;
+                Ok(Some(wanted.to_string()))
+            }
+            (_, stored) => Ok(stored.map(str::to_string)),
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+    /// The vector dimension.
+    pub fn dim(&self) -> usize {
+        self.shared.dim
+    }
+    /// The similarity metric.
+    pub fn metric(&self) -> Metric {
+        self.shared.metric
+    }
+    /// The embedding model recorded in the file, if any.
+    pub fn embedder_model(&self) -> Option<&str> {
+        self.shared.embedder_model.as_deref()
+    }
+
+    /// Ranks documents by BM25 over their text (SQLite FTS5, `unicode61` tokenizer, diacritics folded), best
+    /// first; the score is the negated FTS5 `bm25()` value, so higher is better like every other score. The query
+    /// is plain text: its words are matched with OR, and FTS5 operators in it are treated as words. An empty
+    /// query (no words) returns nothing.
+    pub async fn keyword_search(&self, query: &str, k: usize, filter: Option<&Filter>) -> Result<Vec<ScoredDocument>> {
+        let words: Vec<String> =
+            query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| format!("\"{w}\"")).collect();
+        if words.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let fts_query = words.join(" OR ");
+        let this = self.clone();
+        let filter = filter.cloned();
+        blocking(move || this.keyword_search_now(&fts_query, k, filter.as_ref())).await
+    }
+
+    fn keyword_search_now(&self, fts_query: &str, k: usize, filter: Option<&Filter>) -> Result<Vec<ScoredDocument>> {
+        let path = &self.shared.path;
+        let err = |e: rusqlite::Error| store_err(path, "keyword search failed", e);
+        let conn = self.conn();
+        let mut sql = String::from(
+            "SELECT d.id, d.content, d.metadata, bm25(documents_fts) AS rank FROM documents_fts \
+             JOIN documents d ON d.rowid = documents_fts.rowid WHERE documents_fts MATCH ?",
+        );
+        let mut params: Vec<rusqlite::types::Value> = vec![fts_query.to_string().into()];
+        let exact = match filter {
+            None => true,
+            Some(f) => match filter::to_sql(f, "d.metadata") {
+                Some(cond) => {
+                    sql.push_str(" AND ");
+                    sql.push_str(&cond.sql);
+                    params.extend(cond.params);
+                    true
+                }
+                None => false,
+            },
+        };
+        sql.push_str(" ORDER BY rank");
+        if exact {
+            sql.push_str(&format!(" LIMIT {}", i64::try_from(k).unwrap_or(i64::MAX)));
+        }
+        let mut stmt = conn.prepare(&sql).map_err(err)?;
+        let mut rows = stmt.query(params_from_iter(params)).map_err(err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            let document =
+                self.document_from(row.get(0).map_err(err)?, row.get(1).map_err(err)?, row.get(2).map_err(err)?)?;
+            if !exact && !filter.is_some_and(|f| f.matches(&document.metadata)) {
+                continue;
+            }
+            let rank: f64 = row.get(3).map_err(err)?;
+            out.push(ScoredDocument { document, score: -rank as f32, vector: None });
+            if out.len() == k {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.shared.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn document_from(&self, id: String, content: String, metadata: String) -> Result<Document> {
+        let metadata: Metadata = serde_json::from_str(&metadata)
+            .map_err(|e| store_err(&self.shared.path, &format!("corrupt metadata of document {id:?}"), e))?;
+        Ok(Document { id, content, metadata })
+    }
+
+    /// The row ids of the documents matching `filter`.
+    fn matching_rowids(&self, conn: &Connection, filter: &Filter) -> Result<HashSet<i64>> {
+        let path = &self.shared.path;
+        let err = |e: rusqlite::Error| store_err(path, "filtering failed", e);
+        let mut out = HashSet::new();
+        match filter::to_sql(filter, "metadata") {
+            Some(cond) => {
+                let mut stmt = conn.prepare(&format!("SELECT rowid FROM documents WHERE {}", cond.sql)).map_err(err)?;
+                let mut rows = stmt.query(params_from_iter(cond.params)).map_err(err)?;
+                while let Some(row) = rows.next().map_err(err)? {
+                    out.insert(row.get(0).map_err(err)?);
+                }
+            }
+            None => {
+                let mut stmt = conn.prepare("SELECT rowid, id, metadata FROM documents").map_err(err)?;
+                let mut rows = stmt.query([]).map_err(err)?;
+                while let Some(row) = rows.next().map_err(err)? {
+                    let id: String = row.get(1).map_err(err)?;
+                    let doc = self.document_from(id, String::new(), row.get(2).map_err(err)?)?;
+                    if filter.matches(&doc.metadata) {
+                        out.insert(row.get(0).map_err(err)?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn upsert_now(&self, mut documents: Vec<EmbeddedDocument>) -> Result<()> {
+        let (dim, metric) = (self.shared.dim, self.shared.metric);
+        for d in &mut documents {
+            let id = &d.document.id;
+            prepare_vector(
+                dim,
+                metric,
+                self.embedder_model(),
+                &|| format!("the vector of document {id:?}"),
+                &mut d.vector,
+            )?;
+        }
+        let path = &self.shared.path;
+        let err = |e: rusqlite::Error| store_err(path, "upsert failed", e);
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(err)?;
+        let mut written = Vec::with_capacity(documents.len());
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO documents (id, content, metadata, vector) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (id) DO UPDATE SET content = excluded.content, metadata = excluded.metadata, \
+                     vector = excluded.vector RETURNING rowid",
+                )
+                .map_err(err)?;
+            for d in &documents {
+                let metadata = serde_json::to_string(&d.document.metadata)?;
+                let rowid: i64 = stmt
+                    .query_row(params![d.document.id, d.document.content, metadata, vector_bytes(&d.vector)], |r| {
+                        r.get(0)
+                    })
+                    .map_err(err)?;
+                written.push(rowid);
+            }
+        }
+        tx.commit().map_err(err)?;
+        // Still holding the connection, so the RAM index changes in commit order.
+        let mut index = self.shared.index.write().unwrap_or_else(PoisonError::into_inner);
+        for (rowid, d) in written.into_iter().zip(&documents) {
+            index.put(dim, rowid, &d.vector);
+        }
+        Ok(())
+    }
+
+    /// Deletes the rows `rowids` (already selected inside `tx`), in the database and then in RAM.
+    fn delete_rowids(
+        &self,
+        conn: &mut Connection,
+        select: impl FnOnce(&Connection) -> Result<Vec<i64>>,
+    ) -> Result<usize> {
+        let path = &self.shared.path;
+        let err = |e: rusqlite::Error| store_err(path, "delete failed", e);
+        let tx = conn.transaction().map_err(err)?;
+        let rowids = select(&tx)?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM documents WHERE rowid = ?").map_err(err)?;
+            for rowid in &rowids {
+                stmt.execute([rowid]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        let mut index = self.shared.index.write().unwrap_or_else(PoisonError::into_inner);
+        for rowid in &rowids {
+            index.remove(self.shared.dim, *rowid);
+        }
+        Ok(rowids.len())
+    }
+
+    fn delete_now(&self, ids: &[String]) -> Result<usize> {
+        let path = &self.shared.path;
+        let err = |e: rusqlite::Error| store_err(path, "delete failed", e);
+        let mut conn = self.conn();
+        self.delete_rowids(&mut conn, |tx| {
+            let mut stmt = tx.prepare_cached("SELECT rowid FROM documents WHERE id = ?").map_err(err)?;
+            let mut rowids = Vec::new();
+            let unique: HashSet<&String> = ids.iter().collect();
+            for id in unique {
+                if let Some(rowid) = stmt.query_row([id], |r| r.get(0)).optional().map_err(err)? {
+                    rowids.push(rowid);
+                }
+            }
+            Ok(rowids)
+        })
+    }
+
+    fn delete_where_now(&self, filter: &Filter) -> Result<usize> {
+        let mut conn = self.conn();
+        self.delete_rowids(&mut conn, |tx| Ok(self.matching_rowids(tx, filter)?.into_iter().collect()))
+    }
+
+    fn get_now(&self, ids: &[String]) -> Result<Vec<Document>> {
+        let path = &self.shared.path;
+        let err = |e: rusqlite::Error| store_err(path, "get failed", e);
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT content, metadata FROM documents WHERE id = ?").map_err(err)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row: Option<(String, String)> =
+                stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(err)?;
+            if let Some((content, metadata)) = row {
+                out.push(self.document_from(id.clone(), content, metadata)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn search_now(&self, request: SearchRequest) -> Result<Vec<ScoredDocument>> {
+        let SearchRequest { mut vector, k, filter, min_score, include_vectors } = request;
+        let (dim, metric, kernel) = (self.shared.dim, self.shared.metric, self.shared.kernel);
+        prepare_vector(dim, metric, self.embedder_model(), &|| "the query vector".to_string(), &mut vector)?;
+        let op = if metric == Metric::L2 { Op::NegSquaredL2 } else { Op::Dot };
+        let allowed = match &filter {
+            Some(f) => Some(self.matching_rowids(&self.conn(), f)?),
+            None => None,
+        };
+        // Score under the index's read lock; keep (score, rowid, vector?) of the best k.
+        let best: Vec<(f32, i64, Option<Vec<f32>>)> = {
+            let index = self.shared.index.read().unwrap_or_else(PoisonError::into_inner);
+            let n = index.rowids.len();
+            let k = k.min(allowed.as_ref().map_or(n, HashSet::len));
+            if k == 0 {
+                return Ok(Vec::new());
+            }
+            let mut top = TopK::new(k);
+            match &allowed {
+                None => {
+                    let mut scores = [0.0f32; BLOCK_ROWS];
+                    for (block, rows) in index.vectors.chunks(BLOCK_ROWS * dim).enumerate() {
+                        let out = &mut scores[..rows.len() / dim];
+                        kernel.score(op, &vector, rows, out);
+                        for (j, &s) in out.iter().enumerate() {
+                            top.offer(s, block * BLOCK_ROWS + j);
+                        }
+                    }
+                }
+                Some(allowed) => {
+                    for rowid in allowed {
+                        if let Some(&slot) = index.slot_of.get(rowid) {
+                            top.offer(
+                                kernel.score_one(op, &vector, &index.vectors[slot * dim..(slot + 1) * dim]),
+                                slot,
+                            );
+                        }
+                    }
+                }
+            }
+            top.into_sorted()
+                .into_iter()
+                .map(|c| {
+                    let score = if metric == Metric::L2 { -(-c.score).max(0.0).sqrt() } else { c.score };
+                    (score, c.slot)
+                })
+                .filter(|(score, _)| min_score.is_none_or(|m| *score >= m))
+                .map(|(score, slot)| {
+                    let v = include_vectors.then(|| index.vectors[slot * dim..(slot + 1) * dim].to_vec());
+                    (score, index.rowids[slot], v)
+                })
+                .collect()
+        };
+        let path = &self.shared.path;
+        let err = |e: rusqlite::Error| store_err(path, "search failed", e);
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT id, content, metadata FROM documents WHERE rowid = ?").map_err(err)?;
+        let mut out = Vec::with_capacity(best.len());
+        for (score, rowid, vector) in best {
+            // A document deleted since the scan is skipped.
+            let row: Option<(String, String, String)> =
+                stmt.query_row([rowid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional().map_err(err)?;
+            if let Some((id, content, metadata)) = row {
+                out.push(ScoredDocument { document: self.document_from(id, content, metadata)?, score, vector });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn get_has_documents(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM documents)", [], |r| r.get(0))
+}
+
+#[async_trait]
+impl VectorStore for SqliteStore {
+    async fn upsert(&self, documents: Vec<EmbeddedDocument>) -> Result<()> {
+        let this = self.clone();
+        blocking(move || this.upsert_now(documents)).await
+    }
+    async fn delete(&self, ids: &[String]) -> Result<usize> {
+        let (this, ids) = (self.clone(), ids.to_vec());
+        blocking(move || this.delete_now(&ids)).await
+    }
+    async fn delete_where(&self, filter: &Filter) -> Result<usize> {
+        let (this, filter) = (self.clone(), filter.clone());
+        blocking(move || this.delete_where_now(&filter)).await
+    }
+    async fn get(&self, ids: &[String]) -> Result<Vec<Document>> {
+        let (this, ids) = (self.clone(), ids.to_vec());
+        blocking(move || this.get_now(&ids)).await
+    }
+    async fn search(&self, request: SearchRequest) -> Result<Vec<ScoredDocument>> {
+        let this = self.clone();
+        blocking(move || this.search_now(request)).await
+    }
+    async fn len(&self) -> Result<usize> {
+        Ok(self.shared.index.read().unwrap_or_else(PoisonError::into_inner).rowids.len())
+    }
+    /// Checkpoints the write-ahead log into the database file (with an fsync), so every write so far also
+    /// survives a power cut.
+    async fn flush(&self) -> Result<()> {
+        let this = self.clone();
+        blocking(move || {
+            let conn = this.conn();
+            conn.query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))
+                .map_err(|e| store_err(&this.shared.path, "checkpoint failed", e))
+        })
+        .await
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.shared.path)
+            .field("dim", &self.shared.dim)
+            .field("metric", &self.shared.metric)
+            .field("embedder_model", &self.shared.embedder_model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.shared.index.read().unwrap_or_else(PoisonError::into_inner).rowids.len();
+        write!(
+            f,
+            "SqliteStore({}, {n} documents, {} dimensions, {})",
+            self.shared.path.display(),
+            self.shared.dim,
+            self.shared.metric
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
