@@ -14,8 +14,13 @@
 //! downloaded from the Hugging Face hub; with none of these, the sources are printed with instructions to
 //! enable answers. The model's own sampling settings are used (see `LocalLlmOptions::sampling`); `--temperature`
 //! and `--seed` override them.
-//! With `--index`, the index is saved, and the next run re-embeds only added or changed files and drops removed
-//! ones.
+//!
+//! `--retrieval hybrid` fuses BM25 keyword search (the SQLite index's FTS5 table) with the dense search by
+//! reciprocal rank fusion; it needs `--index` with the default `--store sqlite`.
+//!
+//! With `--index`, the index is saved (one SQLite file, written as indexing goes; `--store memory` keeps it in
+//! memory and saves it to one file at the end), and the next run re-embeds only added or changed files and drops
+//! removed ones.
 
 mod common;
 
@@ -25,11 +30,20 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use catena::rag::Source;
-use catena::{Chain, ChatRequest, Llm, RagChain, RagEvent, VectorRetriever};
+use catena::{Chain, ChatRequest, EnsembleRetriever, Llm, RagChain, RagEvent, Retriever, VectorRetriever};
 use clap::Parser;
 use futures::StreamExt;
 
-use common::{EmbedderKind, IndexOptions, DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE};
+use common::{EmbedderKind, IndexOptions, StoreKind, DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE};
+
+/// How the example retrieves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Retrieval {
+    /// Embedding similarity only.
+    Dense,
+    /// BM25 and embedding similarity, fused.
+    Hybrid,
+}
 
 /// Index a folder and answer a question with numbered sources.
 #[derive(Debug, Parser)]
@@ -41,6 +55,13 @@ struct Args {
     /// Save the index here and reuse it on the next run (only changed files are re-embedded).
     #[arg(long)]
     index: Option<PathBuf>,
+    /// What --index is: one SQLite file, written as indexing goes, or an in-memory store saved to a file.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+    /// How sources are found: dense (embedding similarity) or hybrid (BM25 keywords + dense, fused with
+    /// reciprocal rank fusion; needs the SQLite store, so --index).
+    #[arg(long, value_enum, default_value_t = Retrieval::Dense)]
+    retrieval: Retrieval,
     /// How many sources to retrieve.
     #[arg(long, default_value_t = 5)]
     k: usize,
@@ -98,6 +119,9 @@ async fn main() -> Result<()> {
         bail!("the question is empty: ask something, for example \"How do I read a file into a string?\"");
     }
 
+    if args.retrieval == Retrieval::Hybrid && (args.index.is_none() || args.store != StoreKind::Sqlite) {
+        bail!("--retrieval hybrid needs the SQLite store's keyword index: pass --index PATH (with --store sqlite)");
+    }
     let embedder = common::embedder(args.embedder, args.embed_model.as_deref()).await?;
     let (store, stats) = common::index_folder(
         &embedder,
@@ -105,6 +129,7 @@ async fn main() -> Result<()> {
             docs: &args.docs,
             include: &args.include,
             index: args.index.as_ref(),
+            store: args.store,
             chunk_size: args.chunk_size,
             chunk_overlap: args.chunk_overlap,
             progress: !args.json,
@@ -113,7 +138,14 @@ async fn main() -> Result<()> {
     .await?;
     eprintln!("index: {stats}");
 
-    let retriever = Arc::new(VectorRetriever::new(embedder.clone(), Arc::new(store)).with_k(args.k));
+    let dense: Arc<dyn Retriever> = Arc::new(VectorRetriever::new(embedder.clone(), store.shared()).with_k(args.k));
+    let retriever: Arc<dyn Retriever> = match (args.retrieval, &store) {
+        (Retrieval::Dense, _) => dense,
+        (Retrieval::Hybrid, common::IndexStore::Sqlite(sqlite)) => Arc::new(
+            EnsembleRetriever::new(args.k).with(Arc::new(sqlite.keyword_retriever(args.k)), 1.0)?.with(dense, 1.0)?,
+        ),
+        (Retrieval::Hybrid, common::IndexStore::Memory(_)) => bail!("--retrieval hybrid needs --store sqlite"),
+    };
     let llm = match args.retrieve_only {
         true => None,
         false => match choose_llm(&args)? {

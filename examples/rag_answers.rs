@@ -149,7 +149,7 @@ async fn main() -> Result<()> {
     let store =
         common::index_markdown(&embedder, &args.docs, args.index.as_ref(), DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_OVERLAP)
             .await?;
-    let retriever = Arc::new(VectorRetriever::new(embedder, Arc::new(store)).with_k(args.k));
+    let retriever = Arc::new(VectorRetriever::new(embedder, store.shared()).with_k(args.k));
     let llm = load_llm(args.model.as_deref(), args.threads, args.dry)?;
     eprintln!("model: {}", llm.default_model().unwrap_or_default());
 

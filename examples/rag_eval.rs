@@ -74,7 +74,7 @@ async fn main() -> Result<()> {
     let embedder = common::embedder(args.embedder, args.embed_model.as_deref()).await?;
     let store =
         common::index_markdown(&embedder, &args.docs, args.index.as_ref(), args.chunk_size, args.chunk_overlap).await?;
-    let store = Arc::new(store);
+    let store = store.shared();
     let depth = args.k.max(10);
     let retriever: Arc<dyn Retriever> = match args.mmr_lambda {
         Some(lambda) => Arc::new(

@@ -64,17 +64,23 @@ async fn retriever_over(dir: &Path, k: usize) -> Arc<dyn Retriever> {
         docs: dir,
         include: &include,
         index: None,
+        store: common::StoreKind::Sqlite,
         chunk_size: 1000,
         chunk_overlap: 200,
         progress: false,
     };
     let (store, stats) = common::index_folder(&embedder(), opts).await.unwrap();
     assert_eq!(stats.files, CHAPTERS.len());
-    Arc::new(VectorRetriever::new(embedder(), Arc::new(store)).with_k(k))
+    Arc::new(VectorRetriever::new(embedder(), store.shared()).with_k(k))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_index_reembeds_only_what_changed() {
+    incremental_index(common::StoreKind::Sqlite).await;
+    incremental_index(common::StoreKind::Memory).await;
+}
+
+async fn incremental_index(kind: common::StoreKind) {
     let dir = corpus(&CHAPTERS);
     let index = dir.path().join("index.catena");
     let include = vec!["**/*.md".to_string()];
@@ -82,6 +88,7 @@ async fn incremental_index_reembeds_only_what_changed() {
         docs: dir.path(),
         include: &include,
         index: Some(index),
+        store: kind,
         chunk_size: 1000,
         chunk_overlap: 200,
         progress: false,
@@ -100,12 +107,13 @@ async fn incremental_index_reembeds_only_what_changed() {
     std::fs::copy(book().join("ch15-04-rc.md"), dir.path().join("ch15-04-rc.md")).unwrap();
     let (store, third) = common::index_folder(&embedder(), opts(&index)).await.unwrap();
     assert_eq!((third.added.len(), third.changed.len(), third.removed.len()), (1, 1, 1));
+    let documents = store.documents().await.unwrap();
     let sources: std::collections::BTreeSet<String> =
-        store.documents().iter().filter_map(|d| d.source().map(str::to_string)).collect();
+        documents.iter().filter_map(|d| d.source().map(str::to_string)).collect();
     assert!(!sources.iter().any(|s| s.ends_with(CHAPTERS[1])), "removed file still indexed: {sources:?}");
     assert!(sources.iter().any(|s| s.ends_with("ch15-04-rc.md")));
     let replaced: Vec<_> =
-        store.documents().into_iter().filter(|d| d.source().is_some_and(|s| s.ends_with(CHAPTERS[0]))).collect();
+        documents.into_iter().filter(|d| d.source().is_some_and(|s| s.ends_with(CHAPTERS[0]))).collect();
     assert_eq!(replaced.len(), 1, "the changed file's old chunks must be gone");
     // Only the changed and the added file were embedded.
     assert!(third.embedded_chunks < first.embedded_chunks, "{third}");
@@ -212,6 +220,7 @@ async fn missing_folders_and_unwritable_index_paths_fail_up_front() {
         docs: dir.path(),
         include: &include,
         index: Some(&unwritable),
+        store: common::StoreKind::Sqlite,
         chunk_size: 1000,
         chunk_overlap: 200,
         progress: false,
@@ -224,10 +233,57 @@ async fn missing_folders_and_unwritable_index_paths_fail_up_front() {
         docs: &missing,
         include: &include,
         index: None,
+        store: common::StoreKind::Sqlite,
         chunk_size: 1000,
         chunk_overlap: 200,
         progress: false,
     };
     let err = common::index_folder(&embedder(), opts).await.unwrap_err();
     assert!(format!("{err:#}").contains("no-such-folder"), "{err:#}");
+}
+
+/// Hybrid retrieval on the real corpus: BM25 from the SQLite store's FTS5 index and dense MiniLM vectors, fused
+/// with RRF. An exact identifier the embedder blurs (`or_insert`) is found by the keyword half; the fused list
+/// holds the best of both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_retrieval_fuses_bm25_and_dense_results() {
+    use catena::vectorstores::{Metric, SqliteStore};
+    use catena::EnsembleRetriever;
+    let dir = corpus(&CHAPTERS);
+    let index = dir.path().join("hybrid.sqlite");
+    let include = vec!["**/*.md".to_string()];
+    let opts = common::IndexOptions {
+        docs: dir.path(),
+        include: &include,
+        index: Some(&index),
+        store: common::StoreKind::Sqlite,
+        chunk_size: 1000,
+        chunk_overlap: 200,
+        progress: false,
+    };
+    common::index_folder(&embedder(), opts).await.unwrap();
+    let store = SqliteStore::open_for_embedder(&index, embedder().as_ref(), Metric::Cosine).await.unwrap();
+    let keyword: Arc<dyn Retriever> = Arc::new(store.keyword_retriever(5));
+    let dense: Arc<dyn Retriever> = Arc::new(VectorRetriever::new(embedder(), Arc::new(store.clone())).with_k(5));
+    let hybrid = EnsembleRetriever::new(5).with(keyword.clone(), 1.0).unwrap().with(dense.clone(), 1.0).unwrap();
+
+    let query = "or_insert";
+    let by_keyword = keyword.retrieve(query).await.unwrap();
+    let by_dense = dense.retrieve(query).await.unwrap();
+    let fused = hybrid.retrieve(query).await.unwrap();
+    assert!(by_keyword[0].document.content.contains("or_insert"), "{:?}", by_keyword[0].document.content);
+    assert!(by_keyword[0].document.source().is_some_and(|s| s.ends_with("ch08-03-hash-maps.md")));
+    let ids = |hits: &[catena::ScoredDocument]| hits.iter().map(|h| h.document.id.clone()).collect::<Vec<_>>();
+    let fused_ids = ids(&fused);
+    assert_eq!(fused.len(), 5);
+    assert!(fused_ids.contains(&by_keyword[0].document.id) && fused_ids.contains(&by_dense[0].document.id));
+    // Within the top 5 of each half, any document both return (at least 2/65) outranks any only one returns (at
+    // most 1/61).
+    let both: Vec<&String> =
+        fused_ids.iter().filter(|id| ids(&by_keyword).contains(id) && ids(&by_dense).contains(id)).collect();
+    if let Some(first_both) = both.first() {
+        let pos = fused_ids.iter().position(|id| id == *first_both).unwrap();
+        assert_eq!(pos, 0, "a document found by both halves is at fused rank {pos}: {fused_ids:?}");
+    }
+    assert!(fused.windows(2).all(|w| w[0].score >= w[1].score));
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use catena::index::{IndexPhase, IndexReport, Indexer};
 use catena::text::RecursiveCharacterTextSplitter;
-use catena::vectorstores::{InMemoryStore, Metric};
-use catena::Embedder;
+use catena::vectorstores::{InMemoryStore, Metric, SqliteStore};
+use catena::{Document, Embedder, Filter, VectorStore};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Default chunking, tuned on the rust-book evaluation set (see BENCHMARKS.md).
@@ -25,6 +25,42 @@ pub enum EmbedderKind {
     Local,
     /// An OpenAI-compatible `/embeddings` endpoint (OPENAI_BASE_URL, OPENAI_API_KEY, CATENA_EMBEDDING_MODEL).
     Openai,
+}
+
+/// Where `--index` keeps the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// One SQLite file (crash-safe, written as it goes; BM25 keyword search available).
+    Sqlite,
+    /// An in-memory store saved to one file after indexing.
+    Memory,
+}
+
+/// The store an index lives in.
+#[derive(Debug, Clone)]
+pub enum IndexStore {
+    /// In memory (saved to `--index` when one is given).
+    Memory(InMemoryStore),
+    /// A SQLite file.
+    Sqlite(SqliteStore),
+}
+
+impl IndexStore {
+    /// The store as a shared trait object, for retrievers and the indexer.
+    pub fn shared(&self) -> Arc<dyn VectorStore> {
+        match self {
+            IndexStore::Memory(s) => Arc::new(s.clone()),
+            IndexStore::Sqlite(s) => Arc::new(s.clone()),
+        }
+    }
+
+    /// Every indexed chunk.
+    pub async fn documents(&self) -> Result<Vec<Document>> {
+        Ok(match self {
+            IndexStore::Memory(s) => s.documents(),
+            IndexStore::Sqlite(s) => s.documents_where(&Filter::And(vec![])).await?,
+        })
+    }
 }
 
 /// Builds the embedder.
@@ -73,9 +109,17 @@ pub async fn index_markdown(
     index: Option<&PathBuf>,
     chunk_size: usize,
     chunk_overlap: usize,
-) -> Result<InMemoryStore> {
+) -> Result<IndexStore> {
     let include = vec!["**/*.md".to_string()];
-    let options = IndexOptions { docs, include: &include, index, chunk_size, chunk_overlap, progress: true };
+    let options = IndexOptions {
+        docs,
+        include: &include,
+        index,
+        store: StoreKind::Sqlite,
+        chunk_size,
+        chunk_overlap,
+        progress: true,
+    };
     let (store, stats) = index_folder(embedder, options).await?;
     eprintln!("index: {stats}");
     Ok(store)
@@ -90,6 +134,8 @@ pub struct IndexOptions<'a> {
     /// Where to save the index (and load the previous one from); its record goes beside it
     /// (`<index>.record.json`). Without one, the index lives in memory for this run only.
     pub index: Option<&'a PathBuf>,
+    /// What `index` is: a SQLite file or an in-memory store's file. Without `index`, memory.
+    pub store: StoreKind,
     /// Chunk size in characters.
     pub chunk_size: usize,
     /// Chunk overlap in characters.
@@ -100,24 +146,32 @@ pub struct IndexOptions<'a> {
 
 /// Brings the index of the folder up to date with the library's `Indexer` (re-embeds only what changed), with a
 /// progress bar; failed files are warned about, an empty folder is an error.
-pub async fn index_folder(
-    embedder: &Arc<dyn Embedder>,
-    opts: IndexOptions<'_>,
-) -> Result<(InMemoryStore, IndexReport)> {
+pub async fn index_folder(embedder: &Arc<dyn Embedder>, opts: IndexOptions<'_>) -> Result<(IndexStore, IndexReport)> {
     let scratch;
     let (store, record) = match opts.index {
         Some(path) => {
             let mut record = path.as_os_str().to_owned();
             record.push(".record.json");
-            (InMemoryStore::open_for_embedder(path, embedder.as_ref(), Metric::Cosine)?, PathBuf::from(record))
+            let store = match opts.store {
+                StoreKind::Sqlite => IndexStore::Sqlite(
+                    SqliteStore::open_for_embedder(path, embedder.as_ref(), Metric::Cosine).await.with_context(
+                        || format!("cannot open the index {} (an index written with --store memory?)", path.display()),
+                    )?,
+                ),
+                StoreKind::Memory => {
+                    IndexStore::Memory(InMemoryStore::open_for_embedder(path, embedder.as_ref(), Metric::Cosine)?)
+                }
+            };
+            (store, PathBuf::from(record))
         }
         None => {
             scratch = tempfile::tempdir()?;
-            (InMemoryStore::for_embedder(embedder.as_ref(), Metric::Cosine)?, scratch.path().join("record.json"))
+            let store = IndexStore::Memory(InMemoryStore::for_embedder(embedder.as_ref(), Metric::Cosine)?);
+            (store, scratch.path().join("record.json"))
         }
     };
     let splitter = RecursiveCharacterTextSplitter::new(opts.chunk_size, opts.chunk_overlap)?;
-    let mut indexer = Indexer::new(opts.docs, splitter, embedder.clone(), Arc::new(store.clone()), record)
+    let mut indexer = Indexer::new(opts.docs, splitter, embedder.clone(), store.shared(), record)
         .with_context(|| format!("cannot index {}", opts.docs.display()))?;
     for glob in opts.include {
         indexer = indexer.with_include(glob)?;

@@ -41,7 +41,7 @@ pub use message::{
 };
 pub use prompt::*;
 pub use rag::{RagChain, RagEvent};
-pub use retriever::{mmr_select, MmrRetriever, Retriever, VectorRetriever};
+pub use retriever::{mmr_select, EnsembleRetriever, MmrRetriever, Retriever, VectorRetriever, DEFAULT_RRF_K};
 pub use steps::{JsonOutput, LlmChain, PromptChain, TextOutput, TypedOutput};
 pub use vectorstore::{EmbeddedDocument, Filter, SearchRequest, VectorStore};
 

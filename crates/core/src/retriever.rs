@@ -1,5 +1,6 @@
-//! The [`Retriever`] trait, [`VectorRetriever`] (embed the query, search a store) and [`MmrRetriever`]
-//! (maximal marginal relevance: relevant but not redundant results).
+//! The [`Retriever`] trait, [`VectorRetriever`] (embed the query, search a store), [`MmrRetriever`]
+//! (maximal marginal relevance: relevant but not redundant results) and [`EnsembleRetriever`] (several retrievers
+//! fused with weighted Reciprocal Rank Fusion: hybrid keyword + dense retrieval).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -231,6 +232,126 @@ impl Retriever for MmrRetriever {
             .map(|mut h| {
                 h.vector = None;
                 h
+            })
+            .collect())
+    }
+}
+
+/// Several retrievers fused with weighted Reciprocal Rank Fusion (RRF): hybrid retrieval is an ensemble of a
+/// keyword (BM25) retriever and a dense one.
+///
+/// Each member retrieves for the query (all at once); a document's fused score is the sum over the members that
+/// returned it of `weight / (rrf_k + rank)`, with `rank` starting at 1. Scores of different retrievers are not
+/// comparable (BM25 is unbounded, cosine is not), ranks are, which is why RRF fuses ranks. Documents are merged by
+/// id; the result is the `k` best by fused score (ties: the better single rank, then the id), with the fused
+/// score as [`ScoredDocument::score`]. A failing member fails the whole retrieval.
+///
+/// ```
+/// use std::sync::Arc;
+/// use catena_core::{async_trait, Document, EnsembleRetriever, Metadata, Result, Retriever, ScoredDocument};
+///
+/// /// Returns fixed ids in order, to show the fusion.
+/// struct Fixed(Vec<&'static str>);
+/// #[async_trait]
+/// impl Retriever for Fixed {
+///     async fn retrieve(&self, _query: &str) -> Result<Vec<ScoredDocument>> {
+///         Ok(self.0.iter().map(|id| ScoredDocument {
+///             document: Document::with_id(*id, *id, Metadata::new()), score: 1.0, vector: None,
+///         }).collect())
+///     }
+/// }
+///
+/// # fn main() -> Result<()> {
+/// # futures::executor::block_on(async {
+/// let hybrid = EnsembleRetriever::new(3)
+///     .with(Arc::new(Fixed(vec!["a", "b", "c"])), 1.0)?
+///     .with(Arc::new(Fixed(vec!["c", "b", "d"])), 1.0)?;
+/// let ids: Vec<String> = hybrid.retrieve("q").await?.into_iter().map(|h| h.document.id).collect();
+/// assert_eq!(ids, ["c", "b", "a"]); // c: 1/61 + 1/63 edges out b: 1/62 + 1/62; a: 1/61 alone
+/// # Ok(())
+/// # })
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct EnsembleRetriever {
+    members: Vec<(Arc<dyn Retriever>, f32)>,
+    k: usize,
+    rrf_k: f32,
+}
+
+/// The RRF constant of Cormack, Clarke and Büttcher (2009), which most hybrid search engines use.
+pub const DEFAULT_RRF_K: f32 = 60.0;
+
+impl std::fmt::Debug for EnsembleRetriever {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnsembleRetriever")
+            .field("weights", &self.members.iter().map(|(_, w)| *w).collect::<Vec<_>>())
+            .field("k", &self.k)
+            .field("rrf_k", &self.rrf_k)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EnsembleRetriever {
+    /// An ensemble returning the `k` best fused results, with `rrf_k` = [`DEFAULT_RRF_K`]; add members with
+    /// [`EnsembleRetriever::with`].
+    pub fn new(k: usize) -> Self {
+        EnsembleRetriever { members: Vec::new(), k, rrf_k: DEFAULT_RRF_K }
+    }
+
+    /// Adds a member with its weight (a positive, finite number; equal weights are plain RRF).
+    pub fn with(mut self, retriever: Arc<dyn Retriever>, weight: f32) -> Result<Self> {
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(Error::InvalidInput(format!("an ensemble weight must be positive and finite, not {weight}")));
+        }
+        self.members.push((retriever, weight));
+        Ok(self)
+    }
+
+    /// Sets the RRF constant (non-negative, finite): larger values flatten the difference between ranks.
+    pub fn with_rrf_k(mut self, rrf_k: f32) -> Result<Self> {
+        if !(rrf_k.is_finite() && rrf_k >= 0.0) {
+            return Err(Error::InvalidInput(format!("rrf_k must be non-negative and finite, not {rrf_k}")));
+        }
+        self.rrf_k = rrf_k;
+        Ok(self)
+    }
+}
+
+#[async_trait]
+impl Retriever for EnsembleRetriever {
+    async fn retrieve(&self, query: &str) -> Result<Vec<ScoredDocument>> {
+        if self.members.is_empty() {
+            return Err(Error::InvalidInput(
+                "an EnsembleRetriever needs at least one member; add them with `with`".into(),
+            ));
+        }
+        let lists = futures::future::try_join_all(self.members.iter().map(|(r, _)| r.retrieve(query))).await?;
+        // id -> (fused score, best single rank, the document)
+        let mut fused: std::collections::HashMap<String, (f64, usize, ScoredDocument)> =
+            std::collections::HashMap::new();
+        for (hits, (_, weight)) in lists.into_iter().zip(&self.members) {
+            for (i, mut hit) in hits.into_iter().enumerate() {
+                let rank = i + 1;
+                let add = f64::from(*weight) / (f64::from(self.rrf_k) + rank as f64);
+                hit.vector = None;
+                fused
+                    .entry(hit.document.id.clone())
+                    .and_modify(|(score, best, _)| {
+                        *score += add;
+                        *best = (*best).min(rank);
+                    })
+                    .or_insert((add, rank, hit));
+            }
+        }
+        let mut out: Vec<(f64, usize, ScoredDocument)> = fused.into_values().collect();
+        out.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then_with(|| a.2.document.id.cmp(&b.2.document.id)));
+        out.truncate(self.k);
+        Ok(out
+            .into_iter()
+            .map(|(score, _, mut hit)| {
+                hit.score = score as f32;
+                hit
             })
             .collect())
     }

@@ -40,7 +40,7 @@ mod topk;
 pub use memory::{InMemoryStore, BLOCKING_SCAN_FLOATS};
 pub use persist::FORMAT_VERSION;
 #[cfg(feature = "sqlite")]
-pub use sqlite::{Durability, SqliteOptions, SqliteStore, SQLITE_SCHEMA_VERSION};
+pub use sqlite::{Durability, SqliteKeywordRetriever, SqliteOptions, SqliteStore, SQLITE_SCHEMA_VERSION};
 
 use std::fmt;
 use std::str::FromStr;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use catena_core::{async_trait, Document, EmbeddedDocument, Embedder, Error, Filter, Metadata, Result, ScoredDocument};
-use catena_core::{SearchRequest, VectorStore};
+use catena_core::{Retriever, SearchRequest, VectorStore};
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 
 use crate::kernel::{Kernel, Op};
@@ -234,7 +234,8 @@ impl SqliteStore {
                  vector BLOB NOT NULL
              );
              CREATE VIRTUAL TABLE IF NOT EXISTS documents_fts USING fts5(
-                 content, content = 'documents', content_rowid = 'rowid', tokenize = 'unicode61 remove_diacritics 2'
+                 content, content = 'documents', content_rowid = 'rowid',
+                 tokenize = 'unicode61 remove_diacritics 2 tokenchars ''_'''
              );
              CREATE TRIGGER IF NOT EXISTS documents_ai AFTER INSERT ON documents BEGIN
                  INSERT INTO documents_fts (rowid, content) VALUES (new.rowid, new.content);
@@ -368,13 +369,16 @@ impl SqliteStore {
         self.shared.embedder_model.as_deref()
     }
 
-    /// Ranks documents by BM25 over their text (SQLite FTS5, `unicode61` tokenizer, diacritics folded), best
-    /// first; the score is the negated FTS5 `bm25()` value, so higher is better like every other score. The query
+    /// Ranks documents by BM25 over their text (SQLite FTS5, `unicode61` tokenizer, case and diacritics folded,
+    /// `_` kept inside words so that identifiers such as `or_insert` stay one word), best first; the score is the negated FTS5 `bm25()` value, so higher is better like every other score. The query
     /// is plain text: its words are matched with OR, and FTS5 operators in it are treated as words. An empty
     /// query (no words) returns nothing.
     pub async fn keyword_search(&self, query: &str, k: usize, filter: Option<&Filter>) -> Result<Vec<ScoredDocument>> {
-        let words: Vec<String> =
-            query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| format!("\"{w}\"")).collect();
+        let words: Vec<String> = query
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .map(|w| format!("\"{w}\""))
+            .collect();
         if words.is_empty() || k == 0 {
             return Ok(Vec::new());
         }
@@ -425,6 +429,43 @@ impl SqliteStore {
             }
         }
         Ok(out)
+    }
+
+    /// A [`Retriever`] ranking by BM25 ([`SqliteStore::keyword_search`]) with `k` results: the keyword half of
+    /// hybrid retrieval (fuse it with a `VectorRetriever` in a `catena_core::EnsembleRetriever`).
+    pub fn keyword_retriever(&self, k: usize) -> SqliteKeywordRetriever {
+        SqliteKeywordRetriever { store: self.clone(), k, filter: None }
+    }
+
+    /// Every document matching `filter`, in insertion order (`Filter::And(vec![])` matches all). Reads the
+    /// whole result into memory.
+    pub async fn documents_where(&self, filter: &Filter) -> Result<Vec<Document>> {
+        let (this, filter) = (self.clone(), filter.clone());
+        blocking(move || {
+            let path = &this.shared.path;
+            let err = |e: rusqlite::Error| store_err(path, "listing documents failed", e);
+            let conn = this.conn();
+            let (sql, params, exact) = match filter::to_sql(&filter, "metadata") {
+                Some(cond) => (
+                    format!("SELECT id, content, metadata FROM documents WHERE {} ORDER BY rowid", cond.sql),
+                    cond.params,
+                    true,
+                ),
+                None => ("SELECT id, content, metadata FROM documents ORDER BY rowid".to_string(), Vec::new(), false),
+            };
+            let mut stmt = conn.prepare(&sql).map_err(err)?;
+            let mut rows = stmt.query(params_from_iter(params)).map_err(err)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(err)? {
+                let doc =
+                    this.document_from(row.get(0).map_err(err)?, row.get(1).map_err(err)?, row.get(2).map_err(err)?)?;
+                if exact || filter.matches(&doc.metadata) {
+                    out.push(doc);
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -681,6 +722,29 @@ impl VectorStore for SqliteStore {
                 .map_err(|e| store_err(&this.shared.path, "checkpoint failed", e))
         })
         .await
+    }
+}
+
+/// BM25 keyword retrieval over a [`SqliteStore`]; made by [`SqliteStore::keyword_retriever`].
+#[derive(Debug, Clone)]
+pub struct SqliteKeywordRetriever {
+    store: SqliteStore,
+    k: usize,
+    filter: Option<Filter>,
+}
+
+impl SqliteKeywordRetriever {
+    /// Only documents matching `filter`.
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+}
+
+#[async_trait]
+impl Retriever for SqliteKeywordRetriever {
+    async fn retrieve(&self, query: &str) -> Result<Vec<ScoredDocument>> {
+        self.store.keyword_search(query, self.k, self.filter.as_ref()).await
     }
 }
 

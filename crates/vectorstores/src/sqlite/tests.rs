@@ -143,17 +143,24 @@ async fn keyword_search_ranks_by_bm25_and_filters() {
             doc("own", "Ownership: each value in Rust has an owner. Ownership rules.", "en"),
             doc("borrow", "References borrow a value without taking ownership.", "en"),
             doc("cafe", "Le café est prêt; crème brûlée", "fr"),
-            doc("none", "Nothing relevant here.", "en"),
+            doc("none", "Nothing relevant here; or insert something.", "en"),
+            doc("ident", "Call or_insert on the entry.", "en"),
         ])
         .await
         .unwrap();
     let hits = store.keyword_search("ownership", 10, None).await.unwrap();
     assert_eq!(hits.iter().map(|h| h.document.id.as_str()).collect::<Vec<_>>(), ["own", "borrow"]);
     assert!(hits[0].score > hits[1].score && hits[1].score > 0.0, "higher is better: {hits:?}");
+    let ident = store.keyword_search("or_insert", 10, None).await.unwrap();
+    assert_eq!(ident.iter().map(|h| h.document.id.as_str()).collect::<Vec<_>>(), ["ident"], "identifiers stay whole");
     let folded = store.keyword_search("CAFE creme", 10, None).await.unwrap();
     assert_eq!(folded[0].document.id, "cafe", "case and diacritics are folded");
     let filtered = store.keyword_search("ownership", 10, Some(&Filter::eq("lang", "fr"))).await.unwrap();
     assert!(filtered.is_empty());
+    let french = store.documents_where(&Filter::eq("lang", "fr")).await.unwrap();
+    assert_eq!(french.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["cafe"]);
+    let odd = store.documents_where(&Filter::eq("la\"ng", "x").not()).await.unwrap();
+    assert_eq!(odd.len(), 5, "a filter SQL cannot spell is evaluated in Rust");
     assert!(store.keyword_search("  ;; ", 10, None).await.unwrap().is_empty(), "no words");
     // FTS5 syntax in the query is plain text: `NOT` excludes nothing, `"`, `*` and `(` are not syntax errors.
     let operators = store.keyword_search("ownership AND NOT \"borrow* NEAR(", 10, None).await.unwrap();
