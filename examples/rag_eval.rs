@@ -6,16 +6,17 @@
 //! ```
 //!
 //! The evaluation set (`examples/data/rust_book_eval.jsonl`) holds questions written for this purpose, each with
-//! the chapter file(s) that answer it. Use `--chunk-size`, `--chunk-overlap` and `--mmr-lambda` to compare
-//! settings; the last line is `rag_eval: questions=N recall@K=R mrr@10=M`.
+//! the chapter file(s) that answer it. Use `--chunk-size`, `--chunk-overlap`, `--mmr-lambda` and `--hybrid` (BM25
+//! and dense search fused by reciprocal rank fusion; needs `--index`, a SQLite file) to compare settings; the
+//! last line is `rag_eval: questions=N recall@K=R mrr@10=M`.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Result;
-use catena::{MmrRetriever, Retriever, VectorRetriever};
+use anyhow::{bail, Result};
+use catena::{EnsembleRetriever, MmrRetriever, Retriever, VectorRetriever};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -45,6 +46,9 @@ struct Args {
     /// Use MMR with this lambda instead of plain similarity.
     #[arg(long)]
     mmr_lambda: Option<f32>,
+    /// Fuse BM25 keyword search with the dense (or MMR) results (needs --index: the SQLite store's FTS5 index).
+    #[arg(long)]
+    hybrid: bool,
     /// Which embedder to use.
     #[arg(long, value_enum, default_value_t = EmbedderKind::Local)]
     embedder: EmbedderKind,
@@ -71,16 +75,26 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let cases: Vec<Case> = common::read_jsonl(&args.eval)?;
 
+    if args.hybrid && args.index.is_none() {
+        bail!("--hybrid needs --index PATH: the BM25 half is the SQLite index's full-text table");
+    }
     let embedder = common::embedder(args.embedder, args.embed_model.as_deref()).await?;
-    let store =
+    let index =
         common::index_markdown(&embedder, &args.docs, args.index.as_ref(), args.chunk_size, args.chunk_overlap).await?;
-    let store = store.shared();
+    let store = index.shared();
     let depth = args.k.max(10);
-    let retriever: Arc<dyn Retriever> = match args.mmr_lambda {
+    let dense: Arc<dyn Retriever> = match args.mmr_lambda {
         Some(lambda) => Arc::new(
             MmrRetriever::new(embedder.clone(), store).with_k(depth).with_fetch_k(depth * 4).with_lambda(lambda)?,
         ),
         None => Arc::new(VectorRetriever::new(embedder.clone(), store).with_k(depth)),
+    };
+    let retriever: Arc<dyn Retriever> = match (&index, args.hybrid) {
+        (_, false) => dense,
+        (common::IndexStore::Sqlite(sqlite), true) => Arc::new(
+            EnsembleRetriever::new(depth).with(Arc::new(sqlite.keyword_retriever(depth)), 1.0)?.with(dense, 1.0)?,
+        ),
+        (common::IndexStore::Memory(_), true) => bail!("--hybrid needs the SQLite store"),
     };
 
     let (mut hits, mut rr_sum) = (0usize, 0.0f64);
@@ -108,14 +122,15 @@ async fn main() -> Result<()> {
     }
     let n = cases.len().max(1) as f64;
     println!(
-        "rag_eval: questions={} recall@{}={:.3} mrr@10={:.3} (chunk_size={} overlap={} mmr={:?})",
+        "rag_eval: questions={} recall@{}={:.3} mrr@10={:.3} (chunk_size={} overlap={} mmr={:?} hybrid={})",
         cases.len(),
         args.k,
         hits as f64 / n,
         rr_sum / n,
         args.chunk_size,
         args.chunk_overlap,
-        args.mmr_lambda
+        args.mmr_lambda,
+        args.hybrid
     );
     Ok(())
 }

@@ -360,6 +360,80 @@ impl Retriever for EnsembleRetriever {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::document::{Document, Metadata};
+
+    /// A retriever with a fixed answer: the fusion's inputs, written out.
+    struct Fixed(Result<Vec<&'static str>>);
+
+    #[async_trait]
+    impl Retriever for Fixed {
+        async fn retrieve(&self, _query: &str) -> Result<Vec<ScoredDocument>> {
+            match &self.0 {
+                Ok(ids) => Ok(ids
+                    .iter()
+                    .map(|id| ScoredDocument {
+                        document: Document::with_id(*id, format!("text of {id}"), Metadata::new()),
+                        score: 100.0,
+                        vector: Some(vec![1.0]),
+                    })
+                    .collect()),
+                Err(_) => Err(Error::InvalidInput("this member fails".into())),
+            }
+        }
+    }
+
+    fn ids(hits: &[ScoredDocument]) -> Vec<&str> {
+        hits.iter().map(|h| h.document.id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn ensemble_fuses_ranks_with_weights() {
+        let a: Arc<dyn Retriever> = Arc::new(Fixed(Ok(vec!["x", "y", "z"])));
+        let b: Arc<dyn Retriever> = Arc::new(Fixed(Ok(vec!["z", "w"])));
+        let equal = EnsembleRetriever::new(10).with(a.clone(), 1.0).unwrap().with(b.clone(), 1.0).unwrap();
+        let hits = equal.retrieve("q").await.unwrap();
+        // z: 1/63 + 1/61, x: 1/61, w: 1/62, y: 1/62 (tie: same best rank, then the id).
+        assert_eq!(ids(&hits), ["z", "x", "w", "y"]);
+        assert!((f64::from(hits[0].score) - (1.0 / 63.0 + 1.0 / 61.0)).abs() < 1e-6);
+        assert!(hits.iter().all(|h| h.vector.is_none()), "member vectors are not passed on");
+        assert_eq!(hits.iter().filter(|h| h.document.id == "z").count(), 1, "merged by id");
+
+        // Weighting the second member 3x lifts its documents: w (3/62) above x (1/61).
+        let weighted = EnsembleRetriever::new(2).with(a.clone(), 1.0).unwrap().with(b.clone(), 3.0).unwrap();
+        assert_eq!(ids(&weighted.retrieve("q").await.unwrap()), ["z", "w"]);
+        // rrf_k = 0: rank 1 weighs 1, rank 2 a half: z (1/3 + 1) still leads, then x (1), then w and y (1/2 each,
+        // w first by id).
+        let sharp = EnsembleRetriever::new(3)
+            .with(a.clone(), 1.0)
+            .unwrap()
+            .with(b.clone(), 1.0)
+            .unwrap()
+            .with_rrf_k(0.0)
+            .unwrap();
+        assert_eq!(ids(&sharp.retrieve("q").await.unwrap()), ["z", "x", "w"]);
+    }
+
+    #[tokio::test]
+    async fn ensemble_settings_and_failures_are_errors() {
+        let ok: Arc<dyn Retriever> = Arc::new(Fixed(Ok(vec!["x"])));
+        for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            assert!(EnsembleRetriever::new(3).with(ok.clone(), bad).is_err(), "weight {bad}");
+        }
+        assert!(EnsembleRetriever::new(3).with_rrf_k(-1.0).is_err());
+        assert!(EnsembleRetriever::new(3).with_rrf_k(f32::NAN).is_err());
+        let err = EnsembleRetriever::new(3).retrieve("q").await.unwrap_err();
+        assert!(err.to_string().contains("at least one member"), "{err}");
+        let failing: Arc<dyn Retriever> = Arc::new(Fixed(Err(Error::Cancelled)));
+        let mixed = EnsembleRetriever::new(3).with(ok, 1.0).unwrap().with(failing, 1.0).unwrap();
+        assert!(mixed.retrieve("q").await.is_err(), "a failing member fails the retrieval");
+        assert!(EnsembleRetriever::new(0)
+            .with(Arc::new(Fixed(Ok(vec!["x"]))), 1.0)
+            .unwrap()
+            .retrieve("q")
+            .await
+            .unwrap()
+            .is_empty());
+    }
 
     #[test]
     fn mmr_prefers_diverse_results() {

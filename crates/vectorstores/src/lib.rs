@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod block;
+mod blocking;
 mod kernel;
 mod memory;
 mod persist;

@@ -551,9 +551,7 @@ impl VectorStore for InMemoryStore {
             return self.search_now(request);
         }
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.search_now(request))
-            .await
-            .map_err(|e| Error::Store { store: "in-memory".into(), message: format!("the search task failed: {e}") })?
+        crate::blocking::off_runtime("in-memory", move || this.search_now(request)).await
     }
 
     /// Saves to the [backing file](Self::with_backing_file) on tokio's blocking pool; without one there is
@@ -561,9 +559,7 @@ impl VectorStore for InMemoryStore {
     async fn flush(&self) -> Result<()> {
         let Some(path) = self.backing_file() else { return Ok(()) };
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.save(&path))
-            .await
-            .map_err(|e| Error::Store { store: "in-memory".into(), message: format!("the save task failed: {e}") })?
+        crate::blocking::off_runtime("in-memory", move || this.save(&path)).await
     }
 
     async fn len(&self) -> Result<usize> {

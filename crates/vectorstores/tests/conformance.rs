@@ -45,3 +45,36 @@ async fn sqlite_store_conforms() {
     )
     .await;
 }
+
+/// Outside a tokio runtime (here futures' own executor) the work tokio's blocking pool would take runs in place:
+/// a scan above `BLOCKING_SCAN_FLOATS`, a flush, and every SQLite call. It used to panic ("no reactor running").
+#[test]
+fn stores_work_outside_a_tokio_runtime() {
+    use catena_core::{Document, EmbeddedDocument, Metadata, SearchRequest};
+    use catena_vectorstores::BLOCKING_SCAN_FLOATS;
+    let dim = 4;
+    let n = BLOCKING_SCAN_FLOATS / dim + 10;
+    let docs: Vec<EmbeddedDocument> = (0..n)
+        .map(|i| EmbeddedDocument {
+            document: Document::with_id(format!("d{i}"), "x", Metadata::new()),
+            vector: vec![1.0, i as f32, 0.5, -0.5],
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    futures::executor::block_on(async {
+        let memory = InMemoryStore::new(dim, Metric::Dot).unwrap().with_backing_file(dir.path().join("m.catena"));
+        memory.upsert(docs.clone()).await.unwrap();
+        let hits = memory.search(SearchRequest::new(vec![0.0, 1.0, 0.0, 0.0], 1)).await.unwrap();
+        assert_eq!(hits[0].document.id, format!("d{}", n - 1));
+        memory.flush().await.unwrap();
+        #[cfg(feature = "sqlite")]
+        {
+            let sqlite =
+                catena_vectorstores::SqliteStore::open(dir.path().join("s.sqlite"), dim, Metric::Dot).await.unwrap();
+            sqlite.upsert(docs[..100].to_vec()).await.unwrap();
+            let hits = sqlite.search(SearchRequest::new(vec![0.0, 1.0, 0.0, 0.0], 1)).await.unwrap();
+            assert_eq!(hits[0].document.id, "d99");
+            sqlite.flush().await.unwrap();
+        }
+    });
+}

@@ -66,7 +66,8 @@ impl SqliteOptions {
 /// [`Filter`]) and select the rows to score. [`SqliteStore::keyword_search`] ranks documents by BM25 with SQLite's
 /// FTS5 index, kept in the same file and the same transactions.
 ///
-/// All SQLite work runs on tokio's blocking pool, never on an async worker thread. The handle is cheap to clone
+/// All SQLite work runs on tokio's blocking pool, never on an async worker thread (outside a tokio runtime, in
+/// place). The handle is cheap to clone
 /// and every clone shares the one connection.
 ///
 /// ```
@@ -149,11 +150,9 @@ fn store_err(path: &Path, what: &str, e: impl fmt::Display) -> Error {
     Error::Store { store: format!("sqlite {}", path.display()), message: format!("{what}: {e}") }
 }
 
-/// Runs blocking SQLite work on tokio's blocking pool.
+/// Runs blocking SQLite work off the async runtime's worker threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Store { store: "sqlite".into(), message: format!("the blocking task failed: {e}") })?
+    crate::blocking::off_runtime("sqlite", f).await
 }
 
 fn vector_bytes(vector: &[f32]) -> Vec<u8> {
