@@ -8,7 +8,7 @@
 //! therefore asks cargo for them: one `cargo build --workspace --example ... --message-format=json` with the
 //! features, profile and target directory this test binary was built with (read from `cfg!(feature)` and from
 //! the test binary's own path), and takes each example's path from cargo's `compiler-artifact` messages. After
-//! `scripts/test.sh` (`cargo test --workspace --features local,constrain`), which already built the examples with
+//! `scripts/test.sh` (`cargo test --workspace --features local,constrain,chroma`), which already built the examples with
 //! the same feature resolution, that build is a no-op of about a second; after `cargo test --test examples` it
 //! builds the examples first. Examples whose required features are off are not built or run.
 
@@ -41,6 +41,7 @@ fn cargo_feature_args() -> Vec<String> {
         ("providers", cfg!(feature = "providers")),
         ("vectorstores", cfg!(feature = "vectorstores")),
         ("sqlite", cfg!(feature = "sqlite")),
+        ("chroma", cfg!(feature = "chroma")),
         ("index", cfg!(feature = "index")),
         ("local-embed", cfg!(feature = "local-embed")),
         ("llama-cpp", cfg!(feature = "llama-cpp")),

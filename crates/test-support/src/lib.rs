@@ -2,12 +2,14 @@
 //!
 //! - [`wire`]: a real axum server speaking the OpenAI wire format, scriptable per request.
 //! - [`llama`]: the real llama.cpp server (llama-cpp-python) on the tiny random GGUF, and the tiny GGUF itself.
+//! - [`chroma`]: a real Chroma server (`chroma run`) for the Chroma store's tests.
 //! - [`spans`]: captures the `tracing` fields a test's thread records.
 //! - [`vectorstore`]: the conformance suite every `VectorStore` runs.
 //! - [`shared_dir`], [`smollm2_path`]: the shared data directory and the offline default answer model.
 
 #![warn(missing_docs)]
 
+pub mod chroma;
 pub mod llama;
 pub mod spans;
 pub mod vectorstore;

@@ -31,6 +31,8 @@
 
 mod block;
 mod blocking;
+#[cfg(feature = "chroma")]
+mod chroma;
 mod kernel;
 mod memory;
 mod persist;
@@ -38,6 +40,8 @@ mod persist;
 mod sqlite;
 mod topk;
 
+#[cfg(feature = "chroma")]
+pub use chroma::{ChromaConfig, ChromaStore};
 pub use memory::{InMemoryStore, BLOCKING_SCAN_FLOATS};
 pub use persist::FORMAT_VERSION;
 #[cfg(feature = "sqlite")]

@@ -78,3 +78,39 @@ fn stores_work_outside_a_tokio_runtime() {
         }
     });
 }
+
+/// The Chroma store against a real `chroma run` server (PyPI `chromadb`, installed by `.ci/setup-chroma.sh`):
+/// the same suite, each store a collection named after its folder; reopening connects to the same collection.
+#[cfg(feature = "chroma")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chroma_store_conforms() {
+    use catena_test_support::chroma::ChromaServer;
+    use catena_vectorstores::{ChromaConfig, ChromaStore};
+    let server = ChromaServer::start();
+    let url = server.url().to_string();
+    run_conformance(
+        |dir, dim, m| {
+            let url = url.clone();
+            async move {
+                // A collection name from the folder: 3 to 512 characters of [a-zA-Z0-9._-].
+                let hash = dir
+                    .to_string_lossy()
+                    .bytes()
+                    .fold(0xcbf29ce484222325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+                let config = ChromaConfig::new(url, format!("catena-{hash:016x}"));
+                Ok(Arc::new(ChromaStore::connect(config, dim, metric(m)).await?) as Arc<dyn VectorStore>)
+            }
+        },
+        true,
+    )
+    .await;
+    // A collection is refused under another metric.
+    let config = ChromaConfig::new(server.url(), "catena-metric-check");
+    ChromaStore::connect(config.clone(), 3, Metric::Cosine).await.unwrap();
+    let err = ChromaStore::connect(config, 3, Metric::L2).await.unwrap_err().to_string();
+    assert!(err.contains("uses distance cosine"), "{err}");
+    let err = ChromaStore::connect(ChromaConfig::new("http://127.0.0.1:9", "catena-none"), 3, Metric::Cosine)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("chroma run"), "{err}");
+}
