@@ -287,3 +287,31 @@ async fn hybrid_retrieval_fuses_bm25_and_dense_results() {
     }
     assert!(fused.windows(2).all(|w| w[0].score >= w[1].score));
 }
+
+/// The LLM reranker on a real local model (the tiny random GGUF, so the grades are noise, but every one is a
+/// grade: the answer is constrained to "0".."10"), inside a RerankingRetriever over the real MiniLM retrieval.
+#[cfg(feature = "constrain")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_reranker_grades_every_passage_and_keeps_the_best() {
+    use catena::{LlmReranker, Reranker, RerankingRetriever};
+    let dir = corpus(&CHAPTERS);
+    let wide = retriever_over(dir.path(), 6).await;
+    let reranker = Arc::new(LlmReranker::new(local_llm()).with_max_chars(300).with_concurrency(2));
+    let question = "How do I read the contents of a file into a String?";
+    let candidates = wide.retrieve(question).await.unwrap();
+    assert_eq!(candidates.len(), 6);
+    let ranked = reranker.rerank(question, candidates.clone()).await.unwrap();
+    assert_eq!(ranked.len(), 6, "every passage comes back once");
+    let mut before: Vec<&str> = candidates.iter().map(|c| c.document.id.as_str()).collect();
+    let mut after: Vec<&str> = ranked.iter().map(|c| c.document.id.as_str()).collect();
+    before.sort();
+    after.sort();
+    assert_eq!(before, after);
+    for hit in &ranked {
+        let grade = hit.score * 10.0;
+        assert!((0.0..=10.0).contains(&grade) && (grade - grade.round()).abs() < 1e-5, "score {}", hit.score);
+    }
+    assert!(ranked.windows(2).all(|w| w[0].score >= w[1].score), "best first");
+    let top3 = RerankingRetriever::new(wide, reranker, 3).retrieve(question).await.unwrap();
+    assert_eq!(top3.len(), 3);
+}

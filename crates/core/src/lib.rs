@@ -23,6 +23,7 @@ pub mod llm;
 pub mod message;
 pub mod prompt;
 pub mod rag;
+pub mod rerank;
 pub mod retriever;
 pub mod steps;
 pub mod telemetry;
@@ -41,6 +42,7 @@ pub use message::{
 };
 pub use prompt::*;
 pub use rag::{RagChain, RagEvent};
+pub use rerank::{LlmReranker, Reranker, RerankingRetriever};
 pub use retriever::{mmr_select, EnsembleRetriever, MmrRetriever, Retriever, VectorRetriever, DEFAULT_RRF_K};
 pub use steps::{JsonOutput, LlmChain, PromptChain, TextOutput, TypedOutput};
 pub use vectorstore::{EmbeddedDocument, Filter, SearchRequest, VectorStore};
