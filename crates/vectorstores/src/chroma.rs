@@ -25,17 +25,28 @@ pub struct ChromaConfig {
     pub database: String,
     /// The collection (created if missing: 3 to 512 characters of `[a-zA-Z0-9._-]`).
     pub collection: String,
+    /// The longest wait for a connection, and for each read of an answer: a server that stops answering fails the
+    /// call with a transport error instead of hanging it.
+    pub timeout: std::time::Duration,
 }
 
 impl ChromaConfig {
-    /// The collection `collection` in Chroma's default tenant and database on the server at `url`.
+    /// The collection `collection` in Chroma's default tenant and database on the server at `url`, with a 60 s
+    /// timeout.
     pub fn new(url: impl Into<String>, collection: impl Into<String>) -> Self {
         ChromaConfig {
             url: url.into(),
             tenant: "default_tenant".into(),
             database: "default_database".into(),
             collection: collection.into(),
+            timeout: std::time::Duration::from_secs(60),
         }
+    }
+
+    /// Sets [`ChromaConfig::timeout`] (60 s by [`ChromaConfig::new`]).
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 }
 
@@ -94,7 +105,10 @@ impl ChromaStore {
         if dim == 0 {
             return Err(Error::InvalidInput("vector dimension must be at least 1".into()));
         }
-        let http = reqwest::Client::new();
+        let http =
+            reqwest::Client::builder().connect_timeout(config.timeout).read_timeout(config.timeout).build().map_err(
+                |e| Error::Store { store: "chroma".into(), message: format!("cannot build the HTTP client: {e}") },
+            )?;
         let base = config.url.trim_end_matches('/').to_string();
         let mut store = ChromaStore { http, collection_url: String::new(), config, dim, metric, max_batch: 1000 };
         store.call(reqwest::Method::GET, &format!("{base}/api/v2/heartbeat"), None).await.map_err(|e| {

@@ -114,3 +114,26 @@ async fn chroma_store_conforms() {
         .unwrap_err();
     assert!(err.to_string().contains("chroma run"), "{err}");
 }
+
+/// A server that accepts the connection and then never answers fails the call after the configured timeout
+/// instead of hanging it (a real TCP listener on 127.0.0.1 that reads and stays silent).
+#[cfg(feature = "chroma")]
+#[tokio::test]
+async fn a_silent_chroma_server_times_out() {
+    use catena_vectorstores::{ChromaConfig, ChromaStore};
+    use std::time::{Duration, Instant};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket); // keep it open, never answer
+        }
+    });
+    let started = Instant::now();
+    let config = ChromaConfig::new(url, "catena-silent").with_timeout(Duration::from_millis(300));
+    let err = ChromaStore::connect(config, 3, Metric::Cosine).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(err.to_string().contains("chroma run"), "{err}");
+    silent.abort();
+}
