@@ -137,3 +137,27 @@ async fn a_silent_chroma_server_times_out() {
     assert!(err.to_string().contains("chroma run"), "{err}");
     silent.abort();
 }
+
+/// A store opened on one tokio runtime keeps working on another after the first is gone, as notebook cells need
+/// (evcxr runs each cell on a fresh runtime): the SQLite store's own thread does not belong to a runtime.
+#[cfg(feature = "sqlite")]
+#[test]
+fn a_sqlite_store_outlives_the_runtime_that_opened_it() {
+    use catena_core::{Document, EmbeddedDocument, Metadata, SearchRequest};
+    use catena_vectorstores::SqliteStore;
+    let dir = tempfile::tempdir().unwrap();
+    let first = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let store = first.block_on(async {
+        let store = SqliteStore::open(dir.path().join("s.sqlite"), 2, Metric::Cosine).await.unwrap();
+        let doc = EmbeddedDocument { document: Document::with_id("a", "x", Metadata::new()), vector: vec![1.0, 0.0] };
+        store.upsert(vec![doc]).await.unwrap();
+        store
+    });
+    drop(first);
+    let second = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    second.block_on(async {
+        let hits = store.search(SearchRequest::new(vec![1.0, 0.0], 1)).await.unwrap();
+        assert_eq!(hits[0].document.id, "a");
+        assert_eq!(store.keyword_search("x", 1, None).await.unwrap().len(), 1);
+    });
+}

@@ -6,13 +6,14 @@ mod filter;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::mpsc;
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 
 use catena_core::{async_trait, Document, EmbeddedDocument, Embedder, Error, Filter, Metadata, Result, ScoredDocument};
 use catena_core::{Retriever, SearchRequest, VectorStore};
 use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 
-use crate::kernel::{Kernel, Op};
+use crate::kernel::{self, Kernel};
 use crate::memory::prepare_vector;
 use crate::topk::TopK;
 use crate::Metric;
@@ -66,8 +67,8 @@ impl SqliteOptions {
 /// [`Filter`]) and select the rows to score. [`SqliteStore::keyword_search`] ranks documents by BM25 with SQLite's
 /// FTS5 index, kept in the same file and the same transactions.
 ///
-/// All SQLite work runs on tokio's blocking pool, never on an async worker thread (outside a tokio runtime, in
-/// place). The handle is cheap to clone
+/// All SQLite work runs on the store's own thread (one per opened store, which owns the connection), never on an
+/// async worker thread; calls from any executor, or from several notebook cells, queue there. The handle is cheap to clone
 /// and every clone shares the one connection.
 ///
 /// ```
@@ -108,8 +109,63 @@ struct Shared {
     metric: Metric,
     embedder_model: Option<String>,
     kernel: Kernel,
-    conn: Mutex<Connection>,
     index: RwLock<VectorIndex>,
+    /// The store's own thread, which owns the connection and does all SQLite work (see [`worker`]).
+    jobs: mpsc::Sender<Job>,
+}
+
+/// One call for the store's thread.
+enum Op {
+    Upsert(Vec<EmbeddedDocument>),
+    Delete(Vec<String>),
+    DeleteWhere(Filter),
+    Get(Vec<String>),
+    Search(SearchRequest),
+    Keyword { fts_query: String, k: usize, filter: Option<Filter> },
+    DocumentsWhere(Filter),
+    Checkpoint,
+}
+
+/// The answer to an [`Op`].
+enum Reply {
+    Unit(Result<()>),
+    Count(Result<usize>),
+    Documents(Result<Vec<Document>>),
+    Scored(Result<Vec<ScoredDocument>>),
+}
+
+struct Job {
+    op: Op,
+    reply: tokio::sync::oneshot::Sender<Reply>,
+}
+
+/// The store's thread: owns the connection and runs every SQLite call, so SQLite is only ever entered from the
+/// code that opened it. That matters where one process holds several copies of this crate: evcxr (the Jupyter
+/// Rust kernel) links each notebook cell against its own copy, and a connection opened by one copy of the bundled
+/// SQLite crashes when another copy uses it; messages between the copies are plain data. The thread ends, closing
+/// the connection, when the last handle to the store is dropped.
+fn worker(mut conn: Connection, shared: Weak<Shared>, jobs: mpsc::Receiver<Job>) {
+    while let Ok(Job { op, reply }) = jobs.recv() {
+        let Some(shared) = shared.upgrade() else { break };
+        let store = SqliteStore { shared };
+        let answer = match op {
+            Op::Upsert(documents) => Reply::Unit(store.upsert_now(&mut conn, documents)),
+            Op::Delete(ids) => Reply::Count(store.delete_now(&mut conn, &ids)),
+            Op::DeleteWhere(filter) => Reply::Count(store.delete_where_now(&mut conn, &filter)),
+            Op::Get(ids) => Reply::Documents(store.get_now(&conn, &ids)),
+            Op::Search(request) => Reply::Scored(store.search_now(&conn, request)),
+            Op::Keyword { fts_query, k, filter } => {
+                Reply::Scored(store.keyword_search_now(&conn, &fts_query, k, filter.as_ref()))
+            }
+            Op::DocumentsWhere(filter) => Reply::Documents(store.documents_where_now(&conn, &filter)),
+            Op::Checkpoint => Reply::Unit(
+                conn.query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))
+                    .map_err(|e| store_err(&store.shared.path, "checkpoint failed", e)),
+            ),
+        };
+        // The caller may have stopped waiting (its future dropped): nothing to do then.
+        let _ = reply.send(answer);
+    }
 }
 
 /// The vectors in RAM. Invariants: `vectors.len() == rowids.len() * dim`; `slot_of[rowids[i]] == i`.
@@ -148,11 +204,6 @@ impl VectorIndex {
 
 fn store_err(path: &Path, what: &str, e: impl fmt::Display) -> Error {
     Error::Store { store: format!("sqlite {}", path.display()), message: format!("{what}: {e}") }
-}
-
-/// Runs blocking SQLite work off the async runtime's worker threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    crate::blocking::off_runtime("sqlite", f).await
 }
 
 fn vector_bytes(vector: &[f32]) -> Vec<u8> {
@@ -195,7 +246,7 @@ impl SqliteStore {
                 u32::MAX
             )));
         }
-        blocking(move || Self::open_now(path, dim, metric, options)).await
+        crate::blocking::off_runtime("sqlite", move || Self::open_now(path, dim, metric, options)).await
     }
 
     fn open_now(path: PathBuf, dim: usize, metric: Metric, options: SqliteOptions) -> Result<Self> {
@@ -283,17 +334,22 @@ impl SqliteStore {
             }
         }
         tracing::debug!(path = %path.display(), documents = index.rowids.len(), dim, %metric, "opened SQLite store");
-        Ok(SqliteStore {
-            shared: Arc::new(Shared {
-                path,
-                dim,
-                metric,
-                embedder_model,
-                kernel: Kernel::detect(),
-                conn: Mutex::new(conn),
-                index: RwLock::new(index),
-            }),
-        })
+        let (jobs, queue) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            path,
+            dim,
+            metric,
+            embedder_model,
+            kernel: Kernel::detect(),
+            index: RwLock::new(index),
+            jobs,
+        });
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("catena-sqlite".into())
+            .spawn(move || worker(conn, weak, queue))
+            .map_err(|e| store_err(&shared.path, "cannot start the store's thread", e))?;
+        Ok(SqliteStore { shared })
     }
 
     /// Records the settings in a new file, or checks them against an existing one. Returns the embedder model.
@@ -382,15 +438,21 @@ impl SqliteStore {
             return Ok(Vec::new());
         }
         let fts_query = words.join(" OR ");
-        let this = self.clone();
-        let filter = filter.cloned();
-        blocking(move || this.keyword_search_now(&fts_query, k, filter.as_ref())).await
+        match self.call(Op::Keyword { fts_query, k, filter: filter.cloned() }).await? {
+            Reply::Scored(r) => r,
+            _ => Err(self.mismatch()),
+        }
     }
 
-    fn keyword_search_now(&self, fts_query: &str, k: usize, filter: Option<&Filter>) -> Result<Vec<ScoredDocument>> {
+    fn keyword_search_now(
+        &self,
+        conn: &Connection,
+        fts_query: &str,
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<ScoredDocument>> {
         let path = &self.shared.path;
         let err = |e: rusqlite::Error| store_err(path, "keyword search failed", e);
-        let conn = self.conn();
         let mut sql = String::from(
             "SELECT d.id, d.content, d.metadata, bm25(documents_fts) AS rank FROM documents_fts \
              JOIN documents d ON d.rowid = documents_fts.rowid WHERE documents_fts MATCH ?",
@@ -439,12 +501,18 @@ impl SqliteStore {
     /// Every document matching `filter`, in insertion order (`Filter::And(vec![])` matches all). Reads the
     /// whole result into memory.
     pub async fn documents_where(&self, filter: &Filter) -> Result<Vec<Document>> {
-        let (this, filter) = (self.clone(), filter.clone());
-        blocking(move || {
+        match self.call(Op::DocumentsWhere(filter.clone())).await? {
+            Reply::Documents(r) => r,
+            _ => Err(self.mismatch()),
+        }
+    }
+
+    fn documents_where_now(&self, conn: &Connection, filter: &Filter) -> Result<Vec<Document>> {
+        {
+            let this = self;
             let path = &this.shared.path;
             let err = |e: rusqlite::Error| store_err(path, "listing documents failed", e);
-            let conn = this.conn();
-            let (sql, params, exact) = match filter::to_sql(&filter, "metadata") {
+            let (sql, params, exact) = match filter::to_sql(filter, "metadata") {
                 Some(cond) => (
                     format!("SELECT id, content, metadata FROM documents WHERE {} ORDER BY rowid", cond.sql),
                     cond.params,
@@ -463,12 +531,21 @@ impl SqliteStore {
                 }
             }
             Ok(out)
-        })
-        .await
+        }
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.shared.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Sends `op` to the store's thread and waits for its answer.
+    async fn call(&self, op: Op) -> Result<Reply> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.shared
+            .jobs
+            .send(Job { op, reply })
+            .map_err(|_| store_err(&self.shared.path, "the store's thread", "stopped"))?;
+        answer.await.map_err(|_| store_err(&self.shared.path, "the store's thread", "stopped without answering"))
+    }
+
+    fn mismatch(&self) -> Error {
+        store_err(&self.shared.path, "internal error", "the store's thread answered another call")
     }
 
     fn document_from(&self, id: String, content: String, metadata: String) -> Result<Document> {
@@ -505,7 +582,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    fn upsert_now(&self, mut documents: Vec<EmbeddedDocument>) -> Result<()> {
+    fn upsert_now(&self, conn: &mut Connection, mut documents: Vec<EmbeddedDocument>) -> Result<()> {
         let (dim, metric) = (self.shared.dim, self.shared.metric);
         for d in &mut documents {
             let id = &d.document.id;
@@ -519,7 +596,6 @@ impl SqliteStore {
         }
         let path = &self.shared.path;
         let err = |e: rusqlite::Error| store_err(path, "upsert failed", e);
-        let mut conn = self.conn();
         let tx = conn.transaction().map_err(err)?;
         let mut written = Vec::with_capacity(documents.len());
         {
@@ -541,7 +617,7 @@ impl SqliteStore {
             }
         }
         tx.commit().map_err(err)?;
-        // Still holding the connection, so the RAM index changes in commit order.
+        // On the store's one thread, so the RAM index changes in commit order.
         let mut index = self.shared.index.write().unwrap_or_else(PoisonError::into_inner);
         for (rowid, d) in written.into_iter().zip(&documents) {
             index.put(dim, rowid, &d.vector);
@@ -573,11 +649,10 @@ impl SqliteStore {
         Ok(rowids.len())
     }
 
-    fn delete_now(&self, ids: &[String]) -> Result<usize> {
+    fn delete_now(&self, conn: &mut Connection, ids: &[String]) -> Result<usize> {
         let path = &self.shared.path;
         let err = |e: rusqlite::Error| store_err(path, "delete failed", e);
-        let mut conn = self.conn();
-        self.delete_rowids(&mut conn, |tx| {
+        self.delete_rowids(conn, |tx| {
             let mut stmt = tx.prepare_cached("SELECT rowid FROM documents WHERE id = ?").map_err(err)?;
             let mut rowids = Vec::new();
             let unique: HashSet<&String> = ids.iter().collect();
@@ -590,15 +665,13 @@ impl SqliteStore {
         })
     }
 
-    fn delete_where_now(&self, filter: &Filter) -> Result<usize> {
-        let mut conn = self.conn();
-        self.delete_rowids(&mut conn, |tx| Ok(self.matching_rowids(tx, filter)?.into_iter().collect()))
+    fn delete_where_now(&self, conn: &mut Connection, filter: &Filter) -> Result<usize> {
+        self.delete_rowids(conn, |tx| Ok(self.matching_rowids(tx, filter)?.into_iter().collect()))
     }
 
-    fn get_now(&self, ids: &[String]) -> Result<Vec<Document>> {
+    fn get_now(&self, conn: &Connection, ids: &[String]) -> Result<Vec<Document>> {
         let path = &self.shared.path;
         let err = |e: rusqlite::Error| store_err(path, "get failed", e);
-        let conn = self.conn();
         let mut stmt = conn.prepare_cached("SELECT content, metadata FROM documents WHERE id = ?").map_err(err)?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -611,13 +684,13 @@ impl SqliteStore {
         Ok(out)
     }
 
-    fn search_now(&self, request: SearchRequest) -> Result<Vec<ScoredDocument>> {
+    fn search_now(&self, conn: &Connection, request: SearchRequest) -> Result<Vec<ScoredDocument>> {
         let SearchRequest { mut vector, k, filter, min_score, include_vectors } = request;
         let (dim, metric, kernel) = (self.shared.dim, self.shared.metric, self.shared.kernel);
         prepare_vector(dim, metric, self.embedder_model(), &|| "the query vector".to_string(), &mut vector)?;
-        let op = if metric == Metric::L2 { Op::NegSquaredL2 } else { Op::Dot };
+        let op = if metric == Metric::L2 { kernel::Op::NegSquaredL2 } else { kernel::Op::Dot };
         let allowed = match &filter {
-            Some(f) => Some(self.matching_rowids(&self.conn(), f)?),
+            Some(f) => Some(self.matching_rowids(conn, f)?),
             None => None,
         };
         // Score under the index's read lock; keep (score, rowid, vector?) of the best k.
@@ -666,7 +739,6 @@ impl SqliteStore {
         };
         let path = &self.shared.path;
         let err = |e: rusqlite::Error| store_err(path, "search failed", e);
-        let conn = self.conn();
         let mut stmt =
             conn.prepare_cached("SELECT id, content, metadata FROM documents WHERE rowid = ?").map_err(err)?;
         let mut out = Vec::with_capacity(best.len());
@@ -689,24 +761,34 @@ fn get_has_documents(conn: &Connection) -> rusqlite::Result<bool> {
 #[async_trait]
 impl VectorStore for SqliteStore {
     async fn upsert(&self, documents: Vec<EmbeddedDocument>) -> Result<()> {
-        let this = self.clone();
-        blocking(move || this.upsert_now(documents)).await
+        match self.call(Op::Upsert(documents)).await? {
+            Reply::Unit(r) => r,
+            _ => Err(self.mismatch()),
+        }
     }
     async fn delete(&self, ids: &[String]) -> Result<usize> {
-        let (this, ids) = (self.clone(), ids.to_vec());
-        blocking(move || this.delete_now(&ids)).await
+        match self.call(Op::Delete(ids.to_vec())).await? {
+            Reply::Count(r) => r,
+            _ => Err(self.mismatch()),
+        }
     }
     async fn delete_where(&self, filter: &Filter) -> Result<usize> {
-        let (this, filter) = (self.clone(), filter.clone());
-        blocking(move || this.delete_where_now(&filter)).await
+        match self.call(Op::DeleteWhere(filter.clone())).await? {
+            Reply::Count(r) => r,
+            _ => Err(self.mismatch()),
+        }
     }
     async fn get(&self, ids: &[String]) -> Result<Vec<Document>> {
-        let (this, ids) = (self.clone(), ids.to_vec());
-        blocking(move || this.get_now(&ids)).await
+        match self.call(Op::Get(ids.to_vec())).await? {
+            Reply::Documents(r) => r,
+            _ => Err(self.mismatch()),
+        }
     }
     async fn search(&self, request: SearchRequest) -> Result<Vec<ScoredDocument>> {
-        let this = self.clone();
-        blocking(move || this.search_now(request)).await
+        match self.call(Op::Search(request)).await? {
+            Reply::Scored(r) => r,
+            _ => Err(self.mismatch()),
+        }
     }
     async fn len(&self) -> Result<usize> {
         Ok(self.shared.index.read().unwrap_or_else(PoisonError::into_inner).rowids.len())
@@ -714,13 +796,10 @@ impl VectorStore for SqliteStore {
     /// Checkpoints the write-ahead log into the database file (with an fsync), so every write so far also
     /// survives a power cut.
     async fn flush(&self) -> Result<()> {
-        let this = self.clone();
-        blocking(move || {
-            let conn = this.conn();
-            conn.query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))
-                .map_err(|e| store_err(&this.shared.path, "checkpoint failed", e))
-        })
-        .await
+        match self.call(Op::Checkpoint).await? {
+            Reply::Unit(r) => r,
+            _ => Err(self.mismatch()),
+        }
     }
 }
 
