@@ -130,7 +130,32 @@ def check_structured_output(nb, out):
     return f"ticket {ticket}, captures {captures}"
 
 
-CHECKS = {"rag": check_rag, "structured_output": check_structured_output}
+def check_vector_stores(nb, out):
+    chunks = int(one(r"^Chunks: (\d+)$", out, "the chunk count"))
+    expect(chunks > 20, f"chapters 8 and 12 give more than 20 chunks, the notebook reports {chunks}")
+    for label in ("In-memory store", "SQLite store", "Reopened"):
+        held = int(one(rf"^{label}: (\d+) documents", out, f"the {label} count"))
+        expect(held == chunks, f"{label}: {held} documents, expected {chunks}")
+    expect(one(r"^Same top 5 in both stores: (\w+)$", out, "the store comparison") == "true",
+           "the in-memory and SQLite stores ranked differently")
+    rows = dict(((q, m), files.split(", ")) for q, m, files in
+                re.findall(r'^"(.+)" +(dense|keyword|hybrid): (.*)$', out, flags=re.MULTILINE))
+    expect(len(rows) == 6, f"expected 6 retrieval lines, found {len(rows)}")
+    expect(rows[("or_insert", "keyword")][0] == "ch08-03-hash-maps.md", f"BM25 for or_insert: {rows[('or_insert', 'keyword')]}")
+    expect("ch08-03-hash-maps.md" in rows[("or_insert", "hybrid")], f"hybrid for or_insert: {rows[('or_insert', 'hybrid')]}")
+    question = "How do I read a file into a string?"
+    expect("ch12-02-reading-a-file.md" in rows[(question, "dense")], f"dense for the file question: {rows[(question, 'dense')]}")
+    for (q, m), files in rows.items():
+        # BM25 returns only chunks that contain a query word: `or_insert` is in two.
+        expected = range(1, 4) if m == "keyword" else range(3, 4)
+        expect(len(files) in expected and all(f.endswith(".md") for f in files), f"{q} {m}: {files}")
+    n, chapters = one(r"^Filtered to chapter 12: (\d+) results, chapters \[(.*)\]$", out, "the filtered search")
+    values = re.findall(r"Number\((\d+)\)", chapters)
+    expect(int(n) == 5 and len(values) == 5 and set(values) == {"12"}, f"filtered results: {n}, chapters {chapters}")
+    return f"{chunks} chunks in both stores, reopened, BM25 finds or_insert in ch08-03, the filter keeps chapter 12"
+
+
+CHECKS = {"rag": check_rag, "structured_output": check_structured_output, "vector_stores": check_vector_stores}
 
 
 def main(paths):
