@@ -5,7 +5,8 @@
 //!
 //! This facade re-exports [`catena_core`] at its root, loaders and splitters as [`text`], and the provider,
 //! vector-store and indexing crates as [`providers`], [`vectorstores`] and [`index`] behind the features of the
-//! same names (all on by default).
+//! same names (all on by default); in `vectorstores`, the SQLite store is the feature `sqlite` (on by default)
+//! and the Chroma store the feature `chroma`.
 //!
 //! ```
 //! use catena::{chain_fn, Chain};
