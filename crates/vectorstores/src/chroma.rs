@@ -193,10 +193,15 @@ impl ChromaStore {
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(serde_json::to_vec(&body)?);
         }
-        let transport = |e: reqwest::Error| Error::Transport {
-            provider: self.name(),
-            message: format!("{url}: {e}"),
-            source: Some(Box::new(e)),
+        let transport = |e: reqwest::Error| {
+            // reqwest's own message ("error sending request") hides the cause: name the whole chain.
+            let mut message = format!("{url}: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                message.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            Error::Transport { provider: self.name(), message, source: Some(Box::new(e)) }
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
