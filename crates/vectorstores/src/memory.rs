@@ -15,9 +15,6 @@ use crate::persist;
 use crate::topk::TopK;
 use crate::Metric;
 
-/// Rows scored per kernel call during an unfiltered scan; their scores sit in a stack buffer.
-const BLOCK_ROWS: usize = 256;
-
 /// An exact in-memory vector store.
 ///
 /// - **Storage**: every vector sits in one `Vec<f32>` of `len * dim` values, row `i` belonging to document `i`;
@@ -432,17 +429,7 @@ impl InMemoryStore {
         }
         let mut top = TopK::new(k);
         match &filter {
-            None => {
-                let mut scores = [0.0f32; BLOCK_ROWS];
-                for (block, rows) in state.vectors.chunks(BLOCK_ROWS * dim).enumerate() {
-                    let out = &mut scores[..rows.len() / dim];
-                    kernel.score(op, &vector, rows, out);
-                    let base = block * BLOCK_ROWS;
-                    for (j, &s) in out.iter().enumerate() {
-                        top.offer(s, base + j);
-                    }
-                }
-            }
+            None => crate::topk::scan_all(&mut top, kernel, op, &vector, &state.vectors, dim),
             Some(filter) => {
                 for (slot, (doc, row)) in state.docs.iter().zip(state.vectors.chunks_exact(dim)).enumerate() {
                     if filter.matches(&doc.metadata) {
@@ -454,11 +441,7 @@ impl InMemoryStore {
         let results = top
             .into_sorted()
             .into_iter()
-            .map(|c| {
-                // The scan ranks L2 by negated squared distance; report the negated distance.
-                let score = if metric == Metric::L2 { -(-c.score).max(0.0).sqrt() } else { c.score };
-                (score, c.slot)
-            })
+            .map(|c| (crate::topk::reported_score(metric, c.score), c.slot))
             .filter(|(score, _)| min_score.is_none_or(|m| *score >= m))
             .map(|(score, slot)| ScoredDocument {
                 document: state.docs[slot].clone(),

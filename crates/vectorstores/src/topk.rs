@@ -72,6 +72,38 @@ impl TopK {
     }
 }
 
+/// Rows scored per kernel call.
+const BLOCK_ROWS: usize = 256;
+
+/// Offers every row of `vectors` (`dim` numbers each; row `i` is slot `i`) to `top`, scored by `kernel`.
+pub(crate) fn scan_all(
+    top: &mut TopK,
+    kernel: crate::kernel::Kernel,
+    op: crate::kernel::Op,
+    query: &[f32],
+    vectors: &[f32],
+    dim: usize,
+) {
+    let mut scores = [0.0f32; BLOCK_ROWS];
+    for (block, rows) in vectors.chunks(BLOCK_ROWS * dim).enumerate() {
+        let out = &mut scores[..rows.len() / dim];
+        kernel.score(op, query, rows, out);
+        for (j, &s) in out.iter().enumerate() {
+            top.offer(s, block * BLOCK_ROWS + j);
+        }
+    }
+}
+
+/// The score a store reports for a scan score: the scan ranks L2 by negated squared distance, the stores report
+/// the negated distance; other metrics are reported as scanned.
+pub(crate) fn reported_score(metric: crate::Metric, scanned: f32) -> f32 {
+    if metric == crate::Metric::L2 {
+        -(-scanned).max(0.0).sqrt()
+    } else {
+        scanned
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,11 +90,22 @@ async fn acknowledged_writes_survive_kill_9() {
         total_acked += upserted.len();
 
         let store = SqliteStore::open(&path, DIM, Metric::L2).await.expect("the killed store reopens");
+        // A delete the child was killed before acknowledging may or may not have committed: the one that follows
+        // the last acknowledged upsert when that upsert's index is 2 mod 3.
+        let unacknowledged_delete =
+            upserted.last().filter(|&&last| last % 3 == 2).map(|&last| last - 1).filter(|i| !deleted.contains(i));
         for &i in &upserted {
             let ids: Vec<String> = (0..BATCH).map(|j| format!("r{round}-{i}-{j}")).collect();
             let got = store.get(&ids).await.unwrap();
             let expected = if deleted.contains(&i) { BATCH - 1 } else { BATCH };
-            assert_eq!(got.len(), expected, "round {round}: acknowledged batch {i} lost documents");
+            let maybe_deleted = unacknowledged_delete == Some(i)
+                && got.len() == BATCH - 1
+                && got.iter().all(|d| d.id != format!("r{round}-{i}-0"));
+            assert!(
+                got.len() == expected || maybe_deleted,
+                "round {round}: acknowledged batch {i} has {} of {expected} documents",
+                got.len()
+            );
             assert!(got.iter().all(|d| d.content.starts_with(&format!("round {round} batch {i} "))));
         }
         for &i in &deleted {

@@ -21,9 +21,6 @@ use crate::Metric;
 /// The schema this version writes; a file with another is refused with a message instead of misread.
 pub const SQLITE_SCHEMA_VERSION: u32 = 1;
 
-/// Rows scored per kernel call.
-const BLOCK_ROWS: usize = 256;
-
 /// What a committed write survives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -703,16 +700,7 @@ impl SqliteStore {
             }
             let mut top = TopK::new(k);
             match &allowed {
-                None => {
-                    let mut scores = [0.0f32; BLOCK_ROWS];
-                    for (block, rows) in index.vectors.chunks(BLOCK_ROWS * dim).enumerate() {
-                        let out = &mut scores[..rows.len() / dim];
-                        kernel.score(op, &vector, rows, out);
-                        for (j, &s) in out.iter().enumerate() {
-                            top.offer(s, block * BLOCK_ROWS + j);
-                        }
-                    }
-                }
+                None => crate::topk::scan_all(&mut top, kernel, op, &vector, &index.vectors, dim),
                 Some(allowed) => {
                     for rowid in allowed {
                         if let Some(&slot) = index.slot_of.get(rowid) {
@@ -726,10 +714,7 @@ impl SqliteStore {
             }
             top.into_sorted()
                 .into_iter()
-                .map(|c| {
-                    let score = if metric == Metric::L2 { -(-c.score).max(0.0).sqrt() } else { c.score };
-                    (score, c.slot)
-                })
+                .map(|c| (crate::topk::reported_score(metric, c.score), c.slot))
                 .filter(|(score, _)| min_score.is_none_or(|m| *score >= m))
                 .map(|(score, slot)| {
                     let v = include_vectors.then(|| index.vectors[slot * dim..(slot + 1) * dim].to_vec());
