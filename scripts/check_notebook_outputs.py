@@ -152,10 +152,41 @@ def check_vector_stores(nb, out):
     n, chapters = one(r"^Filtered to chapter 12: (\d+) results, chapters \[(.*)\]$", out, "the filtered search")
     values = re.findall(r"Number\((\d+)\)", chapters)
     expect(int(n) == 5 and len(values) == 5 and set(values) == {"12"}, f"filtered results: {n}, chapters {chapters}")
-    return f"{chunks} chunks in both stores, reopened, BM25 finds or_insert in ch08-03, the filter keeps chapter 12"
+    held = int(one(r"^Chroma store: (\d+) documents at ", out, "the Chroma count"))
+    expect(held == chunks, f"Chroma store: {held} documents, expected {chunks}")
+    expect(one(r"^Same top 5 in Chroma and SQLite: (\w+)$", out, "the Chroma comparison") == "true",
+           "Chroma and SQLite ranked the top 5 differently (an HNSW index over 141 vectors should be exact)")
+    side = dict(((q, store), files) for q, store, files in
+                re.findall(r'^"(.+)" dense on (sqlite|chroma): (.*)$', out, flags=re.MULTILINE))
+    expect(len(side) == 4, f"expected 4 side-by-side dense lines, found {len(side)}")
+    for q in ("or_insert", question):
+        expect(side[(q, "sqlite")] == side[(q, "chroma")], f"{q}: SQLite {side[(q, 'sqlite')]} vs Chroma {side[(q, 'chroma')]}")
+    n, same = one(r"^Chroma filtered to chapter 12: (\d+) results, same as SQLite: (\w+)$", out, "Chroma's filtered search")
+    expect(int(n) == 5 and same == "true", f"Chroma's filtered search: {n} results, same as SQLite: {same}")
+    expect(re.search(r"^Cleaned up$", out, flags=re.MULTILINE) is not None, "the clean-up cell did not finish")
+    return (f"{chunks} chunks in memory, SQLite and Chroma, reopened, BM25 finds or_insert in ch08-03, "
+            "Chroma ranks and filters as SQLite does")
 
 
-CHECKS = {"rag": check_rag, "structured_output": check_structured_output, "vector_stores": check_vector_stores}
+def check_providers(nb, out):
+    expect(one(r"^Connections run on: (\w+) ", out, "the I/O placement") == "Dedicated",
+           "inside evcxr the client must run its connections on its own thread")
+    answer = one(r"^Answer: (.+)$", out, "the answer")
+    expect("paris" in answer.lower(), f"SmolLM2 at temperature 0 names Paris: {answer!r}")
+    expect(one(r"^Finish reason: (Some\(\w+\))", out, "the finish reason") == "Some(Stop)", "the answer was cut off")
+    usage = re.search(r"^Usage: (\d+) input tokens, (\d+) output tokens$", out, flags=re.MULTILINE)
+    expect(usage is not None and int(usage.group(1)) > 0 and int(usage.group(2)) > 0, "no token usage reported")
+    deltas = int(one(r"^Streamed (\d+) deltas: ", out, "the streamed answer"))
+    expect(deltas > 1, f"a streamed answer arrives in more than one delta, got {deltas}")
+    expect(one(r"^Same as the plain answer: (\w+)$", out, "the stream comparison") == "true",
+           "the streamed answer differs from the plain one at temperature 0")
+    ok, total = one(r"^Concurrent calls: (\d+) of (\d+) answered", out, "the concurrent calls")
+    expect(ok == total == "8", f"concurrent calls: {ok} of {total} answered")
+    expect(re.search(r"^Server stopped$", out, flags=re.MULTILINE) is not None, "the server was not stopped")
+    return f"answered (Paris), streamed in {deltas} deltas identically, 8 of 8 concurrent calls, on the dedicated I/O thread"
+
+
+CHECKS = {"providers": check_providers, "rag": check_rag, "structured_output": check_structured_output, "vector_stores": check_vector_stores}
 
 
 def main(paths):

@@ -49,3 +49,6 @@ pub use vectorstore::{EmbeddedDocument, Filter, SearchRequest, VectorStore};
 
 /// Re-exported so users can write `#[async_trait]` impls of catena traits without adding the crate.
 pub use async_trait::async_trait;
+/// The `futures` crate whose `Stream` trait catena's streams implement, re-exported so that
+/// `catena::futures::StreamExt` always matches them (no second copy of `futures` to add or keep in step).
+pub use futures;

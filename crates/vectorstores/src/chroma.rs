@@ -7,6 +7,9 @@ use catena_core::{async_trait, Document, EmbeddedDocument, Error, Filter, Metada
 use catena_core::{SearchRequest, VectorStore};
 use serde_json::{json, Map, Value};
 
+use catena_http::HttpClient;
+pub use catena_http::IoRuntime;
+
 use crate::memory::prepare_vector;
 use crate::Metric;
 
@@ -28,11 +31,15 @@ pub struct ChromaConfig {
     /// The longest wait for a connection, and for each read of an answer: a server that stops answering fails the
     /// call with a transport error instead of hanging it.
     pub timeout: std::time::Duration,
+    /// Where the store's HTTP connections run: the caller's tokio runtime, or a thread of the store's own (what
+    /// evcxr notebooks need; see [`IoRuntime`]).
+    pub io_runtime: IoRuntime,
 }
 
 impl ChromaConfig {
     /// The collection `collection` in Chroma's default tenant and database on the server at `url`, with a 60 s
-    /// timeout.
+    /// timeout and connections where [`IoRuntime::detect`] says (on a thread of their own inside evcxr, on the
+    /// caller's runtime elsewhere).
     pub fn new(url: impl Into<String>, collection: impl Into<String>) -> Self {
         ChromaConfig {
             url: url.into(),
@@ -40,12 +47,19 @@ impl ChromaConfig {
             database: "default_database".into(),
             collection: collection.into(),
             timeout: std::time::Duration::from_secs(60),
+            io_runtime: IoRuntime::detect(),
         }
     }
 
     /// Sets [`ChromaConfig::timeout`] (60 s by [`ChromaConfig::new`]).
     pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`ChromaConfig::io_runtime`].
+    pub fn with_io_runtime(mut self, io_runtime: IoRuntime) -> Self {
+        self.io_runtime = io_runtime;
         self
     }
 }
@@ -66,7 +80,7 @@ impl ChromaConfig {
 /// approximate on large collections.
 #[derive(Clone)]
 pub struct ChromaStore {
-    http: reqwest::Client,
+    http: HttpClient,
     /// `{url}/api/v2/tenants/{tenant}/databases/{database}/collections/{id}`.
     collection_url: String,
     config: ChromaConfig,
@@ -105,10 +119,16 @@ impl ChromaStore {
         if dim == 0 {
             return Err(Error::InvalidInput("vector dimension must be at least 1".into()));
         }
-        let http =
-            reqwest::Client::builder().connect_timeout(config.timeout).read_timeout(config.timeout).build().map_err(
-                |e| Error::Store { store: "chroma".into(), message: format!("cannot build the HTTP client: {e}") },
-            )?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.timeout)
+            .read_timeout(config.timeout)
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|client| HttpClient::new(client, config.io_runtime).map_err(|e| e.to_string()))
+            .map_err(|e| Error::Store {
+                store: "chroma".into(),
+                message: format!("cannot build the HTTP client: {e}"),
+            })?;
         let base = config.url.trim_end_matches('/').to_string();
         let mut store = ChromaStore { http, collection_url: String::new(), config, dim, metric, max_batch: 1000 };
         store.call(reqwest::Method::GET, &format!("{base}/api/v2/heartbeat"), None).await.map_err(|e| {
@@ -168,6 +188,20 @@ impl ChromaStore {
         &self.config
     }
 
+    /// Deletes the whole collection from the server (its documents, vectors and index). The tenant and database
+    /// stay. Other handles to the collection fail afterwards.
+    ///
+    /// # Errors
+    /// A transport error, or [`Error::Http`] when the server refuses (404 when the collection is already gone).
+    pub async fn delete_collection(self) -> Result<()> {
+        let base = self.config.url.trim_end_matches('/');
+        let url = format!(
+            "{base}/api/v2/tenants/{}/databases/{}/collections/{}",
+            self.config.tenant, self.config.database, self.config.collection
+        );
+        self.call(reqwest::Method::DELETE, &url, None).await.map(|_| ())
+    }
+
     fn name(&self) -> String {
         format!("chroma {} ({})", self.config.collection, self.config.url)
     }
@@ -189,21 +223,18 @@ impl ChromaStore {
     }
 
     async fn send(&self, method: reqwest::Method, url: &str, body: Option<Value>) -> Result<(u16, Value)> {
-        let mut request = self.http.request(method, url);
+        let mut request = self.http.reqwest().request(method, url);
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(serde_json::to_vec(&body)?);
         }
-        let transport = |e: reqwest::Error| {
-            // reqwest's own message ("error sending request") hides the cause: name the whole chain.
-            let mut message = format!("{url}: {e}");
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                message.push_str(&format!(": {c}"));
-                cause = c.source();
-            }
-            Error::Transport { provider: self.name(), message, source: Some(Box::new(e)) }
+        // catena_http's message names the whole cause chain (reqwest's own hides it).
+        let transport = |e: catena_http::Error| Error::Transport {
+            provider: self.name(),
+            message: format!("{url}: {e}"),
+            source: Some(Box::new(e)),
         };
-        let response = request.send().await.map_err(transport)?;
+        let request = request.build().map_err(|e| transport(e.into()))?;
+        let response = self.http.execute(request).await.map_err(transport)?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(transport)?;
         if !(200..300).contains(&status) {

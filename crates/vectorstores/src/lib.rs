@@ -41,7 +41,7 @@ mod sqlite;
 mod topk;
 
 #[cfg(feature = "chroma")]
-pub use chroma::{ChromaConfig, ChromaStore};
+pub use chroma::{ChromaConfig, ChromaStore, IoRuntime};
 pub use memory::{InMemoryStore, BLOCKING_SCAN_FLOATS};
 pub use persist::FORMAT_VERSION;
 #[cfg(feature = "sqlite")]

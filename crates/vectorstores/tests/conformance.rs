@@ -84,8 +84,9 @@ fn stores_work_outside_a_tokio_runtime() {
 #[cfg(feature = "chroma")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chroma_store_conforms() {
+    use catena_core::{Document, EmbeddedDocument, SearchRequest};
     use catena_test_support::chroma::ChromaServer;
-    use catena_vectorstores::{ChromaConfig, ChromaStore};
+    use catena_vectorstores::{ChromaConfig, ChromaStore, IoRuntime};
     let server = ChromaServer::start();
     let url = server.url().to_string();
     run_conformance(
@@ -106,9 +107,30 @@ async fn chroma_store_conforms() {
     .await;
     // A collection is refused under another metric.
     let config = ChromaConfig::new(server.url(), "catena-metric-check");
+    let config_for_cleanup = config.clone();
     ChromaStore::connect(config.clone(), 3, Metric::Cosine).await.unwrap();
     let err = ChromaStore::connect(config, 3, Metric::L2).await.unwrap_err().to_string();
     assert!(err.contains("uses distance cosine"), "{err}");
+    ChromaStore::connect(config_for_cleanup, 3, Metric::Cosine).await.unwrap().delete_collection().await.unwrap();
+
+    // Connections on a thread of the store's own (what evcxr notebooks get), then the collection deleted: another
+    // handle to it fails, and connecting again starts an empty one.
+    let config = ChromaConfig::new(server.url(), "catena-dedicated").with_io_runtime(IoRuntime::Dedicated);
+    let store = ChromaStore::connect(config.clone(), 3, Metric::Cosine).await.unwrap();
+    let doc = |id: &str| EmbeddedDocument {
+        document: Document::with_id(id, format!("text {id}"), Default::default()),
+        vector: vec![1.0, 0.5, 0.25],
+    };
+    store.upsert(vec![doc("a"), doc("b")]).await.unwrap();
+    assert_eq!(store.len().await.unwrap(), 2);
+    let hits = store.search(SearchRequest::new(vec![1.0, 0.5, 0.25], 1)).await.unwrap();
+    assert!((hits[0].score - 1.0).abs() < 1e-5, "{hits:?}");
+    store.clone().delete_collection().await.unwrap();
+    let err = store.len().await.unwrap_err();
+    assert!(err.to_string().contains("404") || err.to_string().to_lowercase().contains("not found"), "{err}");
+    let again = ChromaStore::connect(config, 3, Metric::Cosine).await.unwrap();
+    assert_eq!(again.len().await.unwrap(), 0);
+    again.delete_collection().await.unwrap();
     let err = ChromaStore::connect(ChromaConfig::new("http://127.0.0.1:9", "catena-none"), 3, Metric::Cosine)
         .await
         .unwrap_err();

@@ -47,6 +47,8 @@ use catena_core::{
     async_trait, Capabilities, ChatRequest, ChatResponse, ChatStream, ConstraintSupport, Embedder, Error, Llm, Result,
     Strategy, ToolChoice,
 };
+use catena_http::HttpClient;
+pub use catena_http::IoRuntime;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 
 use self::stream::SseChatStream;
@@ -393,6 +395,7 @@ pub struct OpenAiBuilder {
     compat: Compat,
     quirks: Option<Quirks>,
     capabilities: Option<Capabilities>,
+    io_runtime: IoRuntime,
 }
 
 impl fmt::Debug for OpenAiBuilder {
@@ -408,6 +411,7 @@ impl fmt::Debug for OpenAiBuilder {
             .field("compat", &self.compat)
             .field("quirks", &self.quirks)
             .field("capabilities", &self.capabilities)
+            .field("io_runtime", &self.io_runtime)
             .finish()
     }
 }
@@ -431,7 +435,7 @@ fn env_var(name: &str) -> Result<Option<String>> {
 
 impl OpenAiBuilder {
     /// OpenAI's URL ([`OPENAI_BASE_URL`]), [`Compat::OpenAi`], [`DEFAULT_TIMEOUT`], no key, no model, no extra
-    /// headers.
+    /// headers, connections on [`IoRuntime::detect`]'s choice (see [`io_runtime`](Self::io_runtime)).
     pub fn new() -> Self {
         OpenAiBuilder {
             base_url: OPENAI_BASE_URL.to_string(),
@@ -444,6 +448,7 @@ impl OpenAiBuilder {
             compat: Compat::OpenAi,
             quirks: None,
             capabilities: None,
+            io_runtime: IoRuntime::detect(),
         }
     }
 
@@ -551,6 +556,14 @@ impl OpenAiBuilder {
         self
     }
 
+    /// Where the client's connections run: on the caller's tokio runtime ([`IoRuntime::Caller`]) or on a thread
+    /// of its own ([`IoRuntime::Dedicated`], what evcxr notebooks need). The default, [`IoRuntime::detect`], is
+    /// `Dedicated` inside evcxr and `Caller` everywhere else.
+    pub fn io_runtime(mut self, io_runtime: IoRuntime) -> Self {
+        self.io_runtime = io_runtime;
+        self
+    }
+
     /// Checks the configuration and builds the client.
     ///
     /// # Errors
@@ -622,6 +635,13 @@ impl OpenAiBuilder {
             .read_timeout(self.timeout)
             .build()
             .map_err(|e| Error::config("HTTP client", format!("could not be built ({e})"), "report this as a bug"))?;
+        let http = HttpClient::new(http, self.io_runtime).map_err(|e| {
+            Error::config(
+                "io_runtime",
+                format!("could not start the client's I/O thread ({e})"),
+                "use IoRuntime::Caller",
+            )
+        })?;
         let system = self.compat.system();
         let capabilities = self.capabilities.unwrap_or_else(|| Capabilities {
             backend: format!("{system} at {base_url}"),
@@ -655,7 +675,7 @@ fn is_openai_host(url: &str) -> bool {
 
 /// Shared state of a client and its embedders and streams.
 pub(crate) struct Inner {
-    http: reqwest::Client,
+    http: HttpClient,
     base_url: String,
     chat_url: String,
     embeddings_url: String,
@@ -675,18 +695,12 @@ pub(crate) struct Inner {
 
 impl Inner {
     /// Maps a `reqwest` failure that has no HTTP status to [`Error::Timeout`] or [`Error::Transport`].
-    pub(crate) fn transport_error(&self, e: reqwest::Error) -> Error {
+    pub(crate) fn transport_error(&self, e: catena_http::Error) -> Error {
         if e.is_timeout() {
             return Error::Timeout(self.timeout);
         }
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
-        Error::Transport { provider: self.provider.clone(), message, source: Some(Box::new(e)) }
+        // catena_http's message names the whole cause chain.
+        Error::Transport { provider: self.provider.clone(), message: e.to_string(), source: Some(Box::new(e)) }
     }
 
     /// POSTs a JSON body; returns the response when its status is 2xx, [`Error::Http`] otherwise.
@@ -696,13 +710,14 @@ impl Inner {
         body: Vec<u8>,
         accept: &'static str,
         whole_call_timeout: bool,
-    ) -> Result<reqwest::Response> {
+    ) -> Result<catena_http::Response> {
         let mut request =
-            self.http.post(url).header(CONTENT_TYPE, "application/json").header(ACCEPT, accept).body(body);
+            self.http.reqwest().post(url).header(CONTENT_TYPE, "application/json").header(ACCEPT, accept).body(body);
         if whole_call_timeout {
             request = request.timeout(self.timeout);
         }
-        let response = request.send().await.map_err(|e| self.transport_error(e))?;
+        let request = request.build().map_err(|e| self.transport_error(e.into()))?;
+        let response = self.http.execute(request).await.map_err(|e| self.transport_error(e))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -756,6 +771,7 @@ impl fmt::Debug for OpenAiClient {
             .field("api_key", &if i.has_api_key { Some("[redacted]") } else { None })
             .field("headers", &i.header_names)
             .field("timeout", &i.timeout)
+            .field("io_runtime", &i.http.io_runtime())
             .field("quirks", &i.quirks)
             .field("capabilities", &i.capabilities)
             .finish()
@@ -791,6 +807,11 @@ impl OpenAiClient {
     /// `api.openai.com`, or a variable does not parse.
     pub fn from_env() -> Result<Self> {
         OpenAiBuilder::from_env()?.build()
+    }
+
+    /// Where the client's connections run (see [`OpenAiBuilder::io_runtime`]).
+    pub fn io_runtime(&self) -> IoRuntime {
+        self.inner.http.io_runtime()
     }
 
     /// The API root requests go to (without a trailing `/`).

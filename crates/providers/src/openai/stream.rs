@@ -15,7 +15,7 @@ use super::sse::{SseEvent, SseParser};
 use super::wire::{decode_stream_event, StreamEvent};
 use super::Inner;
 
-type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type Body = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, catena_http::Error>> + Send>>;
 
 /// A chat answer streamed as Server-Sent Events.
 pub(crate) struct SseChatStream {
@@ -33,7 +33,7 @@ pub(crate) struct SseChatStream {
 
 impl SseChatStream {
     pub(crate) fn new(
-        body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+        body: impl Stream<Item = std::result::Result<Bytes, catena_http::Error>> + Send + 'static,
         inner: std::sync::Arc<Inner>,
     ) -> Self {
         SseChatStream {
