@@ -13,6 +13,9 @@
 //!   that runtime's threads, where its own copy of tokio finds no runtime, and the request never completes. The
 //!   dedicated thread runs only code of the copy that created the client, so it works from any cell.
 //!
+//! The same placement is available to clients that are not HTTP (the Qdrant store's gRPC client): a
+//! [`Service`] whose requests and responses are plain data runs on a [`ServiceThread`].
+//!
 //! [`IoRuntime::detect`] picks `Dedicated` inside evcxr (it sets `EVCXR_IS_RUNTIME` in the process that runs the
 //! cells) and `Caller` everywhere else; clients that take an `IoRuntime` document it as their default.
 //!
@@ -28,6 +31,7 @@
 //! ```
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -135,7 +139,7 @@ impl std::error::Error for Error {
 #[derive(Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
-    io: Option<Arc<IoThread>>,
+    io: Option<Arc<ServiceThread<HttpService>>>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -152,7 +156,9 @@ impl HttpClient {
     pub fn new(client: reqwest::Client, io: IoRuntime) -> std::io::Result<Self> {
         let io = match io {
             IoRuntime::Caller => None,
-            IoRuntime::Dedicated => Some(Arc::new(IoThread::start(client.clone())?)),
+            IoRuntime::Dedicated => {
+                Some(Arc::new(ServiceThread::start(HttpService { client: client.clone() }, "catena-http-io")?))
+            }
         };
         Ok(HttpClient { client, io })
     }
@@ -183,38 +189,127 @@ impl HttpClient {
             let response = self.client.execute(request).await?;
             return Ok(Response::direct(response));
         };
-        let (reply, answer) = oneshot::channel();
-        io.jobs.send(Job { request, reply }).map_err(|_| Error { kind: Kind::IoThreadStopped })?;
-        answer.await.map_err(|_| Error { kind: Kind::IoThreadStopped })?
+        io.call(request).await.map_err(|_| Error { kind: Kind::IoThreadStopped })?
     }
 }
 
 /// Chunks a dedicated thread may read ahead of the caller.
 const BODY_CHANNEL_CHUNKS: usize = 8;
 
-struct Job {
-    request: reqwest::Request,
-    reply: oneshot::Sender<Result<Response, Error>>,
+/// The HTTP side of a dedicated thread: runs one request and forwards its body.
+struct HttpService {
+    client: reqwest::Client,
 }
 
-/// The dedicated thread: it owns a current-thread runtime and serves [`Job`]s until every sender is gone and every
-/// body it forwards has been read or dropped.
-struct IoThread {
-    jobs: mpsc::UnboundedSender<Job>,
+impl Service for HttpService {
+    type Request = reqwest::Request;
+    type Response = Result<Response, Error>;
+
+    async fn call(&self, request: reqwest::Request, mut reply: Reply<Self::Response>) {
+        let response = tokio::select! {
+            response = self.client.execute(request) => response,
+            () = reply.closed() => return,
+        };
+        let mut response = match response {
+            Ok(response) => response,
+            Err(e) => return reply.send(Err(e.into())),
+        };
+        let (chunks, body) = mpsc::channel(BODY_CHANNEL_CHUNKS);
+        let head = Response {
+            status: response.status(),
+            headers: std::mem::take(response.headers_mut()),
+            body: Body::Channel(body),
+        };
+        if !reply.send_checked(Ok(head)) {
+            return;
+        }
+        // The call goes on after its reply: the thread keeps running until the body is read or dropped.
+        loop {
+            let next = tokio::select! {
+                next = response.chunk() => next,
+                () = chunks.closed() => return,
+            };
+            let (item, last) = match next {
+                Ok(Some(chunk)) => (Ok(chunk), false),
+                Ok(None) => return,
+                Err(e) => (Err(Error::from(e)), true),
+            };
+            if chunks.send(item).await.is_err() || last {
+                return;
+            }
+        }
+    }
 }
 
-impl IoThread {
-    fn start(client: reqwest::Client) -> std::io::Result<Self> {
+/// Work done on a [`ServiceThread`]: requests and responses are plain data that cross channels, and the code that
+/// handles them is the service's own, so a service started by one copy of a crate serves callers from any other
+/// (what evcxr notebook cells are; see the [crate documentation](crate)).
+pub trait Service: Send + Sync + 'static {
+    /// What a caller sends.
+    type Request: Send + 'static;
+    /// What the caller gets back.
+    type Response: Send + 'static;
+
+    /// Handles one request on the service's thread and answers through `reply` (at most once). The future may
+    /// go on after replying (to stream a body, say); the thread waits for it before it ends. A caller that stops
+    /// waiting closes the reply ([`Reply::closed`]): stop working then.
+    fn call(&self, request: Self::Request, reply: Reply<Self::Response>) -> impl Future<Output = ()> + Send;
+}
+
+/// The answer channel of one [`Service::call`].
+#[derive(Debug)]
+pub struct Reply<T> {
+    sender: oneshot::Sender<T>,
+}
+
+impl<T> Reply<T> {
+    /// Sends the answer; does nothing when the caller has stopped waiting.
+    pub fn send(self, value: T) {
+        let _ = self.sender.send(value);
+    }
+
+    /// Sends the answer; `false` when the caller has stopped waiting.
+    pub fn send_checked(self, value: T) -> bool {
+        self.sender.send(value).is_ok()
+    }
+
+    /// Completes when the caller stops waiting (drops its future).
+    pub async fn closed(&mut self) {
+        self.sender.closed().await;
+    }
+}
+
+/// A [`Service`] running on a thread of its own with a current-thread tokio runtime, serving calls from any
+/// thread or runtime (or none) concurrently. The thread ends when the last handle is dropped and every call in
+/// progress has finished.
+pub struct ServiceThread<S: Service> {
+    jobs: mpsc::UnboundedSender<(S::Request, oneshot::Sender<S::Response>)>,
+}
+
+impl<S: Service> fmt::Debug for ServiceThread<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceThread").field("running", &!self.jobs.is_closed()).finish()
+    }
+}
+
+impl<S: Service> ServiceThread<S> {
+    /// Starts `service` on a new thread named `name`.
+    ///
+    /// # Errors
+    /// When the operating system refuses the thread or the runtime's I/O driver.
+    pub fn start(service: S, name: &str) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let (jobs, mut incoming) = mpsc::unbounded_channel::<Job>();
-        std::thread::Builder::new().name("catena-http-io".into()).spawn(move || {
+        let (jobs, mut incoming) = mpsc::unbounded_channel::<(S::Request, oneshot::Sender<S::Response>)>();
+        let service = Arc::new(service);
+        std::thread::Builder::new().name(name.to_string()).spawn(move || {
             runtime.block_on(async move {
                 let mut tasks = tokio::task::JoinSet::new();
                 loop {
                     tokio::select! {
                         job = incoming.recv() => match job {
-                            Some(job) => {
-                                tasks.spawn(serve(client.clone(), job));
+                            Some((request, sender)) => {
+                                let service = service.clone();
+                                tasks.spawn(async move { service.call(request, Reply { sender }).await });
                             }
                             None => break,
                         },
@@ -224,48 +319,31 @@ impl IoThread {
                 while tasks.join_next().await.is_some() {}
             });
         })?;
-        Ok(IoThread { jobs })
+        Ok(ServiceThread { jobs })
+    }
+
+    /// Sends `request` to the thread and waits for the answer. Dropping the future tells the service to stop.
+    ///
+    /// # Errors
+    /// [`ServiceStopped`] when the thread is gone or the service dropped the reply without answering.
+    pub async fn call(&self, request: S::Request) -> Result<S::Response, ServiceStopped> {
+        let (sender, answer) = oneshot::channel();
+        self.jobs.send((request, sender)).map_err(|_| ServiceStopped)?;
+        answer.await.map_err(|_| ServiceStopped)
     }
 }
 
-/// Runs one request on the dedicated thread and forwards its body; stops as soon as the caller stops listening.
-async fn serve(client: reqwest::Client, job: Job) {
-    let Job { request, mut reply } = job;
-    let response = tokio::select! {
-        response = client.execute(request) => response,
-        () = reply.closed() => return,
-    };
-    let mut response = match response {
-        Ok(response) => response,
-        Err(e) => {
-            let _ = reply.send(Err(e.into()));
-            return;
-        }
-    };
-    let (chunks, body) = mpsc::channel(BODY_CHANNEL_CHUNKS);
-    let head = Response {
-        status: response.status(),
-        headers: std::mem::take(response.headers_mut()),
-        body: Body::Channel(body),
-    };
-    if reply.send(Ok(head)).is_err() {
-        return;
-    }
-    loop {
-        let next = tokio::select! {
-            next = response.chunk() => next,
-            () = chunks.closed() => return,
-        };
-        let (item, last) = match next {
-            Ok(Some(chunk)) => (Ok(chunk), false),
-            Ok(None) => return,
-            Err(e) => (Err(Error::from(e)), true),
-        };
-        if chunks.send(item).await.is_err() || last {
-            return;
-        }
+/// A [`ServiceThread`] call that got no answer: the thread is gone, or the service dropped the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceStopped;
+
+impl fmt::Display for ServiceStopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the service thread stopped without answering (a bug: please report it); build a new client")
     }
 }
+
+impl std::error::Error for ServiceStopped {}
 
 /// The head of an HTTP response and its body, read with [`Response::chunk`], [`Response::bytes`] or
 /// [`Response::bytes_stream`].

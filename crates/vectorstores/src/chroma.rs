@@ -8,7 +8,7 @@ use catena_core::{SearchRequest, VectorStore};
 use serde_json::{json, Map, Value};
 
 use catena_http::HttpClient;
-pub use catena_http::IoRuntime;
+use catena_http::IoRuntime;
 
 use crate::memory::prepare_vector;
 use crate::Metric;

@@ -36,14 +36,20 @@ mod chroma;
 mod kernel;
 mod memory;
 mod persist;
+#[cfg(feature = "qdrant")]
+mod qdrant;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod topk;
 
+#[cfg(any(feature = "chroma", feature = "qdrant"))]
+pub use catena_http::IoRuntime;
 #[cfg(feature = "chroma")]
-pub use chroma::{ChromaConfig, ChromaStore, IoRuntime};
+pub use chroma::{ChromaConfig, ChromaStore};
 pub use memory::{InMemoryStore, BLOCKING_SCAN_FLOATS};
 pub use persist::FORMAT_VERSION;
+#[cfg(feature = "qdrant")]
+pub use qdrant::{ClusterSettings, IndexKind, QdrantConfig, QdrantStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, SqliteKeywordRetriever, SqliteOptions, SqliteStore, SQLITE_SCHEMA_VERSION};
 

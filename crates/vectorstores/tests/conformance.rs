@@ -183,3 +183,161 @@ fn a_sqlite_store_outlives_the_runtime_that_opened_it() {
         assert_eq!(store.keyword_search("x", 1, None).await.unwrap().len(), 1);
     });
 }
+
+/// The Qdrant store against Qdrant's local-mode engine behind Qdrant's real gRPC protocol: the front
+/// (`crates/test-support/qdrant_server.py`) is test code built from the server stubs of the PyPI `qdrant-client`
+/// package; the engine is Qdrant's own (`QdrantLocal`; installed by `.ci/setup-qdrant.sh`). No Qdrant server binary
+/// can be installed here. The same suite as every store, each store a collection named after its folder.
+#[cfg(feature = "qdrant")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qdrant_store_conforms() {
+    use catena_test_support::qdrant::QdrantServer;
+    use catena_vectorstores::{QdrantConfig, QdrantStore};
+    let server = QdrantServer::start();
+    let url = server.url().to_string();
+    run_conformance(
+        |dir, dim, m| {
+            let url = url.clone();
+            async move {
+                let hash = dir
+                    .to_string_lossy()
+                    .bytes()
+                    .fold(0xcbf29ce484222325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+                let config = QdrantConfig::new(url, format!("catena-{hash:016x}"));
+                Ok(Arc::new(QdrantStore::connect(config, dim, metric(m)).await?) as Arc<dyn VectorStore>)
+            }
+        },
+        true,
+    )
+    .await;
+}
+
+#[cfg(feature = "qdrant")]
+mod qdrant_specifics {
+    use super::*;
+    use catena_core::{Document, EmbeddedDocument, Error, Filter, SearchRequest};
+    use catena_test_support::qdrant::QdrantServer;
+    use catena_vectorstores::{ClusterSettings, IndexKind, IoRuntime, QdrantConfig, QdrantStore};
+    use qdrant_client::qdrant::{vectors_config, CollectionInfo, GetCollectionInfoRequest};
+    use std::time::Duration;
+
+    fn doc(id: &str, lang: &str, year: i64, vector: Vec<f32>) -> EmbeddedDocument {
+        let metadata = serde_json::json!({"lang": lang, "year": year, "meta": {"author": format!("a-{id}")}});
+        EmbeddedDocument {
+            document: Document::with_id(id, format!("text {id}"), metadata.as_object().unwrap().clone()),
+            vector,
+        }
+    }
+
+    /// What the server holds about a collection, read with the official client directly.
+    async fn info(url: &str, collection: &str) -> CollectionInfo {
+        let client = qdrant_client::Qdrant::from_url(url).skip_compatibility_check().build().unwrap();
+        let request = GetCollectionInfoRequest { collection_name: collection.into() };
+        client.collection_info(request).await.unwrap().result.unwrap()
+    }
+
+    /// A new collection gets the configured cluster settings, payload indexes on `metadata.<field>` and a named
+    /// vector; an existing one is checked (size, distance, vector name), and filters narrow on the server.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn collections_are_created_as_configured_and_checked() {
+        let server = QdrantServer::start();
+        let cluster =
+            ClusterSettings { shard_number: Some(2), replication_factor: Some(1), write_consistency_factor: Some(1) };
+        let config = QdrantConfig::new(server.url(), "configured")
+            .with_vector_name("dense")
+            .with_cluster(cluster)
+            .with_index("lang", IndexKind::Keyword)
+            .with_index("year", IndexKind::Integer)
+            .with_batch_size(2);
+        let store = QdrantStore::connect(config.clone(), 3, Metric::Cosine).await.unwrap();
+        let info = info(server.url(), "configured").await;
+        let params = info.config.as_ref().unwrap().params.as_ref().unwrap();
+        assert_eq!(params.shard_number, 2);
+        let Some(vectors_config::Config::ParamsMap(map)) = params.vectors_config.as_ref().unwrap().config.as_ref()
+        else {
+            panic!("named vectors expected: {params:?}")
+        };
+        assert_eq!(map.map["dense"].size, 3);
+        let mut indexed: Vec<&String> = info.payload_schema.keys().collect();
+        indexed.sort();
+        assert_eq!(indexed, ["metadata.lang", "metadata.year"]);
+
+        // Five points in batches of two; search through the named vector, with a filter Qdrant narrows.
+        let docs = vec![
+            doc("a", "en", 2020, vec![1.0, 0.0, 0.0]),
+            doc("b", "de", 2021, vec![0.9, 0.1, 0.0]),
+            doc("c", "en", 2022, vec![0.0, 1.0, 0.0]),
+            doc("d", "en", 2023, vec![0.7, 0.7, 0.0]),
+            doc("e", "fr", 2024, vec![0.0, 0.0, 1.0]),
+        ];
+        store.upsert(docs).await.unwrap();
+        assert_eq!(store.len().await.unwrap(), 5);
+        let filter =
+            Filter::eq("lang", "en").and(Filter::gte("year", 2021)).and(Filter::eq("meta.author", "a-d").not());
+        let hits =
+            store.search(SearchRequest::new(vec![1.0, 0.0, 0.0], 5).with_filter(filter).with_vectors()).await.unwrap();
+        let ids: Vec<&str> = hits.iter().map(|h| h.document.id.as_str()).collect();
+        assert_eq!(ids, ["c"]);
+        assert_eq!(hits[0].vector.as_deref(), Some(&[0.0, 1.0, 0.0][..]));
+        assert_eq!(hits[0].document.metadata["meta"]["author"], "a-c");
+
+        // The same collection under another vector name, size or distance is refused with what it holds.
+        let err =
+            QdrantStore::connect(QdrantConfig::new(server.url(), "configured"), 3, Metric::Cosine).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)) && err.to_string().contains("vector_name"), "{err}");
+        let err = QdrantStore::connect(config.clone(), 4, Metric::Cosine).await.unwrap_err();
+        assert!(err.to_string().contains("3-dimensional"), "{err}");
+        let err = QdrantStore::connect(config.clone(), 3, Metric::L2).await.unwrap_err();
+        assert!(err.to_string().contains("Cosine"), "{err}");
+        store.delete_collection().await.unwrap();
+    }
+
+    /// Connections on a thread of the store's own (what evcxr notebooks get); a deleted collection fails other
+    /// handles; no server at the URL is a transport error naming the gRPC port.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dedicated_io_deletion_and_an_absent_server() {
+        let server = QdrantServer::start();
+        let config = QdrantConfig::new(server.url(), "dedicated").with_io_runtime(IoRuntime::Dedicated);
+        let store = QdrantStore::connect(config.clone(), 3, Metric::Dot).await.unwrap();
+        store.upsert(vec![doc("a", "en", 1, vec![1.0, 2.0, 3.0])]).await.unwrap();
+        let hits = store.search(SearchRequest::new(vec![1.0, 0.0, 0.0], 1)).await.unwrap();
+        assert_eq!((hits[0].document.id.as_str(), hits[0].score), ("a", 1.0));
+        store.clone().delete_collection().await.unwrap();
+        let err = store.len().await.unwrap_err().to_string();
+        assert!(err.contains("doesn't exist"), "{err}");
+        drop(server);
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        for io in [IoRuntime::Caller, IoRuntime::Dedicated] {
+            let config = QdrantConfig::new(&url, "none").with_io_runtime(io).with_timeout(Duration::from_secs(5));
+            let err = QdrantStore::connect(config, 3, Metric::Dot).await.unwrap_err();
+            assert!(matches!(err, Error::Transport { .. }), "{io:?}: {err:?}");
+            assert!(err.to_string().contains("gRPC port"), "{io:?}: {err}");
+        }
+    }
+
+    /// The server keeps its data in a folder: after a restart on the same folder, reconnecting finds every
+    /// acknowledged write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_survives_a_server_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let docs: Vec<EmbeddedDocument> =
+            (0..50).map(|i| doc(&format!("d{i}"), "en", i, vec![1.0, i as f32, 0.5])).collect();
+        {
+            let server = QdrantServer::start_in(dir.path());
+            let store = QdrantStore::connect(QdrantConfig::new(server.url(), "kept"), 3, Metric::L2).await.unwrap();
+            store.upsert(docs.clone()).await.unwrap();
+            assert_eq!(store.delete(&["d0".into(), "d1".into(), "nope".into()]).await.unwrap(), 2);
+        }
+        let server = QdrantServer::start_in(dir.path());
+        let store = QdrantStore::connect(QdrantConfig::new(server.url(), "kept"), 3, Metric::L2).await.unwrap();
+        assert_eq!(store.len().await.unwrap(), 48);
+        let got = store.get(&["d7".into(), "d0".into()]).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0], docs[7].document);
+        let hits = store.search(SearchRequest::new(vec![1.0, 7.0, 0.5], 1)).await.unwrap();
+        assert_eq!((hits[0].document.id.as_str(), hits[0].score), ("d7", -0.0));
+    }
+}

@@ -1,0 +1,905 @@
+//! [`QdrantStore`]: a [`VectorStore`] in a Qdrant collection over Qdrant's gRPC API (the official `qdrant-client`
+//! crate).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use catena_core::{async_trait, Document, EmbeddedDocument, Error, Filter, Metadata, Result, ScoredDocument};
+use catena_core::{SearchRequest, VectorStore};
+use catena_http::IoRuntime;
+use catena_http::{Reply, Service, ServiceThread};
+use qdrant_client::qdrant::{
+    self, condition::ConditionOneOf, point_id::PointIdOptions, points_selector::PointsSelectorOneOf, value::Kind,
+    vector_output, vectors_config, vectors_output, with_payload_selector, with_vectors_selector, CollectionInfo,
+    Condition, CountPoints, CreateCollection, CreateFieldIndexCollection, DeletePoints, Distance, FieldType, GetPoints,
+    PointId, PointStruct, PointsIdsList, PointsSelector, QueryPoints, Range, RetrievedPoint, ScoredPoint, ScrollPoints,
+    UpsertPoints, VectorParams, VectorParamsMap, VectorsConfig, WithPayloadSelector, WithVectorsSelector,
+};
+use qdrant_client::{Qdrant, QdrantError};
+use serde_json::{Map, Value};
+
+use crate::memory::prepare_vector;
+use crate::Metric;
+
+/// Payload key of the document's text.
+const CONTENT_KEY: &str = "document";
+/// Payload key of the metadata as Qdrant values (what filters look at: `metadata.<field>`).
+const METADATA_KEY: &str = "metadata";
+/// Payload key of the metadata as JSON text, returned exactly as given (Qdrant's values cannot hold every JSON
+/// number exactly).
+const METADATA_JSON_KEY: &str = "catena_metadata";
+/// Payload key of the document id (the point id is a UUID derived from it).
+const ID_KEY: &str = "catena_id";
+/// Payload flag of documents whose metadata has a top-level key containing `.`: a filter on `a.b` also reads a
+/// top-level key spelled `a.b`, which Qdrant's nested paths cannot name, so such documents always pass the
+/// server-side narrowing and are decided in Rust.
+const DOTTED_KEY: &str = "catena_dotted";
+/// The namespace of the UUIDv5 point ids derived from document ids.
+const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6361_7465_6e61_2d71_6472_616e_742d_6964);
+
+/// How a Qdrant collection is spread over a cluster: the settings of a new collection (an existing one keeps its
+/// own). Leave them unset on a single node. To scale past one machine, run a Qdrant cluster and raise
+/// `shard_number` (the collection is split across nodes: more data and faster writes) and `replication_factor`
+/// (each shard kept on that many nodes: survives node loss, more read throughput); `write_consistency_factor`
+/// is how many replicas must acknowledge a write before it succeeds (at most `replication_factor`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// Shards of the collection (Qdrant's default: 1 per node).
+    pub shard_number: Option<u32>,
+    /// Copies of each shard (Qdrant's default: 1).
+    pub replication_factor: Option<u32>,
+    /// Replicas that must confirm a write (Qdrant's default: 1).
+    pub write_consistency_factor: Option<u32>,
+}
+
+/// The kind of a payload index on a metadata field, for [`QdrantConfig::with_index`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    /// Exact matches on strings.
+    Keyword,
+    /// Matches and ranges on integers.
+    Integer,
+    /// Ranges on numbers.
+    Float,
+    /// Matches on booleans.
+    Bool,
+}
+
+/// Where a [`QdrantStore`] lives and how its collection is set up.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QdrantConfig {
+    /// The server's gRPC URL, for example `http://127.0.0.1:6334` (Qdrant's gRPC port; 6333 is its REST port).
+    pub url: String,
+    /// The collection (created if missing).
+    pub collection: String,
+    /// The API key, sent as `api-key` (Qdrant Cloud, or a server with `service.api_key`); never printed.
+    pub api_key: Option<String>,
+    /// The longest wait for each call; a server that stops answering fails the call with [`Error::Timeout`].
+    pub timeout: Duration,
+    /// The name of the dense vector in a collection with named vectors; `None` for the collection's one unnamed
+    /// vector.
+    pub vector_name: Option<String>,
+    /// Cluster settings of a new collection.
+    pub cluster: ClusterSettings,
+    /// Payload indexes created on metadata fields (`(field, kind)`; nested fields as `a.b`): Qdrant filters
+    /// without them too, but scans; index the fields you filter on.
+    pub indexes: Vec<(String, IndexKind)>,
+    /// Points per upsert call (each call waits until the server has applied it).
+    pub batch_size: usize,
+    /// Where the store's gRPC connections run: the caller's tokio runtime, or a thread of the store's own (what
+    /// evcxr notebooks need; see [`IoRuntime`]).
+    pub io_runtime: IoRuntime,
+}
+
+impl fmt::Debug for QdrantConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QdrantConfig")
+            .field("url", &self.url)
+            .field("collection", &self.collection)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("timeout", &self.timeout)
+            .field("vector_name", &self.vector_name)
+            .field("cluster", &self.cluster)
+            .field("indexes", &self.indexes)
+            .field("batch_size", &self.batch_size)
+            .field("io_runtime", &self.io_runtime)
+            .finish()
+    }
+}
+
+impl QdrantConfig {
+    /// The collection `collection` on the server whose gRPC endpoint is `url`: no API key, a 60 s timeout, the
+    /// unnamed vector, Qdrant's cluster defaults, no payload indexes, batches of 256 points, connections where
+    /// [`IoRuntime::detect`] says.
+    pub fn new(url: impl Into<String>, collection: impl Into<String>) -> Self {
+        QdrantConfig {
+            url: url.into(),
+            collection: collection.into(),
+            api_key: None,
+            timeout: Duration::from_secs(60),
+            vector_name: None,
+            cluster: ClusterSettings::default(),
+            indexes: Vec::new(),
+            batch_size: 256,
+            io_runtime: IoRuntime::detect(),
+        }
+    }
+
+    /// Sets [`QdrantConfig::api_key`].
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// Sets [`QdrantConfig::timeout`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Stores the dense vector under this name ([`QdrantConfig::vector_name`]).
+    pub fn with_vector_name(mut self, name: impl Into<String>) -> Self {
+        self.vector_name = Some(name.into());
+        self
+    }
+
+    /// Sets [`QdrantConfig::cluster`].
+    pub fn with_cluster(mut self, cluster: ClusterSettings) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Adds a payload index on the metadata field `field` ([`QdrantConfig::indexes`]).
+    pub fn with_index(mut self, field: impl Into<String>, kind: IndexKind) -> Self {
+        self.indexes.push((field.into(), kind));
+        self
+    }
+
+    /// Sets [`QdrantConfig::batch_size`].
+    pub fn with_batch_size(mut self, points: usize) -> Self {
+        self.batch_size = points;
+        self
+    }
+
+    /// Sets [`QdrantConfig::io_runtime`].
+    pub fn with_io_runtime(mut self, io_runtime: IoRuntime) -> Self {
+        self.io_runtime = io_runtime;
+        self
+    }
+}
+
+/// One gRPC call, as data: what crosses to the store's own thread with [`IoRuntime::Dedicated`].
+enum Op {
+    Health,
+    Info(String),
+    Create(CreateCollection),
+    DeleteCollection(String),
+    Index(CreateFieldIndexCollection),
+    Upsert(UpsertPoints),
+    Delete(DeletePoints),
+    Get(GetPoints),
+    Scroll(ScrollPoints),
+    Count(CountPoints),
+    Query(QueryPoints),
+}
+
+/// The answer to an [`Op`].
+enum Answer {
+    Done,
+    Info(Option<Box<CollectionInfo>>),
+    Points(Vec<RetrievedPoint>, Option<PointId>),
+    Count(u64),
+    Scored(Vec<ScoredPoint>),
+}
+
+async fn run(client: &Qdrant, op: Op) -> std::result::Result<Answer, QdrantError> {
+    Ok(match op {
+        Op::Health => {
+            client.health_check().await?;
+            Answer::Done
+        }
+        Op::Info(name) => Answer::Info(client.collection_info(name).await?.result.map(Box::new)),
+        Op::Create(request) => {
+            client.create_collection(request).await?;
+            Answer::Done
+        }
+        Op::DeleteCollection(name) => {
+            client.delete_collection(name).await?;
+            Answer::Done
+        }
+        Op::Index(request) => {
+            client.create_field_index(request).await?;
+            Answer::Done
+        }
+        Op::Upsert(request) => {
+            client.upsert_points(request).await?;
+            Answer::Done
+        }
+        Op::Delete(request) => {
+            client.delete_points(request).await?;
+            Answer::Done
+        }
+        Op::Get(request) => Answer::Points(client.get_points(request).await?.result, None),
+        Op::Scroll(request) => {
+            let response = client.scroll(request).await?;
+            Answer::Points(response.result, response.next_page_offset)
+        }
+        Op::Count(request) => Answer::Count(client.count(request).await?.result.map_or(0, |r| r.count)),
+        Op::Query(request) => Answer::Scored(client.query(request).await?.result),
+    })
+}
+
+/// The store's client on a thread of its own.
+struct QdrantService {
+    client: Qdrant,
+}
+
+impl Service for QdrantService {
+    type Request = Op;
+    type Response = std::result::Result<Answer, QdrantError>;
+
+    async fn call(&self, op: Op, mut reply: Reply<Self::Response>) {
+        tokio::select! {
+            answer = run(&self.client, op) => reply.send(answer),
+            () = reply.closed() => {}
+        }
+    }
+}
+
+enum Backend {
+    Caller(Qdrant),
+    Thread(ServiceThread<QdrantService>),
+}
+
+/// A vector store in a collection of a [Qdrant](https://qdrant.tech) server, over its gRPC API.
+///
+/// [`QdrantStore::connect`] creates the collection when it is missing, with the vector size and distance of the
+/// store (cosine, dot or Euclidean from the [`Metric`]), the [`ClusterSettings`] and the payload indexes of the
+/// [`QdrantConfig`]; an existing collection is checked for the same size and distance. Writes go in batches and
+/// each waits until the server has applied it (`wait: true`), so a write that returned is visible to the next
+/// search. Scores follow catena's convention (higher is better): cosine similarity, the dot product, or the
+/// negated Euclidean distance.
+///
+/// Points: each document is one point whose id is a UUID derived from the document id (Qdrant ids are integers
+/// or UUIDs); its payload holds the text (`document`), the metadata as Qdrant values (`metadata`, what Qdrant's
+/// filters and indexes see: index `metadata.<field>`), the metadata as JSON text (returned exactly as given) and
+/// the document id. A [`Filter`] becomes a Qdrant filter that selects a superset of the matches (equality, `in`,
+/// ranges, `exists`, combined with `and`/`or`), and [`Filter::matches`] then decides exactly, so results are the
+/// same as on every other store.
+#[derive(Clone)]
+pub struct QdrantStore {
+    backend: Arc<Backend>,
+    config: QdrantConfig,
+    dim: usize,
+    metric: Metric,
+}
+
+impl fmt::Debug for QdrantStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QdrantStore")
+            .field("config", &self.config)
+            .field("dim", &self.dim)
+            .field("metric", &self.metric)
+            .finish_non_exhaustive()
+    }
+}
+
+fn distance(metric: Metric) -> Distance {
+    match metric {
+        Metric::Cosine => Distance::Cosine,
+        Metric::Dot => Distance::Dot,
+        Metric::L2 => Distance::Euclid,
+    }
+}
+
+/// The point id of a document id.
+pub(crate) fn point_id(document_id: &str) -> String {
+    uuid::Uuid::new_v5(&ID_NAMESPACE, document_id.as_bytes()).to_string()
+}
+
+fn point(document_id: &str) -> PointId {
+    PointId { point_id_options: Some(PointIdOptions::Uuid(point_id(document_id))) }
+}
+
+impl QdrantStore {
+    /// Connects to the collection of `config` for `dim`-dimensional vectors compared with `metric`, creating it
+    /// (and its payload indexes) when missing.
+    ///
+    /// # Errors
+    /// [`Error::Transport`] when no server answers at the URL (with the URL: is it the gRPC port?);
+    /// [`Error::InvalidInput`] when the collection exists with another distance or size, or the configuration is
+    /// invalid; [`Error::Store`] when the server refuses a request.
+    pub async fn connect(config: QdrantConfig, dim: usize, metric: Metric) -> Result<Self> {
+        if dim == 0 {
+            return Err(Error::InvalidInput("vector dimension must be at least 1".into()));
+        }
+        if config.batch_size == 0 {
+            return Err(Error::config("QdrantConfig::batch_size", "is 0", "use at least 1 point per upsert call"));
+        }
+        let mut builder = Qdrant::from_url(&config.url)
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .skip_compatibility_check();
+        if let Some(key) = &config.api_key {
+            builder = builder.api_key(key.clone());
+        }
+        let client = builder.build().map_err(|e| {
+            Error::config(
+                "QdrantConfig::url",
+                format!("{:?} is not a usable gRPC URL ({e})", config.url),
+                "use http://host:6334",
+            )
+        })?;
+        let backend = match config.io_runtime {
+            IoRuntime::Caller => Backend::Caller(client),
+            IoRuntime::Dedicated => {
+                Backend::Thread(ServiceThread::start(QdrantService { client }, "catena-qdrant-io").map_err(|e| {
+                    Error::config(
+                        "io_runtime",
+                        format!("could not start the store's thread ({e})"),
+                        "use IoRuntime::Caller",
+                    )
+                })?)
+            }
+        };
+        let store = QdrantStore { backend: Arc::new(backend), config, dim, metric };
+        store.call(Op::Health).await.map_err(|e| match e {
+            Error::Transport { provider, message, source } => Error::Transport {
+                provider,
+                message: format!(
+                    "no Qdrant server answers at {} (the gRPC port, 6334 by default): {message}",
+                    store.config.url
+                ),
+                source,
+            },
+            other => other,
+        })?;
+        let existing = match store.info().await? {
+            Some(info) => Some(info),
+            None => match store.call(Op::Create(store.create_request())).await {
+                Ok(_) => None,
+                // Created by another client meanwhile: check it like any existing collection.
+                Err(Error::Store { ref message, .. }) if message.contains("already exists") => store.info().await?,
+                Err(e) => return Err(e),
+            },
+        };
+        if let Some(info) = existing {
+            store.check_vectors(&info)?;
+        }
+        for (field, kind) in &store.config.indexes {
+            let field_type = match kind {
+                IndexKind::Keyword => FieldType::Keyword,
+                IndexKind::Integer => FieldType::Integer,
+                IndexKind::Float => FieldType::Float,
+                IndexKind::Bool => FieldType::Bool,
+            };
+            let request = CreateFieldIndexCollection {
+                collection_name: store.config.collection.clone(),
+                wait: Some(true),
+                field_name: format!("{METADATA_KEY}.{field}"),
+                field_type: Some(field_type as i32),
+                ..Default::default()
+            };
+            store.call(Op::Index(request)).await?;
+        }
+        Ok(store)
+    }
+
+    /// Where this store lives.
+    pub fn config(&self) -> &QdrantConfig {
+        &self.config
+    }
+
+    /// Deletes the whole collection from the server. Other handles to it fail afterwards.
+    ///
+    /// # Errors
+    /// A transport error, or [`Error::Store`] when the server refuses.
+    pub async fn delete_collection(self) -> Result<()> {
+        self.call(Op::DeleteCollection(self.config.collection.clone())).await.map(|_| ())
+    }
+
+    fn name(&self) -> String {
+        format!("qdrant {} ({})", self.config.collection, self.config.url)
+    }
+
+    fn err(&self, message: impl Into<String>) -> Error {
+        Error::Store { store: self.name(), message: message.into() }
+    }
+
+    async fn call(&self, op: Op) -> Result<Answer> {
+        let answer = match &*self.backend {
+            Backend::Caller(client) => run(client, op).await,
+            Backend::Thread(thread) => thread.call(op).await.map_err(|e| self.err(e.to_string()))?,
+        };
+        answer.map_err(|e| self.error(e))
+    }
+
+    /// catena's error for a failed call: timeouts, unreachable servers, bad input and refusals told apart.
+    fn error(&self, e: QdrantError) -> Error {
+        use tonic::Code;
+        let status = match e {
+            QdrantError::ResponseError { status } | QdrantError::ResourceExhaustedError { status, .. } => status,
+            other => return self.err(other.to_string()),
+        };
+        let message = format!("{}: {}", status.code(), status.message());
+        match status.code() {
+            Code::DeadlineExceeded => Error::Timeout(self.config.timeout),
+            Code::Unavailable | Code::Cancelled => Error::Transport { provider: self.name(), message, source: None },
+            // The client reports a refused or broken connection as Internal or Unknown.
+            Code::Internal | Code::Unknown
+                if status.message().contains("Failed to connect") || status.message().contains("transport error") =>
+            {
+                Error::Transport { provider: self.name(), message, source: None }
+            }
+            Code::InvalidArgument => Error::InvalidInput(format!("{} refused the request: {message}", self.name())),
+            _ => self.err(message),
+        }
+    }
+
+    async fn info(&self) -> Result<Option<Box<CollectionInfo>>> {
+        match self.call(Op::Info(self.config.collection.clone())).await {
+            Ok(Answer::Info(info)) => Ok(info),
+            Ok(_) => Err(self.err("unexpected answer to a collection info request")),
+            Err(Error::Store { message, .. }) if message.contains("doesn't exist") || message.contains("Not found") => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn vector_params(&self) -> VectorParams {
+        VectorParams { size: self.dim as u64, distance: distance(self.metric) as i32, ..Default::default() }
+    }
+
+    fn create_request(&self) -> CreateCollection {
+        let params = self.vector_params();
+        let config = match &self.config.vector_name {
+            None => vectors_config::Config::Params(params),
+            Some(name) => {
+                vectors_config::Config::ParamsMap(VectorParamsMap { map: HashMap::from([(name.clone(), params)]) })
+            }
+        };
+        CreateCollection {
+            collection_name: self.config.collection.clone(),
+            vectors_config: Some(VectorsConfig { config: Some(config) }),
+            shard_number: self.config.cluster.shard_number,
+            replication_factor: self.config.cluster.replication_factor,
+            write_consistency_factor: self.config.cluster.write_consistency_factor,
+            ..Default::default()
+        }
+    }
+
+    /// Refuses a collection whose vector (the named one, if configured) has another size or distance.
+    fn check_vectors(&self, info: &CollectionInfo) -> Result<()> {
+        let config = info.config.as_ref().and_then(|c| c.params.as_ref()).and_then(|p| p.vectors_config.as_ref());
+        let params = match (config.and_then(|c| c.config.as_ref()), &self.config.vector_name) {
+            (Some(vectors_config::Config::Params(p)), None) => Some(*p),
+            (Some(vectors_config::Config::ParamsMap(map)), Some(name)) => map.map.get(name).copied(),
+            _ => None,
+        };
+        let wanted = self.vector_params();
+        let what = match &self.config.vector_name {
+            Some(name) => format!("a vector named {name:?}"),
+            None => "one unnamed vector".to_string(),
+        };
+        match params {
+            Some(p) if p.size == wanted.size && p.distance == wanted.distance => Ok(()),
+            Some(p) => Err(Error::InvalidInput(format!(
+                "the Qdrant collection {:?} holds {}-dimensional vectors compared by {:?}, not {} by {:?}; connect \
+                 with those settings or use another collection",
+                self.config.collection,
+                p.size,
+                Distance::try_from(p.distance).unwrap_or(Distance::UnknownDistance),
+                self.dim,
+                distance(self.metric)
+            ))),
+            None => Err(Error::InvalidInput(format!(
+                "the Qdrant collection {:?} does not have {what}; set QdrantConfig::vector_name to match it or use \
+                 another collection",
+                self.config.collection
+            ))),
+        }
+    }
+
+    fn with_payload() -> Option<WithPayloadSelector> {
+        Some(WithPayloadSelector { selector_options: Some(with_payload_selector::SelectorOptions::Enable(true)) })
+    }
+
+    fn with_vectors(on: bool) -> Option<WithVectorsSelector> {
+        Some(WithVectorsSelector { selector_options: Some(with_vectors_selector::SelectorOptions::Enable(on)) })
+    }
+
+    /// The document and (when asked) the dense vector of a point.
+    fn document_of(&self, payload: &HashMap<String, qdrant::Value>) -> Result<Document> {
+        let text = |key: &str| match payload.get(key).and_then(|v| v.kind.as_ref()) {
+            Some(Kind::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let id = text(ID_KEY)
+            .ok_or_else(|| self.err(format!("a point without the `{ID_KEY}` payload: not written by catena")))?;
+        let metadata: Metadata = match text(METADATA_JSON_KEY) {
+            Some(json) => serde_json::from_str(&json)?,
+            None => Metadata::new(),
+        };
+        Ok(Document { id, content: text(CONTENT_KEY).unwrap_or_default(), metadata })
+    }
+
+    fn dense_of(&self, vectors: Option<&qdrant::VectorsOutput>) -> Vec<f32> {
+        let output = match vectors.and_then(|v| v.vectors_options.as_ref()) {
+            Some(vectors_output::VectorsOptions::Vector(v)) if self.config.vector_name.is_none() => Some(v),
+            Some(vectors_output::VectorsOptions::Vectors(named)) => {
+                self.config.vector_name.as_ref().and_then(|name| named.vectors.get(name))
+            }
+            _ => None,
+        };
+        match output {
+            Some(v) => match &v.vector {
+                Some(vector_output::Vector::Dense(dense)) => dense.data.clone(),
+                #[allow(deprecated)]
+                _ => v.data.clone(),
+            },
+            None => Vec::new(),
+        }
+    }
+
+    fn score(&self, qdrant_score: f32) -> f32 {
+        match self.metric {
+            Metric::Cosine | Metric::Dot => qdrant_score,
+            // Qdrant reports the Euclidean distance itself.
+            Metric::L2 => -qdrant_score.max(0.0),
+        }
+    }
+
+    async fn count(&self, filter: Option<qdrant::Filter>) -> Result<usize> {
+        let request = CountPoints {
+            collection_name: self.config.collection.clone(),
+            filter,
+            exact: Some(true),
+            ..Default::default()
+        };
+        match self.call(Op::Count(request)).await? {
+            Answer::Count(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => Err(self.err("unexpected answer to a count request")),
+        }
+    }
+
+    /// Every document the filter matches (exactly), with ids and metadata.
+    async fn matching(&self, filter: &Filter) -> Result<Vec<Document>> {
+        let narrowing = to_qdrant(filter);
+        let mut out = Vec::new();
+        let mut offset = None;
+        loop {
+            let request = ScrollPoints {
+                collection_name: self.config.collection.clone(),
+                filter: narrowing.clone(),
+                offset: offset.take(),
+                limit: Some(1000),
+                with_payload: Self::with_payload(),
+                with_vectors: Self::with_vectors(false),
+                ..Default::default()
+            };
+            let Answer::Points(points, next) = self.call(Op::Scroll(request)).await? else {
+                return Err(self.err("unexpected answer to a scroll request"));
+            };
+            for p in &points {
+                let document = self.document_of(&p.payload)?;
+                if filter.matches(&document.metadata) {
+                    out.push(document);
+                }
+            }
+            match next {
+                Some(next) if !points.is_empty() => offset = Some(next),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn delete_points(&self, ids: Vec<PointId>) -> Result<()> {
+        for batch in ids.chunks(self.config.batch_size.max(1)) {
+            let request = DeletePoints {
+                collection_name: self.config.collection.clone(),
+                wait: Some(true),
+                points: Some(PointsSelector {
+                    points_selector_one_of: Some(PointsSelectorOneOf::Points(PointsIdsList { ids: batch.to_vec() })),
+                }),
+                ..Default::default()
+            };
+            self.call(Op::Delete(request)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A JSON value as a Qdrant payload value.
+fn to_value(value: &Value) -> qdrant::Value {
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Kind::IntegerValue(i),
+            None => Kind::DoubleValue(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(items) => Kind::ListValue(qdrant::ListValue { values: items.iter().map(to_value).collect() }),
+        Value::Object(map) => Kind::StructValue(qdrant::Struct { fields: to_fields(map) }),
+    };
+    qdrant::Value { kind: Some(kind) }
+}
+
+fn to_fields(map: &Map<String, Value>) -> HashMap<String, qdrant::Value> {
+    map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect()
+}
+
+fn string_value(s: &str) -> qdrant::Value {
+    qdrant::Value { kind: Some(Kind::StringValue(s.to_string())) }
+}
+
+/// Whether Qdrant's key syntax can name `field` as a nested path under `metadata` (plain identifiers joined by
+/// dots).
+fn nameable(field: &str) -> bool {
+    !field.is_empty()
+        && field.split('.').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+}
+
+fn condition_of(filter: qdrant::Filter) -> Condition {
+    Condition { condition_one_of: Some(ConditionOneOf::Filter(filter)) }
+}
+
+fn all_of(conditions: Vec<Condition>) -> qdrant::Filter {
+    qdrant::Filter { must: conditions, ..Default::default() }
+}
+
+fn any_of(conditions: Vec<Condition>) -> qdrant::Filter {
+    qdrant::Filter { should: conditions, ..Default::default() }
+}
+
+/// A condition on one field that holds for every document whose field passes `on_path` (a condition on the
+/// nested path), widened for documents with dotted top-level keys.
+fn on_field(field: &str, on_path: impl FnOnce(String) -> Option<Condition>) -> Option<Condition> {
+    if !nameable(field) {
+        return None;
+    }
+    let path = on_path(format!("{METADATA_KEY}.{field}"))?;
+    if !field.contains('.') {
+        return Some(path);
+    }
+    let dotted = Condition::matches(DOTTED_KEY, true);
+    Some(condition_of(any_of(vec![path, dotted])))
+}
+
+fn equals(field: &str, value: &Value) -> Option<Condition> {
+    match value {
+        Value::String(s) => on_field(field, |key| Some(Condition::matches(key, s.clone()))),
+        Value::Bool(b) => on_field(field, |key| Some(Condition::matches(key, *b))),
+        Value::Number(n) => {
+            let x = n.as_f64()?;
+            x.is_finite().then_some(())?;
+            // A range catches integers and floats alike (1 equals 1.0), one step wider on each side: an integer
+            // past 2^53 equals `x` as an f64 (how Filter::matches compares) without equalling `x` exactly.
+            let range = Range { gte: Some(x.next_down()), lte: Some(x.next_up()), ..Default::default() };
+            on_field(field, |key| Some(Condition::range(key, range)))
+        }
+        _ => None,
+    }
+}
+
+/// A Qdrant filter selecting a superset of the documents `filter` matches, or `None` for "no narrowing".
+fn to_qdrant(filter: &Filter) -> Option<qdrant::Filter> {
+    to_condition(filter).map(|c| all_of(vec![c]))
+}
+
+fn to_condition(filter: &Filter) -> Option<Condition> {
+    let range = |field: &str, range: Range| on_field(field, |key| Some(Condition::range(key, range)));
+    match filter {
+        Filter::Eq(f, v) => equals(f, v),
+        Filter::In(f, vs) if !vs.is_empty() => {
+            let parts: Option<Vec<Condition>> = vs.iter().map(|v| equals(f, v)).collect();
+            parts.map(|parts| condition_of(any_of(parts)))
+        }
+        Filter::Gt(f, v) if !v.is_nan() => range(f, Range { gt: Some(*v), ..Default::default() }),
+        Filter::Gte(f, v) if !v.is_nan() => range(f, Range { gte: Some(*v), ..Default::default() }),
+        Filter::Lt(f, v) if !v.is_nan() => range(f, Range { lt: Some(*v), ..Default::default() }),
+        Filter::Lte(f, v) if !v.is_nan() => range(f, Range { lte: Some(*v), ..Default::default() }),
+        // Present and not null: at least "not null" narrows.
+        Filter::Exists(f) => on_field(f, |key| {
+            Some(condition_of(qdrant::Filter { must_not: vec![Condition::is_null(key)], ..Default::default() }))
+        }),
+        Filter::And(fs) => {
+            // Dropping a part of an AND only widens it.
+            let parts: Vec<Condition> = fs.iter().filter_map(to_condition).collect();
+            (!parts.is_empty()).then(|| condition_of(all_of(parts)))
+        }
+        Filter::Or(fs) if !fs.is_empty() => {
+            // Every part must narrow, or the OR cannot.
+            let parts: Option<Vec<Condition>> = fs.iter().map(to_condition).collect();
+            parts.map(|parts| condition_of(any_of(parts)))
+        }
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl VectorStore for QdrantStore {
+    async fn upsert(&self, mut documents: Vec<EmbeddedDocument>) -> Result<()> {
+        for d in &mut documents {
+            let id = &d.document.id;
+            prepare_vector(self.dim, self.metric, None, &|| format!("the vector of document {id:?}"), &mut d.vector)?;
+        }
+        // The last copy of a repeated id wins, as in the other stores.
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        for (i, d) in documents.iter().enumerate() {
+            last.insert(d.document.id.as_str(), i);
+        }
+        let mut points = Vec::with_capacity(last.len());
+        for (i, d) in documents.iter().enumerate() {
+            if last[d.document.id.as_str()] != i {
+                continue;
+            }
+            let metadata = &d.document.metadata;
+            let mut payload: HashMap<String, qdrant::Value> = HashMap::from([
+                (ID_KEY.to_string(), string_value(&d.document.id)),
+                (CONTENT_KEY.to_string(), string_value(&d.document.content)),
+                (
+                    METADATA_KEY.to_string(),
+                    qdrant::Value { kind: Some(Kind::StructValue(qdrant::Struct { fields: to_fields(metadata) })) },
+                ),
+                (METADATA_JSON_KEY.to_string(), string_value(&serde_json::to_string(metadata)?)),
+            ]);
+            if metadata.keys().any(|k| k.contains('.')) {
+                payload.insert(DOTTED_KEY.to_string(), qdrant::Value { kind: Some(Kind::BoolValue(true)) });
+            }
+            let vectors: qdrant::Vectors = match &self.config.vector_name {
+                None => d.vector.clone().into(),
+                Some(name) => HashMap::from([(name.clone(), d.vector.clone())]).into(),
+            };
+            points.push(PointStruct { id: Some(point(&d.document.id)), payload, vectors: Some(vectors) });
+        }
+        for batch in points.chunks(self.config.batch_size) {
+            let request = UpsertPoints {
+                collection_name: self.config.collection.clone(),
+                wait: Some(true),
+                points: batch.to_vec(),
+                ..Default::default()
+            };
+            self.call(Op::Upsert(request)).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, ids: &[String]) -> Result<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut unique: Vec<&String> = ids.iter().collect();
+        unique.sort();
+        unique.dedup();
+        let existing = self.get(&unique.into_iter().cloned().collect::<Vec<_>>()).await?;
+        let points: Vec<PointId> = existing.iter().map(|d| point(&d.id)).collect();
+        self.delete_points(points).await?;
+        Ok(existing.len())
+    }
+
+    async fn delete_where(&self, filter: &Filter) -> Result<usize> {
+        let matching = self.matching(filter).await?;
+        let points: Vec<PointId> = matching.iter().map(|d| point(&d.id)).collect();
+        self.delete_points(points).await?;
+        Ok(matching.len())
+    }
+
+    async fn get(&self, ids: &[String]) -> Result<Vec<Document>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut by_id: HashMap<String, Document> = HashMap::new();
+        for batch in ids.chunks(1000) {
+            let request = GetPoints {
+                collection_name: self.config.collection.clone(),
+                ids: batch.iter().map(|id| point(id)).collect(),
+                with_payload: Self::with_payload(),
+                with_vectors: Self::with_vectors(false),
+                ..Default::default()
+            };
+            let Answer::Points(points, _) = self.call(Op::Get(request)).await? else {
+                return Err(self.err("unexpected answer to a get request"));
+            };
+            for p in &points {
+                let document = self.document_of(&p.payload)?;
+                by_id.insert(document.id.clone(), document);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+
+    async fn search(&self, request: SearchRequest) -> Result<Vec<ScoredDocument>> {
+        let SearchRequest { mut vector, k, filter, min_score, include_vectors } = request;
+        prepare_vector(self.dim, self.metric, None, &|| "the query vector".to_string(), &mut vector)?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let narrowing = filter.as_ref().and_then(to_qdrant);
+        let total = self.count(narrowing.clone()).await?;
+        if total == 0 {
+            return Ok(Vec::new());
+        }
+        // Ask for k; when the exact filter drops some, ask again for more, up to every candidate.
+        let mut n = k.min(total);
+        loop {
+            let request = QueryPoints {
+                collection_name: self.config.collection.clone(),
+                query: Some(vector.clone().into()),
+                using: self.config.vector_name.clone(),
+                filter: narrowing.clone(),
+                limit: Some(n as u64),
+                with_payload: Self::with_payload(),
+                with_vectors: Self::with_vectors(include_vectors),
+                ..Default::default()
+            };
+            let Answer::Scored(points) = self.call(Op::Query(request)).await? else {
+                return Err(self.err("unexpected answer to a query request"));
+            };
+            let returned = points.len();
+            let mut hits = Vec::new();
+            for p in &points {
+                let document = self.document_of(&p.payload)?;
+                if filter.as_ref().is_some_and(|f| !f.matches(&document.metadata)) {
+                    continue;
+                }
+                let score = self.score(p.score);
+                if min_score.is_some_and(|m| score < m) {
+                    continue;
+                }
+                let vector = include_vectors.then(|| self.dense_of(p.vectors.as_ref()));
+                hits.push(ScoredDocument { document, score, vector });
+            }
+            if hits.len() >= k || returned < n || n >= total {
+                hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+                hits.truncate(k);
+                return Ok(hits);
+            }
+            n = (n * 4).min(total);
+        }
+    }
+
+    async fn len(&self) -> Result<usize> {
+        self.count(None).await
+    }
+
+    /// Every write waited until the server applied it: nothing to do.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn point_ids_are_stable_uuids() {
+        assert_eq!(point_id("doc-1"), point_id("doc-1"));
+        assert_ne!(point_id("doc-1"), point_id("doc-2"));
+        assert_eq!(uuid::Uuid::parse_str(&point_id("")).unwrap().get_version_num(), 5);
+    }
+
+    #[test]
+    fn only_plain_paths_narrow() {
+        assert!(nameable("lang") && nameable("a.b_c.d2"));
+        assert!(!nameable("") && !nameable("a..b") && !nameable(".a") && !nameable("a b") && !nameable("ü"));
+        assert!(to_qdrant(&Filter::eq("a b", "x")).is_none());
+        assert!(to_qdrant(&Filter::ne("a", "x")).is_none());
+        assert!(to_qdrant(&Filter::eq("a", "x").not()).is_none());
+        assert!(to_qdrant(&Filter::eq("a", serde_json::json!([1]))).is_none());
+        // An OR narrows only when every part does; an AND keeps what narrows.
+        assert!(to_qdrant(&Filter::eq("a", "x").or(Filter::ne("b", 1))).is_none());
+        assert!(to_qdrant(&Filter::eq("a", "x").and(Filter::ne("b", 1))).is_some());
+    }
+
+    #[test]
+    fn dotted_fields_also_pass_documents_flagged_dotted() {
+        let f = to_qdrant(&Filter::eq("a.b", "x")).unwrap();
+        let text = format!("{f:?}");
+        assert!(text.contains("metadata.a.b") && text.contains(DOTTED_KEY), "{text}");
+    }
+}
