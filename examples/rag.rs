@@ -15,12 +15,14 @@
 //! enable answers. The model's own sampling settings are used (see `LocalLlmOptions::sampling`); `--temperature`
 //! and `--seed` override them.
 //!
-//! `--retrieval hybrid` fuses BM25 keyword search (the SQLite index's FTS5 table) with the dense search by
-//! reciprocal rank fusion; it needs `--index` with the default `--store sqlite`.
+//! `--retrieval hybrid` fuses BM25 keyword search with the dense search by reciprocal rank fusion: the SQLite
+//! index's own FTS5 table, or for the other stores a BM25 index built in memory from the indexed chunks.
 //!
-//! With `--index`, the index is saved (one SQLite file, written as indexing goes; `--store memory` keeps it in
-//! memory and saves it to one file at the end), and the next run re-embeds only added or changed files and drops
-//! removed ones.
+//! Stores (`--store`): `sqlite` (the default; one file at `--index`, written as indexing goes), `memory` (saved
+//! to the `--index` file at the end; in memory only without `--index`), `chroma` and `qdrant` (a collection,
+//! `--collection`, on the server at `--store-url`; build with `--features local,chroma` or `local,qdrant`; there
+//! `--index` only names where the record of indexed files goes). With a record, the next run re-embeds only
+//! added or changed files and drops removed ones.
 
 mod common;
 
@@ -55,11 +57,19 @@ struct Args {
     /// Save the index here and reuse it on the next run (only changed files are re-embedded).
     #[arg(long)]
     index: Option<PathBuf>,
-    /// What --index is: one SQLite file, written as indexing goes, or an in-memory store saved to a file.
+    /// Where the index lives: one SQLite file at --index, an in-memory store (saved to --index), or a collection
+    /// on a Chroma or Qdrant server (--store-url, --collection).
     #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
     store: StoreKind,
+    /// The server of --store chroma (default http://127.0.0.1:8000) or qdrant (its gRPC port, default
+    /// http://127.0.0.1:6334).
+    #[arg(long)]
+    store_url: Option<String>,
+    /// The collection of --store chroma or qdrant (created when missing).
+    #[arg(long, default_value = "catena-rag")]
+    collection: String,
     /// How sources are found: dense (embedding similarity) or hybrid (BM25 keywords + dense, fused with
-    /// reciprocal rank fusion; needs the SQLite store, so --index).
+    /// reciprocal rank fusion).
     #[arg(long, value_enum, default_value_t = Retrieval::Dense)]
     retrieval: Retrieval,
     /// How many sources to retrieve.
@@ -119,9 +129,6 @@ async fn main() -> Result<()> {
         bail!("the question is empty: ask something, for example \"How do I read a file into a string?\"");
     }
 
-    if args.retrieval == Retrieval::Hybrid && (args.index.is_none() || args.store != StoreKind::Sqlite) {
-        bail!("--retrieval hybrid needs the SQLite store's keyword index: pass --index PATH (with --store sqlite)");
-    }
     let embedder = common::embedder(args.embedder, args.embed_model.as_deref()).await?;
     let (store, stats) = common::index_folder(
         &embedder,
@@ -130,6 +137,8 @@ async fn main() -> Result<()> {
             include: &args.include,
             index: args.index.as_ref(),
             store: args.store,
+            store_url: args.store_url.as_deref(),
+            collection: &args.collection,
             chunk_size: args.chunk_size,
             chunk_overlap: args.chunk_overlap,
             progress: !args.json,
@@ -139,12 +148,12 @@ async fn main() -> Result<()> {
     eprintln!("index: {stats}");
 
     let dense: Arc<dyn Retriever> = Arc::new(VectorRetriever::new(embedder.clone(), store.shared()).with_k(args.k));
-    let retriever: Arc<dyn Retriever> = match (args.retrieval, &store) {
-        (Retrieval::Dense, _) => dense,
-        (Retrieval::Hybrid, common::IndexStore::Sqlite(sqlite)) => Arc::new(
-            EnsembleRetriever::new(args.k).with(Arc::new(sqlite.keyword_retriever(args.k)), 1.0)?.with(dense, 1.0)?,
-        ),
-        (Retrieval::Hybrid, common::IndexStore::Memory(_)) => bail!("--retrieval hybrid needs --store sqlite"),
+    let retriever: Arc<dyn Retriever> = match args.retrieval {
+        Retrieval::Dense => dense,
+        Retrieval::Hybrid => {
+            let keyword = store.keyword_retriever(args.k).await?;
+            Arc::new(EnsembleRetriever::new(args.k).with(keyword, 1.0)?.with(dense, 1.0)?)
+        }
     };
     let llm = match args.retrieve_only {
         true => None,

@@ -15,7 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use catena::{EnsembleRetriever, MmrRetriever, Retriever, VectorRetriever};
 use clap::Parser;
 use serde::Deserialize;
@@ -46,7 +46,8 @@ struct Args {
     /// Use MMR with this lambda instead of plain similarity.
     #[arg(long)]
     mmr_lambda: Option<f32>,
-    /// Fuse BM25 keyword search with the dense (or MMR) results (needs --index: the SQLite store's FTS5 index).
+    /// Fuse BM25 keyword search with the dense (or MMR) results (the SQLite index's FTS5 table with --index, else
+    /// a BM25 index in memory).
     #[arg(long)]
     hybrid: bool,
     /// Which embedder to use.
@@ -75,9 +76,6 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let cases: Vec<Case> = common::read_jsonl(&args.eval)?;
 
-    if args.hybrid && args.index.is_none() {
-        bail!("--hybrid needs --index PATH: the BM25 half is the SQLite index's full-text table");
-    }
     let embedder = common::embedder(args.embedder, args.embed_model.as_deref()).await?;
     let index =
         common::index_markdown(&embedder, &args.docs, args.index.as_ref(), args.chunk_size, args.chunk_overlap).await?;
@@ -91,10 +89,9 @@ async fn main() -> Result<()> {
     };
     let retriever: Arc<dyn Retriever> = match (&index, args.hybrid) {
         (_, false) => dense,
-        (common::IndexStore::Sqlite(sqlite), true) => Arc::new(
-            EnsembleRetriever::new(depth).with(Arc::new(sqlite.keyword_retriever(depth)), 1.0)?.with(dense, 1.0)?,
-        ),
-        (common::IndexStore::Memory(_), true) => bail!("--hybrid needs the SQLite store"),
+        (index, true) => {
+            Arc::new(EnsembleRetriever::new(depth).with(index.keyword_retriever(depth).await?, 1.0)?.with(dense, 1.0)?)
+        }
     };
 
     let (mut hits, mut rr_sum) = (0usize, 0.0f64);

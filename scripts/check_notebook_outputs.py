@@ -161,11 +161,17 @@ def check_vector_stores(nb, out):
     expect(len(side) == 4, f"expected 4 side-by-side dense lines, found {len(side)}")
     for q in ("or_insert", question):
         expect(side[(q, "sqlite")] == side[(q, "chroma")], f"{q}: SQLite {side[(q, 'sqlite')]} vs Chroma {side[(q, 'chroma')]}")
+    local = dict(((q, m), files.split(", ")) for q, m, files in
+                 re.findall(r'^"(.+)" (keyword|hybrid) on chroma: (.*)$', out, flags=re.MULTILINE))
+    expect(len(local) == 4, f"expected 4 keyword/hybrid lines on Chroma, found {len(local)}")
+    expect(local[("or_insert", "keyword")][0] == "ch08-03-hash-maps.md", f"local BM25 for or_insert: {local[('or_insert', 'keyword')]}")
+    expect("ch08-03-hash-maps.md" in local[("or_insert", "hybrid")], f"Chroma hybrid for or_insert: {local[('or_insert', 'hybrid')]}")
+    expect("ch12-02-reading-a-file.md" in local[(question, "hybrid")], f"Chroma hybrid for the file question: {local[(question, 'hybrid')]}")
     n, same = one(r"^Chroma filtered to chapter 12: (\d+) results, same as SQLite: (\w+)$", out, "Chroma's filtered search")
     expect(int(n) == 5 and same == "true", f"Chroma's filtered search: {n} results, same as SQLite: {same}")
     expect(re.search(r"^Cleaned up$", out, flags=re.MULTILINE) is not None, "the clean-up cell did not finish")
     return (f"{chunks} chunks in memory, SQLite and Chroma, reopened, BM25 finds or_insert in ch08-03, "
-            "Chroma ranks and filters as SQLite does")
+            "Chroma ranks and filters as SQLite does, hybrid on Chroma with a local BM25 index")
 
 
 def check_providers(nb, out):

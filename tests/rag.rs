@@ -65,6 +65,8 @@ async fn retriever_over(dir: &Path, k: usize) -> Arc<dyn Retriever> {
         include: &include,
         index: None,
         store: common::StoreKind::Sqlite,
+        store_url: None,
+        collection: "catena-rag",
         chunk_size: 1000,
         chunk_overlap: 200,
         progress: false,
@@ -80,7 +82,23 @@ async fn incremental_index_reembeds_only_what_changed() {
     incremental_index(common::StoreKind::Memory).await;
 }
 
+/// The same incremental re-index on a Chroma server's collection (a real `chroma run`) and on Qdrant (its
+/// local-mode engine behind its gRPC protocol; the front is test code, see `catena_test_support::qdrant`): the
+/// server holds the chunks, `--index` only the record of indexed files.
+#[cfg(all(feature = "chroma", feature = "qdrant"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_index_on_server_stores() {
+    let chroma = catena_test_support::chroma::ChromaServer::start();
+    incremental_index_at(common::StoreKind::Chroma, Some(chroma.url())).await;
+    let qdrant = catena_test_support::qdrant::QdrantServer::start();
+    incremental_index_at(common::StoreKind::Qdrant, Some(qdrant.url())).await;
+}
+
 async fn incremental_index(kind: common::StoreKind) {
+    incremental_index_at(kind, None).await;
+}
+
+async fn incremental_index_at(kind: common::StoreKind, store_url: Option<&str>) {
     let dir = corpus(&CHAPTERS);
     let index = dir.path().join("index.catena");
     let include = vec!["**/*.md".to_string()];
@@ -89,13 +107,17 @@ async fn incremental_index(kind: common::StoreKind) {
         include: &include,
         index: Some(index),
         store: kind,
+        store_url,
+        collection: "catena-incremental",
         chunk_size: 1000,
         chunk_overlap: 200,
         progress: false,
     };
     let (_, first) = common::index_folder(&embedder(), opts(&index)).await.unwrap();
     assert_eq!((first.added.len(), first.changed.len(), first.removed.len()), (4, 0, 0));
-    assert!(first.embedded_chunks > 4 && index.exists());
+    assert!(first.embedded_chunks > 4);
+    // The index file for the embedded stores; for server stores only the record beside where it would be.
+    assert!(index.exists() || (store_url.is_some() && dir.path().join("index.catena.record.json").exists()));
 
     let (_, again) = common::index_folder(&embedder(), opts(&index)).await.unwrap();
     assert_eq!((again.added.len(), again.changed.len(), again.removed.len(), again.embedded_chunks), (0, 0, 0, 0));
@@ -221,6 +243,8 @@ async fn missing_folders_and_unwritable_index_paths_fail_up_front() {
         include: &include,
         index: Some(&unwritable),
         store: common::StoreKind::Sqlite,
+        store_url: None,
+        collection: "catena-rag",
         chunk_size: 1000,
         chunk_overlap: 200,
         progress: false,
@@ -234,12 +258,42 @@ async fn missing_folders_and_unwritable_index_paths_fail_up_front() {
         include: &include,
         index: None,
         store: common::StoreKind::Sqlite,
+        store_url: None,
+        collection: "catena-rag",
         chunk_size: 1000,
         chunk_overlap: 200,
         progress: false,
     };
     let err = common::index_folder(&embedder(), opts).await.unwrap_err();
     assert!(format!("{err:#}").contains("no-such-folder"), "{err:#}");
+}
+
+/// Stores without a keyword index of their own get one in memory (`Bm25Index` over the indexed chunks): BM25
+/// finds the identifier `or_insert` in the hash-maps chapter, on the in-memory store as on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyword_search_over_a_store_without_its_own_index() {
+    let dir = corpus(&["ch08-03-hash-maps.md", "ch12-02-reading-a-file.md", "ch04-01-what-is-ownership.md"]);
+    let include = vec!["**/*.md".to_string()];
+    let opts = common::IndexOptions {
+        docs: dir.path(),
+        include: &include,
+        index: None,
+        store: common::StoreKind::Memory,
+        store_url: None,
+        collection: "catena-rag",
+        chunk_size: 1000,
+        chunk_overlap: 200,
+        progress: false,
+    };
+    let (store, _) = common::index_folder(&embedder(), opts).await.unwrap();
+    assert!(matches!(store, common::IndexStore::Memory(_)));
+    let keyword = store.keyword_retriever(3).await.unwrap();
+    let hits = keyword.retrieve("or_insert").await.unwrap();
+    assert!(
+        !hits.is_empty() && hits.iter().all(|h| h.document.source().unwrap().ends_with("ch08-03-hash-maps.md")),
+        "{hits:?}"
+    );
+    assert!(keyword.retrieve("zyzzyva").await.unwrap().is_empty());
 }
 
 /// Hybrid retrieval on the real corpus: BM25 from the SQLite store's FTS5 index and dense MiniLM vectors, fused
@@ -257,6 +311,8 @@ async fn hybrid_retrieval_fuses_bm25_and_dense_results() {
         include: &include,
         index: Some(&index),
         store: common::StoreKind::Sqlite,
+        store_url: None,
+        collection: "catena-rag",
         chunk_size: 1000,
         chunk_overlap: 200,
         progress: false,

@@ -9,8 +9,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use catena::index::{IndexPhase, IndexReport, Indexer};
 use catena::text::RecursiveCharacterTextSplitter;
-use catena::vectorstores::{InMemoryStore, Metric, SqliteStore};
-use catena::{Document, Embedder, Filter, VectorStore};
+use catena::vectorstores::{Bm25Index, InMemoryStore, Metric, SqliteStore};
+#[cfg(feature = "chroma")]
+use catena::vectorstores::{ChromaConfig, ChromaStore};
+#[cfg(feature = "qdrant")]
+use catena::vectorstores::{QdrantConfig, QdrantStore};
+use catena::{Document, Embedder, Filter, Retriever, VectorStore};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Default chunking, tuned on the rust-book evaluation set (see BENCHMARKS.md).
@@ -27,13 +31,27 @@ pub enum EmbedderKind {
     Openai,
 }
 
-/// Where `--index` keeps the index.
+/// Where the index lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreKind {
-    /// One SQLite file (crash-safe, written as it goes; BM25 keyword search available).
+    /// One SQLite file at `--index` (crash-safe, written as it goes; BM25 keyword search built in).
     Sqlite,
-    /// An in-memory store saved to one file after indexing.
+    /// An in-memory store, saved to the `--index` file after indexing.
     Memory,
+    /// A collection on a Chroma server (`--store-url`, default http://127.0.0.1:8000; feature `chroma`).
+    Chroma,
+    /// A collection on a Qdrant server (`--store-url`, its gRPC port, default http://127.0.0.1:6334; feature
+    /// `qdrant`).
+    Qdrant,
+}
+
+/// The default URL of a server store.
+pub fn default_store_url(kind: StoreKind) -> Option<&'static str> {
+    match kind {
+        StoreKind::Chroma => Some("http://127.0.0.1:8000"),
+        StoreKind::Qdrant => Some("http://127.0.0.1:6334"),
+        StoreKind::Sqlite | StoreKind::Memory => None,
+    }
 }
 
 /// The store an index lives in.
@@ -43,6 +61,12 @@ pub enum IndexStore {
     Memory(InMemoryStore),
     /// A SQLite file.
     Sqlite(SqliteStore),
+    /// A Chroma collection.
+    #[cfg(feature = "chroma")]
+    Chroma(ChromaStore),
+    /// A Qdrant collection.
+    #[cfg(feature = "qdrant")]
+    Qdrant(QdrantStore),
 }
 
 impl IndexStore {
@@ -51,6 +75,10 @@ impl IndexStore {
         match self {
             IndexStore::Memory(s) => Arc::new(s.clone()),
             IndexStore::Sqlite(s) => Arc::new(s.clone()),
+            #[cfg(feature = "chroma")]
+            IndexStore::Chroma(s) => Arc::new(s.clone()),
+            #[cfg(feature = "qdrant")]
+            IndexStore::Qdrant(s) => Arc::new(s.clone()),
         }
     }
 
@@ -59,6 +87,19 @@ impl IndexStore {
         Ok(match self {
             IndexStore::Memory(s) => s.documents(),
             IndexStore::Sqlite(s) => s.documents_where(&Filter::And(vec![])).await?,
+            #[cfg(feature = "chroma")]
+            IndexStore::Chroma(s) => s.documents_where(&Filter::And(vec![])).await?,
+            #[cfg(feature = "qdrant")]
+            IndexStore::Qdrant(s) => s.documents_where(&Filter::And(vec![])).await?,
+        })
+    }
+
+    /// BM25 keyword search returning `k` documents: the SQLite file's own FTS5 index, or for the other stores a
+    /// `Bm25Index` built in memory from every indexed chunk.
+    pub async fn keyword_retriever(&self, k: usize) -> Result<Arc<dyn Retriever>> {
+        Ok(match self {
+            IndexStore::Sqlite(s) => Arc::new(s.keyword_retriever(k)),
+            other => Arc::new(Bm25Index::new(other.documents().await?).retriever(k)),
         })
     }
 }
@@ -116,6 +157,8 @@ pub async fn index_markdown(
         include: &include,
         index,
         store: StoreKind::Sqlite,
+        store_url: None,
+        collection: "catena-rag",
         chunk_size,
         chunk_overlap,
         progress: true,
@@ -134,8 +177,13 @@ pub struct IndexOptions<'a> {
     /// Where to save the index (and load the previous one from); its record goes beside it
     /// (`<index>.record.json`). Without one, the index lives in memory for this run only.
     pub index: Option<&'a PathBuf>,
-    /// What `index` is: a SQLite file or an in-memory store's file. Without `index`, memory.
+    /// What `index` is: a SQLite file or an in-memory store's file (without `index`, memory); or a server store,
+    /// where `index` only names the record of indexed files.
     pub store: StoreKind,
+    /// The server of a Chroma or Qdrant store (default: [`default_store_url`]).
+    pub store_url: Option<&'a str>,
+    /// The collection of a Chroma or Qdrant store.
+    pub collection: &'a str,
     /// Chunk size in characters.
     pub chunk_size: usize,
     /// Chunk overlap in characters.
@@ -144,31 +192,75 @@ pub struct IndexOptions<'a> {
     pub progress: bool,
 }
 
+/// Connects to the Chroma or Qdrant collection of `opts` (creating it when missing).
+async fn server_store(embedder: &Arc<dyn Embedder>, opts: &IndexOptions<'_>) -> Result<IndexStore> {
+    let url = opts.store_url.or(default_store_url(opts.store)).unwrap_or_default().to_string();
+    let dim = embedder.dimensions();
+    match opts.store {
+        #[cfg(feature = "chroma")]
+        StoreKind::Chroma => {
+            let config = ChromaConfig::new(url, opts.collection);
+            Ok(IndexStore::Chroma(ChromaStore::connect(config, dim, Metric::Cosine).await?))
+        }
+        #[cfg(feature = "qdrant")]
+        StoreKind::Qdrant => {
+            let config = QdrantConfig::new(url, opts.collection);
+            Ok(IndexStore::Qdrant(QdrantStore::connect(config, dim, Metric::Cosine).await?))
+        }
+        other => {
+            let _ = (url, dim);
+            let name = format!("{other:?}").to_lowercase();
+            bail!(
+                "--store {name} needs the `{name}` feature: add it to --features (for example --features local,{name})"
+            )
+        }
+    }
+}
+
 /// Brings the index of the folder up to date with the library's `Indexer` (re-embeds only what changed), with a
 /// progress bar; failed files are warned about, an empty folder is an error.
 pub async fn index_folder(embedder: &Arc<dyn Embedder>, opts: IndexOptions<'_>) -> Result<(IndexStore, IndexReport)> {
     let scratch;
-    let (store, record) = match opts.index {
-        Some(path) => {
-            let mut record = path.as_os_str().to_owned();
-            record.push(".record.json");
-            let store = match opts.store {
-                StoreKind::Sqlite => IndexStore::Sqlite(
-                    SqliteStore::open_for_embedder(path, embedder.as_ref(), Metric::Cosine).await.with_context(
-                        || format!("cannot open the index {} (an index written with --store memory?)", path.display()),
-                    )?,
-                ),
-                StoreKind::Memory => {
-                    IndexStore::Memory(InMemoryStore::open_for_embedder(path, embedder.as_ref(), Metric::Cosine)?)
+    let (store, record) = match (opts.store, opts.index) {
+        (StoreKind::Chroma | StoreKind::Qdrant, index) => {
+            let record = match index {
+                Some(path) => {
+                    let mut record = path.as_os_str().to_owned();
+                    record.push(".record.json");
+                    PathBuf::from(record)
+                }
+                None => {
+                    scratch = tempfile::tempdir()?;
+                    scratch.path().join("record.json")
                 }
             };
-            (store, PathBuf::from(record))
+            (server_store(embedder, &opts).await?, record)
         }
-        None => {
-            scratch = tempfile::tempdir()?;
-            let store = IndexStore::Memory(InMemoryStore::for_embedder(embedder.as_ref(), Metric::Cosine)?);
-            (store, scratch.path().join("record.json"))
-        }
+        (_, index) => match index {
+            Some(path) => {
+                let mut record = path.as_os_str().to_owned();
+                record.push(".record.json");
+                let store = match opts.store {
+                    StoreKind::Sqlite => IndexStore::Sqlite(
+                        SqliteStore::open_for_embedder(path, embedder.as_ref(), Metric::Cosine).await.with_context(
+                            || {
+                                format!(
+                                    "cannot open the index {} (an index written with --store memory?)",
+                                    path.display()
+                                )
+                            },
+                        )?,
+                    ),
+                    _ => IndexStore::Memory(InMemoryStore::open_for_embedder(path, embedder.as_ref(), Metric::Cosine)?),
+                };
+                (store, PathBuf::from(record))
+            }
+            None => {
+                scratch = tempfile::tempdir()?;
+                let store = IndexStore::Memory(InMemoryStore::for_embedder(embedder.as_ref(), Metric::Cosine)?);
+                (store, scratch.path().join("record.json"))
+            }
+        },
     };
     let splitter = RecursiveCharacterTextSplitter::new(opts.chunk_size, opts.chunk_overlap)?;
     let mut indexer = Indexer::new(opts.docs, splitter, embedder.clone(), store.shared(), record)

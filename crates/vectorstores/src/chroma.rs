@@ -374,6 +374,21 @@ impl ChromaStore {
         }) as f32
     }
 
+    /// Every document matching `filter` (`Filter::And(vec![])` matches all), in the server's order; reads the
+    /// whole result into memory. What a local `Bm25Index` (feature `bm25`) for hybrid retrieval is built from.
+    ///
+    /// # Errors
+    /// A transport error or the server's refusal.
+    pub async fn documents_where(&self, filter: &Filter) -> Result<Vec<Document>> {
+        let mut body = json!({"include": ["documents", "metadatas"]});
+        if let Some(w) = to_where(filter) {
+            body["where"] = w;
+        }
+        let result = self.collection("get", body).await?;
+        let docs = self.documents_of(&result["ids"], &result["documents"], &result["metadatas"])?;
+        Ok(docs.into_iter().filter(|d| filter.matches(&d.metadata)).collect())
+    }
+
     /// Ids and metadata of every document the filter matches (exactly).
     async fn matching_ids(&self, filter: &Filter) -> Result<Vec<String>> {
         let mut body = json!({"include": ["metadatas"]});

@@ -34,6 +34,8 @@ mod blocking;
 #[cfg(feature = "chroma")]
 mod chroma;
 mod kernel;
+#[cfg(feature = "bm25")]
+mod keyword;
 mod memory;
 mod persist;
 #[cfg(feature = "qdrant")]
@@ -46,6 +48,8 @@ mod topk;
 pub use catena_http::IoRuntime;
 #[cfg(feature = "chroma")]
 pub use chroma::{ChromaConfig, ChromaStore};
+#[cfg(feature = "bm25")]
+pub use keyword::{Bm25Index, Bm25Retriever};
 pub use memory::{InMemoryStore, BLOCKING_SCAN_FLOATS};
 pub use persist::FORMAT_VERSION;
 #[cfg(feature = "qdrant")]

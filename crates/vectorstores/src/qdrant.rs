@@ -565,8 +565,13 @@ impl QdrantStore {
         }
     }
 
-    /// Every document the filter matches (exactly), with ids and metadata.
-    async fn matching(&self, filter: &Filter) -> Result<Vec<Document>> {
+    /// Every document matching `filter` (`Filter::And(vec![])` matches all), in the server's id order; reads the
+    /// whole result into memory, a page of 1,000 points at a time. What a local `Bm25Index` (feature `bm25`) for
+    /// hybrid retrieval is built from.
+    ///
+    /// # Errors
+    /// A transport error or the server's refusal.
+    pub async fn documents_where(&self, filter: &Filter) -> Result<Vec<Document>> {
         let narrowing = to_qdrant(filter);
         let mut out = Vec::new();
         let mut offset = None;
@@ -782,7 +787,7 @@ impl VectorStore for QdrantStore {
     }
 
     async fn delete_where(&self, filter: &Filter) -> Result<usize> {
-        let matching = self.matching(filter).await?;
+        let matching = self.documents_where(filter).await?;
         let points: Vec<PointId> = matching.iter().map(|d| point(&d.id)).collect();
         self.delete_points(points).await?;
         Ok(matching.len())
