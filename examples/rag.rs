@@ -16,7 +16,8 @@
 //! and `--seed` override them.
 //!
 //! `--retrieval hybrid` fuses BM25 keyword search with the dense search by reciprocal rank fusion: the SQLite
-//! index's own FTS5 table, or for the other stores a BM25 index built in memory from the indexed chunks.
+//! index's own FTS5 table; on Qdrant its sparse BM25 vector, fused by the server in one call; for the in-memory
+//! store and Chroma a BM25 index built in memory from the indexed chunks.
 //!
 //! Stores (`--store`): `sqlite` (the default; one file at `--index`, written as indexing goes), `memory` (saved
 //! to the `--index` file at the end; in memory only without `--index`), `chroma` and `qdrant` (a collection,
@@ -32,7 +33,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use catena::rag::Source;
-use catena::{Chain, ChatRequest, EnsembleRetriever, Llm, RagChain, RagEvent, Retriever, VectorRetriever};
+use catena::{Chain, ChatRequest, Llm, RagChain, RagEvent, Retriever, VectorRetriever};
 use clap::Parser;
 use futures::StreamExt;
 
@@ -150,10 +151,7 @@ async fn main() -> Result<()> {
     let dense: Arc<dyn Retriever> = Arc::new(VectorRetriever::new(embedder.clone(), store.shared()).with_k(args.k));
     let retriever: Arc<dyn Retriever> = match args.retrieval {
         Retrieval::Dense => dense,
-        Retrieval::Hybrid => {
-            let keyword = store.keyword_retriever(args.k).await?;
-            Arc::new(EnsembleRetriever::new(args.k).with(keyword, 1.0)?.with(dense, 1.0)?)
-        }
+        Retrieval::Hybrid => store.hybrid_retriever(&embedder, dense, args.k).await?,
     };
     let llm = match args.retrieve_only {
         true => None,

@@ -14,7 +14,7 @@ use catena::vectorstores::{Bm25Index, InMemoryStore, Metric, SqliteStore};
 use catena::vectorstores::{ChromaConfig, ChromaStore};
 #[cfg(feature = "qdrant")]
 use catena::vectorstores::{QdrantConfig, QdrantStore};
-use catena::{Document, Embedder, Filter, Retriever, VectorStore};
+use catena::{Document, Embedder, EnsembleRetriever, Filter, Retriever, VectorStore};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Default chunking, tuned on the rust-book evaluation set (see BENCHMARKS.md).
@@ -94,13 +94,31 @@ impl IndexStore {
         })
     }
 
-    /// BM25 keyword search returning `k` documents: the SQLite file's own FTS5 index, or for the other stores a
-    /// `Bm25Index` built in memory from every indexed chunk.
+    /// BM25 keyword search returning `k` documents: the SQLite file's own FTS5 index, Qdrant's sparse BM25 vector,
+    /// or for the other stores a `Bm25Index` built in memory from every indexed chunk.
     pub async fn keyword_retriever(&self, k: usize) -> Result<Arc<dyn Retriever>> {
         Ok(match self {
             IndexStore::Sqlite(s) => Arc::new(s.keyword_retriever(k)),
+            #[cfg(feature = "qdrant")]
+            IndexStore::Qdrant(s) => Arc::new(s.keyword_retriever(k)),
             other => Arc::new(Bm25Index::new(other.documents().await?).retriever(k)),
         })
+    }
+
+    /// Hybrid retrieval of `k` documents: on Qdrant one server call fusing its BM25 and dense searches; on the
+    /// other stores the keyword retriever and `dense` fused here, both by reciprocal rank fusion.
+    pub async fn hybrid_retriever(
+        &self,
+        embedder: &Arc<dyn Embedder>,
+        dense: Arc<dyn Retriever>,
+        k: usize,
+    ) -> Result<Arc<dyn Retriever>> {
+        #[cfg(feature = "qdrant")]
+        if let IndexStore::Qdrant(s) = self {
+            return Ok(Arc::new(s.hybrid_retriever(embedder.clone(), k)));
+        }
+        let _ = embedder;
+        Ok(Arc::new(EnsembleRetriever::new(k).with(self.keyword_retriever(k).await?, 1.0)?.with(dense, 1.0)?))
     }
 }
 
@@ -204,7 +222,8 @@ async fn server_store(embedder: &Arc<dyn Embedder>, opts: &IndexOptions<'_>) -> 
         }
         #[cfg(feature = "qdrant")]
         StoreKind::Qdrant => {
-            let config = QdrantConfig::new(url, opts.collection);
+            // Server-side BM25 for --retrieval hybrid; 1,000-character chunks hold about 100 words after stop words.
+            let config = QdrantConfig::new(url, opts.collection).with_bm25(100.0);
             Ok(IndexStore::Qdrant(QdrantStore::connect(config, dim, Metric::Cosine).await?))
         }
         other => {

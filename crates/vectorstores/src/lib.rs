@@ -53,7 +53,9 @@ pub use keyword::{Bm25Index, Bm25Retriever};
 pub use memory::{InMemoryStore, BLOCKING_SCAN_FLOATS};
 pub use persist::FORMAT_VERSION;
 #[cfg(feature = "qdrant")]
-pub use qdrant::{ClusterSettings, IndexKind, QdrantConfig, QdrantStore};
+pub use qdrant::{
+    ClusterSettings, IndexKind, QdrantConfig, QdrantHybridRetriever, QdrantKeywordRetriever, QdrantStore, BM25_VECTOR,
+};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, SqliteKeywordRetriever, SqliteOptions, SqliteStore, SQLITE_SCHEMA_VERSION};
 

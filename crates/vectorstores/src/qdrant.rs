@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use catena_core::{async_trait, Document, EmbeddedDocument, Error, Filter, Metadata, Result, ScoredDocument};
-use catena_core::{SearchRequest, VectorStore};
+use catena_core::{Embedder, Retriever, SearchRequest, VectorStore};
 use catena_http::IoRuntime;
 use catena_http::{Reply, Service, ServiceThread};
 use qdrant_client::qdrant::{
     self, condition::ConditionOneOf, point_id::PointIdOptions, points_selector::PointsSelectorOneOf, value::Kind,
     vector_output, vectors_config, vectors_output, with_payload_selector, with_vectors_selector, CollectionInfo,
-    Condition, CountPoints, CreateCollection, CreateFieldIndexCollection, DeletePoints, Distance, FieldType, GetPoints,
-    PointId, PointStruct, PointsIdsList, PointsSelector, QueryPoints, Range, RetrievedPoint, ScoredPoint, ScrollPoints,
-    UpsertPoints, VectorParams, VectorParamsMap, VectorsConfig, WithPayloadSelector, WithVectorsSelector,
+    Condition, CountPoints, CreateCollection, CreateFieldIndexCollection, DeletePoints, Distance, FieldType, Fusion,
+    GetPoints, Modifier, PointId, PointStruct, PointsIdsList, PointsSelector, PrefetchQuery, Query, QueryPoints, Range,
+    RetrievedPoint, ScoredPoint, ScrollPoints, SparseVectorConfig, SparseVectorParams, UpsertPoints, VectorInput,
+    VectorParams, VectorParamsMap, VectorsConfig, WithPayloadSelector, WithVectorsSelector,
 };
 use qdrant_client::{Qdrant, QdrantError};
 use serde_json::{Map, Value};
@@ -36,6 +37,8 @@ const ID_KEY: &str = "catena_id";
 /// top-level key spelled `a.b`, which Qdrant's nested paths cannot name, so such documents always pass the
 /// server-side narrowing and are decided in Rust.
 const DOTTED_KEY: &str = "catena_dotted";
+/// The name of the sparse BM25 vector of [`QdrantConfig::bm25`].
+pub const BM25_VECTOR: &str = "bm25";
 /// The namespace of the UUIDv5 point ids derived from document ids.
 const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6361_7465_6e61_2d71_6472_616e_742d_6964);
 
@@ -68,7 +71,7 @@ pub enum IndexKind {
 }
 
 /// Where a [`QdrantStore`] lives and how its collection is set up.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct QdrantConfig {
     /// The server's gRPC URL, for example `http://127.0.0.1:6334` (Qdrant's gRPC port; 6333 is its REST port).
     pub url: String,
@@ -88,6 +91,13 @@ pub struct QdrantConfig {
     pub indexes: Vec<(String, IndexKind)>,
     /// Points per upsert call (each call waits until the server has applied it).
     pub batch_size: usize,
+    /// Server-side BM25: each point also gets a sparse vector named [`BM25_VECTOR`] holding its terms' BM25
+    /// term-frequency weights, and the collection applies the inverse document frequency itself (`modifier:
+    /// idf`), so [`QdrantStore::keyword_search`] ranks by BM25 and [`QdrantStore::hybrid_search`] fuses it with
+    /// the dense search (reciprocal rank fusion) in one server call. `Some(avgdl)` turns it on, with `avgdl` the
+    /// expected average length of a document in meaningful words (after stop words; about 100 for 1,000-character
+    /// chunks of English prose); `None` (the default) leaves it off.
+    pub bm25: Option<f32>,
     /// Where the store's gRPC connections run: the caller's tokio runtime, or a thread of the store's own (what
     /// evcxr notebooks need; see [`IoRuntime`]).
     pub io_runtime: IoRuntime,
@@ -104,6 +114,7 @@ impl fmt::Debug for QdrantConfig {
             .field("cluster", &self.cluster)
             .field("indexes", &self.indexes)
             .field("batch_size", &self.batch_size)
+            .field("bm25", &self.bm25)
             .field("io_runtime", &self.io_runtime)
             .finish()
     }
@@ -123,6 +134,7 @@ impl QdrantConfig {
             cluster: ClusterSettings::default(),
             indexes: Vec::new(),
             batch_size: 256,
+            bm25: None,
             io_runtime: IoRuntime::detect(),
         }
     }
@@ -160,6 +172,12 @@ impl QdrantConfig {
     /// Sets [`QdrantConfig::batch_size`].
     pub fn with_batch_size(mut self, points: usize) -> Self {
         self.batch_size = points;
+        self
+    }
+
+    /// Turns on server-side BM25 ([`QdrantConfig::bm25`]) for documents of about `avgdl` meaningful words.
+    pub fn with_bm25(mut self, avgdl: f32) -> Self {
+        self.bm25 = Some(avgdl);
         self
     }
 
@@ -271,6 +289,7 @@ enum Backend {
 #[derive(Clone)]
 pub struct QdrantStore {
     backend: Arc<Backend>,
+    bm25: Option<Arc<bm25::Embedder>>,
     config: QdrantConfig,
     dim: usize,
     metric: Metric,
@@ -344,7 +363,17 @@ impl QdrantStore {
                 })?)
             }
         };
-        let store = QdrantStore { backend: Arc::new(backend), config, dim, metric };
+        if config.bm25.is_some_and(|avgdl| !(avgdl.is_finite() && avgdl > 0.0)) {
+            return Err(Error::config(
+                "QdrantConfig::bm25",
+                "is not a positive length",
+                "pass the average document length in words, e.g. 100.0",
+            ));
+        }
+        let bm25 = config.bm25.map(|avgdl| {
+            Arc::new(bm25::EmbedderBuilder::with_avgdl(avgdl).language_mode(bm25::Language::English).build())
+        });
+        let store = QdrantStore { backend: Arc::new(backend), bm25, config, dim, metric };
         store.call(Op::Health).await.map_err(|e| match e {
             Error::Transport { provider, message, source } => Error::Transport {
                 provider,
@@ -467,6 +496,12 @@ impl QdrantStore {
             shard_number: self.config.cluster.shard_number,
             replication_factor: self.config.cluster.replication_factor,
             write_consistency_factor: self.config.cluster.write_consistency_factor,
+            sparse_vectors_config: self.bm25.as_ref().map(|_| SparseVectorConfig {
+                map: HashMap::from([(
+                    BM25_VECTOR.to_string(),
+                    SparseVectorParams { modifier: Some(Modifier::Idf as i32), ..Default::default() },
+                )]),
+            }),
             ..Default::default()
         }
     }
@@ -484,6 +519,17 @@ impl QdrantStore {
             Some(name) => format!("a vector named {name:?}"),
             None => "one unnamed vector".to_string(),
         };
+        if self.bm25.is_some() {
+            let params = info.config.as_ref().and_then(|c| c.params.as_ref());
+            let sparse = params.and_then(|p| p.sparse_vectors_config.as_ref()).and_then(|s| s.map.get(BM25_VECTOR));
+            if sparse.is_none_or(|p| p.modifier != Some(Modifier::Idf as i32)) {
+                return Err(Error::InvalidInput(format!(
+                    "the Qdrant collection {:?} has no sparse vector {BM25_VECTOR:?} with the IDF modifier, which \
+                     QdrantConfig::bm25 needs; connect without it or use another collection",
+                    self.config.collection
+                )));
+            }
+        }
         match params {
             Some(p) if p.size == wanted.size && p.distance == wanted.distance => Ok(()),
             Some(p) => Err(Error::InvalidInput(format!(
@@ -530,7 +576,7 @@ impl QdrantStore {
         let output = match vectors.and_then(|v| v.vectors_options.as_ref()) {
             Some(vectors_output::VectorsOptions::Vector(v)) if self.config.vector_name.is_none() => Some(v),
             Some(vectors_output::VectorsOptions::Vectors(named)) => {
-                self.config.vector_name.as_ref().and_then(|name| named.vectors.get(name))
+                named.vectors.get(self.config.vector_name.as_deref().unwrap_or_default())
             }
             _ => None,
         };
@@ -601,6 +647,155 @@ impl QdrantStore {
         }
     }
 
+    /// A query on this collection returning payloads.
+    fn query_base(&self) -> QueryPoints {
+        QueryPoints {
+            collection_name: self.config.collection.clone(),
+            with_payload: Self::with_payload(),
+            ..Default::default()
+        }
+    }
+
+    /// Runs `query(narrowing filter, limit)` for `k` results that pass `filter` exactly and reach `min_score`:
+    /// asks for `k`, and when the exact filter dropped some, asks again for more, up to every candidate. `dense`
+    /// scores are converted to catena's convention; keyword and fused scores are kept as the server gives them.
+    async fn ranked(
+        &self,
+        k: usize,
+        filter: Option<&Filter>,
+        min_score: Option<f32>,
+        include_vectors: bool,
+        dense: bool,
+        query: impl Fn(Option<qdrant::Filter>, u64) -> QueryPoints,
+    ) -> Result<Vec<ScoredDocument>> {
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let narrowing = filter.and_then(to_qdrant);
+        let total = self.count(narrowing.clone()).await?;
+        if total == 0 {
+            return Ok(Vec::new());
+        }
+        let mut n = k.min(total);
+        loop {
+            let Answer::Scored(points) = self.call(Op::Query(query(narrowing.clone(), n as u64))).await? else {
+                return Err(self.err("unexpected answer to a query request"));
+            };
+            let returned = points.len();
+            let mut hits = Vec::new();
+            for p in &points {
+                let document = self.document_of(&p.payload)?;
+                if filter.is_some_and(|f| !f.matches(&document.metadata)) {
+                    continue;
+                }
+                let score = if dense { self.score(p.score) } else { p.score };
+                if min_score.is_some_and(|m| score < m) {
+                    continue;
+                }
+                let vector = include_vectors.then(|| self.dense_of(p.vectors.as_ref()));
+                hits.push(ScoredDocument { document, score, vector });
+            }
+            if hits.len() >= k || returned < n || n >= total {
+                hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+                hits.truncate(k);
+                return Ok(hits);
+            }
+            n = (n * 4).min(total);
+        }
+    }
+
+    /// The sparse query of `text` (each distinct term once, weight 1: the server applies the IDF), or an error
+    /// when the collection has no BM25 vector.
+    fn bm25_query(&self, text: &str) -> Result<Option<VectorInput>> {
+        let Some(bm25) = &self.bm25 else {
+            return Err(Error::Unsupported {
+                backend: self.name(),
+                capability: "server-side BM25 search".into(),
+                hint: "connect with QdrantConfig::with_bm25 (a new collection), or use a local Bm25Index".into(),
+            });
+        };
+        let (indices, _) = sparse_terms(bm25.embed(text));
+        Ok((!indices.is_empty()).then(|| {
+            let ones = vec![1.0; indices.len()];
+            VectorInput::new_sparse(indices, ones)
+        }))
+    }
+
+    /// BM25 keyword search on the server (needs [`QdrantConfig::bm25`]): the `k` documents whose text shares the
+    /// most weight with `query`'s terms, among those matching `filter`; the score is BM25's. A query of stop words
+    /// only finds nothing.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] without [`QdrantConfig::bm25`]; a transport error or the server's refusal.
+    pub async fn keyword_search(&self, query: &str, k: usize, filter: Option<&Filter>) -> Result<Vec<ScoredDocument>> {
+        let Some(sparse) = self.bm25_query(query)? else {
+            return Ok(Vec::new());
+        };
+        let query = |filter: Option<qdrant::Filter>, limit: u64| QueryPoints {
+            query: Some(Query::new_nearest(sparse.clone())),
+            using: Some(BM25_VECTOR.to_string()),
+            filter,
+            limit: Some(limit),
+            ..self.query_base()
+        };
+        self.ranked(k, filter, None, false, false, query).await
+    }
+
+    /// Hybrid search in one server call (needs [`QdrantConfig::bm25`]): the dense search for `vector` and the BM25
+    /// search for `query`, each over `k` candidates matching `filter` (more when the exact filter drops some),
+    /// fused by Qdrant's reciprocal rank fusion; the score is the fused one.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] without [`QdrantConfig::bm25`]; [`Error::InvalidInput`] for a vector of the wrong
+    /// size; a transport error or the server's refusal.
+    pub async fn hybrid_search(
+        &self,
+        mut vector: Vec<f32>,
+        query: &str,
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<ScoredDocument>> {
+        prepare_vector(self.dim, self.metric, None, &|| "the query vector".to_string(), &mut vector)?;
+        let sparse = self.bm25_query(query)?;
+        let query = |filter: Option<qdrant::Filter>, limit: u64| {
+            let mut prefetch = vec![PrefetchQuery {
+                query: Some(Query::new_nearest(vector.clone())),
+                using: self.config.vector_name.clone(),
+                filter: filter.clone(),
+                limit: Some(limit),
+                ..Default::default()
+            }];
+            if let Some(sparse) = &sparse {
+                prefetch.push(PrefetchQuery {
+                    query: Some(Query::new_nearest(sparse.clone())),
+                    using: Some(BM25_VECTOR.to_string()),
+                    filter: filter.clone(),
+                    limit: Some(limit),
+                    ..Default::default()
+                });
+            }
+            QueryPoints {
+                prefetch,
+                query: Some(Query::new_fusion(Fusion::Rrf)),
+                filter,
+                limit: Some(limit),
+                ..self.query_base()
+            }
+        };
+        self.ranked(k, filter, None, false, false, query).await
+    }
+
+    /// A [`Retriever`] over [`QdrantStore::keyword_search`] returning `k` documents.
+    pub fn keyword_retriever(&self, k: usize) -> QdrantKeywordRetriever {
+        QdrantKeywordRetriever { store: self.clone(), k }
+    }
+
+    /// A [`Retriever`] over [`QdrantStore::hybrid_search`]: embeds the query with `embedder` (the model the store's
+    /// vectors come from) and returns `k` documents.
+    pub fn hybrid_retriever(&self, embedder: Arc<dyn Embedder>, k: usize) -> QdrantHybridRetriever {
+        QdrantHybridRetriever { store: self.clone(), embedder, k }
+    }
+
     async fn delete_points(&self, ids: Vec<PointId>) -> Result<()> {
         for batch in ids.chunks(self.config.batch_size.max(1)) {
             let request = DeletePoints {
@@ -615,6 +810,51 @@ impl QdrantStore {
         }
         Ok(())
     }
+}
+
+/// The BM25 keyword [`Retriever`] of a [`QdrantStore`], from [`QdrantStore::keyword_retriever`].
+#[derive(Debug, Clone)]
+pub struct QdrantKeywordRetriever {
+    store: QdrantStore,
+    k: usize,
+}
+
+#[async_trait]
+impl Retriever for QdrantKeywordRetriever {
+    async fn retrieve(&self, query: &str) -> Result<Vec<ScoredDocument>> {
+        self.store.keyword_search(query, self.k, None).await
+    }
+}
+
+/// The server-side hybrid [`Retriever`] of a [`QdrantStore`], from [`QdrantStore::hybrid_retriever`].
+#[derive(Clone)]
+pub struct QdrantHybridRetriever {
+    store: QdrantStore,
+    embedder: Arc<dyn Embedder>,
+    k: usize,
+}
+
+impl fmt::Debug for QdrantHybridRetriever {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QdrantHybridRetriever").field("store", &self.store).field("k", &self.k).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Retriever for QdrantHybridRetriever {
+    async fn retrieve(&self, query: &str) -> Result<Vec<ScoredDocument>> {
+        let vector = self.embedder.embed_query(query).await?;
+        self.store.hybrid_search(vector, query, self.k, None).await
+    }
+}
+
+/// The distinct terms of a BM25 embedding, as sparse-vector indices and weights (a repeated term appears once
+/// per occurrence in the embedding, always with the same weight; Qdrant wants each index once).
+fn sparse_terms(embedding: bm25::Embedding) -> (Vec<u32>, Vec<f32>) {
+    let mut terms: Vec<(u32, f32)> = embedding.0.into_iter().map(|t| (t.index, t.value)).collect();
+    terms.sort_by_key(|&(index, _)| index);
+    terms.dedup_by_key(|&mut (index, _)| index);
+    terms.into_iter().unzip()
 }
 
 /// A JSON value as a Qdrant payload value.
@@ -755,9 +995,18 @@ impl VectorStore for QdrantStore {
             if metadata.keys().any(|k| k.contains('.')) {
                 payload.insert(DOTTED_KEY.to_string(), qdrant::Value { kind: Some(Kind::BoolValue(true)) });
             }
-            let vectors: qdrant::Vectors = match &self.config.vector_name {
-                None => d.vector.clone().into(),
-                Some(name) => HashMap::from([(name.clone(), d.vector.clone())]).into(),
+            let vectors: qdrant::Vectors = match (&self.config.vector_name, &self.bm25) {
+                (None, None) => d.vector.clone().into(),
+                (name, bm25) => {
+                    // Named vectors; the unnamed dense vector is the one named "".
+                    let mut named: HashMap<String, qdrant::Vector> =
+                        HashMap::from([(name.clone().unwrap_or_default(), d.vector.clone().into())]);
+                    if let Some(bm25) = bm25 {
+                        let (indices, values) = sparse_terms(bm25.embed(&d.document.content));
+                        named.insert(BM25_VECTOR.to_string(), qdrant::Vector::new_sparse(indices, values));
+                    }
+                    named.into()
+                }
             };
             points.push(PointStruct { id: Some(point(&d.document.id)), payload, vectors: Some(vectors) });
         }
@@ -820,51 +1069,15 @@ impl VectorStore for QdrantStore {
     async fn search(&self, request: SearchRequest) -> Result<Vec<ScoredDocument>> {
         let SearchRequest { mut vector, k, filter, min_score, include_vectors } = request;
         prepare_vector(self.dim, self.metric, None, &|| "the query vector".to_string(), &mut vector)?;
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        let narrowing = filter.as_ref().and_then(to_qdrant);
-        let total = self.count(narrowing.clone()).await?;
-        if total == 0 {
-            return Ok(Vec::new());
-        }
-        // Ask for k; when the exact filter drops some, ask again for more, up to every candidate.
-        let mut n = k.min(total);
-        loop {
-            let request = QueryPoints {
-                collection_name: self.config.collection.clone(),
-                query: Some(vector.clone().into()),
-                using: self.config.vector_name.clone(),
-                filter: narrowing.clone(),
-                limit: Some(n as u64),
-                with_payload: Self::with_payload(),
-                with_vectors: Self::with_vectors(include_vectors),
-                ..Default::default()
-            };
-            let Answer::Scored(points) = self.call(Op::Query(request)).await? else {
-                return Err(self.err("unexpected answer to a query request"));
-            };
-            let returned = points.len();
-            let mut hits = Vec::new();
-            for p in &points {
-                let document = self.document_of(&p.payload)?;
-                if filter.as_ref().is_some_and(|f| !f.matches(&document.metadata)) {
-                    continue;
-                }
-                let score = self.score(p.score);
-                if min_score.is_some_and(|m| score < m) {
-                    continue;
-                }
-                let vector = include_vectors.then(|| self.dense_of(p.vectors.as_ref()));
-                hits.push(ScoredDocument { document, score, vector });
-            }
-            if hits.len() >= k || returned < n || n >= total {
-                hits.sort_by(|a, b| b.score.total_cmp(&a.score));
-                hits.truncate(k);
-                return Ok(hits);
-            }
-            n = (n * 4).min(total);
-        }
+        let query = |filter: Option<qdrant::Filter>, limit: u64| QueryPoints {
+            query: Some(vector.clone().into()),
+            using: self.config.vector_name.clone(),
+            filter,
+            limit: Some(limit),
+            with_vectors: Self::with_vectors(include_vectors),
+            ..self.query_base()
+        };
+        self.ranked(k, filter.as_ref(), min_score, include_vectors, true, query).await
     }
 
     async fn len(&self) -> Result<usize> {

@@ -210,12 +210,31 @@ async fn qdrant_store_conforms() {
         true,
     )
     .await;
+    // Again with server-side BM25 (named vectors: the dense one is "", beside the sparse one) on the store's own
+    // I/O thread.
+    run_conformance(
+        |dir, dim, m| {
+            let url = url.clone();
+            async move {
+                let hash = dir
+                    .to_string_lossy()
+                    .bytes()
+                    .fold(0xcbf29ce484222325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+                let config = QdrantConfig::new(url, format!("catena-bm25-{hash:016x}"))
+                    .with_bm25(10.0)
+                    .with_io_runtime(catena_vectorstores::IoRuntime::Dedicated);
+                Ok(Arc::new(QdrantStore::connect(config, dim, metric(m)).await?) as Arc<dyn VectorStore>)
+            }
+        },
+        true,
+    )
+    .await;
 }
 
 #[cfg(feature = "qdrant")]
 mod qdrant_specifics {
     use super::*;
-    use catena_core::{Document, EmbeddedDocument, Error, Filter, SearchRequest};
+    use catena_core::{Document, EmbeddedDocument, Error, Filter, Retriever, SearchRequest};
     use catena_test_support::qdrant::QdrantServer;
     use catena_vectorstores::{ClusterSettings, IndexKind, IoRuntime, QdrantConfig, QdrantStore};
     use qdrant_client::qdrant::{vectors_config, CollectionInfo, GetCollectionInfoRequest};
@@ -290,6 +309,78 @@ mod qdrant_specifics {
         let err = QdrantStore::connect(config.clone(), 3, Metric::L2).await.unwrap_err();
         assert!(err.to_string().contains("Cosine"), "{err}");
         store.delete_collection().await.unwrap();
+    }
+
+    /// Server-side BM25 (a sparse vector with Qdrant's IDF modifier) and hybrid search fused by Qdrant's RRF, with
+    /// the exact filter on top; asked of a collection without it, a declared `Unsupported`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn server_side_bm25_and_hybrid_search() {
+        let server = QdrantServer::start();
+        let texts = [
+            ("own", "en", "The borrow checker enforces the ownership rules at compile time.", [1.0, 0.0, 0.0]),
+            ("vec", "en", "A vector stores values of the same type next to each other in memory.", [0.0, 1.0, 0.0]),
+            ("map", "en", "Hash maps store keys and values; entry and or_insert update a value.", [0.0, 0.9, 0.1]),
+            ("de", "de", "Der Borrow Checker prüft die Regeln der Ownership.", [0.9, 0.0, 0.1]),
+            ("io", "en", "Read a file into a string with fs::read_to_string.", [0.0, 0.0, 1.0]),
+        ];
+        let docs: Vec<EmbeddedDocument> = texts
+            .iter()
+            .map(|(id, lang, text, v)| EmbeddedDocument {
+                document: Document::with_id(*id, *text, serde_json::json!({"lang": lang}).as_object().unwrap().clone()),
+                vector: v.to_vec(),
+            })
+            .collect();
+        let config = QdrantConfig::new(server.url(), "bm25").with_bm25(10.0);
+        let store = QdrantStore::connect(config.clone(), 3, Metric::Cosine).await.unwrap();
+        store.upsert(docs).await.unwrap();
+        let ids = |hits: Vec<catena_core::ScoredDocument>| hits.into_iter().map(|h| h.document.id).collect::<Vec<_>>();
+
+        let hits = store.keyword_search("borrow checker rules", 5, None).await.unwrap();
+        assert_eq!(hits.len(), 2, "only the two texts with those terms: {hits:?}");
+        assert!(hits[0].score >= hits[1].score && hits[1].score > 0.0);
+        let mut found = ids(hits);
+        found.sort();
+        assert_eq!(found, ["de", "own"]);
+        assert_eq!(
+            ids(store.keyword_search("borrow checker", 5, Some(&Filter::eq("lang", "de"))).await.unwrap()),
+            ["de"]
+        );
+        assert_eq!(ids(store.keyword_search("or_insert", 5, None).await.unwrap()), ["map"]);
+        assert!(store.keyword_search("the of and", 5, None).await.unwrap().is_empty(), "stop words only");
+        // Updating a text updates its terms.
+        store
+            .upsert(vec![EmbeddedDocument {
+                document: Document::with_id("io", "Borrowing a file handle", Default::default()),
+                vector: vec![0.0, 0.0, 1.0],
+            }])
+            .await
+            .unwrap();
+        assert!(ids(store.keyword_search("borrow", 5, None).await.unwrap()).contains(&"io".to_string()));
+        assert!(store.keyword_search("read_to_string", 5, None).await.unwrap().is_empty());
+
+        // Hybrid: the dense query points at "vec"; the words at "own"; both rank in the fused top 2.
+        let fused = store.hybrid_search(vec![0.0, 1.0, 0.0], "ownership rules compile time", 2, None).await.unwrap();
+        let mut top = ids(fused.clone());
+        top.sort();
+        assert_eq!(top, ["own", "vec"], "{fused:?}");
+        assert!(fused.iter().all(|h| h.score > 0.0 && h.score <= 1.0), "RRF scores: {fused:?}");
+        let only_de =
+            store.hybrid_search(vec![1.0, 0.0, 0.0], "borrow", 5, Some(&Filter::eq("lang", "de"))).await.unwrap();
+        assert_eq!(ids(only_de), ["de"]);
+        // The retrievers.
+        let keyword = store.keyword_retriever(1);
+        assert_eq!(ids(keyword.retrieve("hash maps").await.unwrap()), ["map"]);
+
+        // A collection without the sparse vector: refused with BM25 on, Unsupported for keyword search without.
+        let plain = QdrantStore::connect(QdrantConfig::new(server.url(), "plain"), 3, Metric::Cosine).await.unwrap();
+        let err = plain.keyword_search("borrow", 3, None).await.unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+        let err = QdrantStore::connect(QdrantConfig::new(server.url(), "plain").with_bm25(10.0), 3, Metric::Cosine)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("sparse vector"), "{err}");
+        let err = QdrantStore::connect(config.with_bm25(0.0), 3, Metric::Cosine).await.unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err:?}");
     }
 
     /// Connections on a thread of the store's own (what evcxr notebooks get); a deleted collection fails other
