@@ -32,8 +32,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use catena::providers::local_embed::CrossEncoder;
 use catena::rag::Source;
-use catena::{Chain, ChatRequest, Llm, RagChain, RagEvent, Retriever, VectorRetriever};
+use catena::{Chain, ChatRequest, Llm, RagChain, RagEvent, RerankingRetriever, Retriever, VectorRetriever};
 use clap::Parser;
 use futures::StreamExt;
 
@@ -76,6 +77,14 @@ struct Args {
     /// How many sources to retrieve.
     #[arg(long, default_value_t = 5)]
     k: usize,
+    /// Rerank with the cross-encoder in this directory (config.json, tokenizer.json, model.safetensors; for
+    /// example cross-encoder/ms-marco-MiniLM-L-6-v2): the first stage fetches --rerank-candidates and the
+    /// cross-encoder keeps the best --k.
+    #[arg(long, env = "CATENA_RERANK_MODEL")]
+    rerank: Option<PathBuf>,
+    /// How many candidates the reranker sees.
+    #[arg(long, default_value_t = 20)]
+    rerank_candidates: usize,
     /// Print the retrieved sources without calling a model.
     #[arg(long)]
     retrieve_only: bool,
@@ -131,6 +140,11 @@ async fn main() -> Result<()> {
     }
 
     let embedder = common::embedder(args.embedder, args.embed_model.as_deref()).await?;
+    // Loaded before indexing, so a wrong directory fails at once.
+    let reranker = match args.rerank.clone() {
+        None => None,
+        Some(dir) => Some(tokio::task::spawn_blocking(move || CrossEncoder::from_dir(dir)).await??),
+    };
     let (store, stats) = common::index_folder(
         &embedder,
         IndexOptions {
@@ -148,10 +162,16 @@ async fn main() -> Result<()> {
     .await?;
     eprintln!("index: {stats}");
 
-    let dense: Arc<dyn Retriever> = Arc::new(VectorRetriever::new(embedder.clone(), store.shared()).with_k(args.k));
+    // With a reranker, the first stage fetches more candidates and the reranker keeps --k.
+    let fetch = if args.rerank.is_some() { args.rerank_candidates.max(args.k) } else { args.k };
+    let dense: Arc<dyn Retriever> = Arc::new(VectorRetriever::new(embedder.clone(), store.shared()).with_k(fetch));
     let retriever: Arc<dyn Retriever> = match args.retrieval {
         Retrieval::Dense => dense,
-        Retrieval::Hybrid => store.hybrid_retriever(&embedder, dense, args.k).await?,
+        Retrieval::Hybrid => store.hybrid_retriever(&embedder, dense, fetch).await?,
+    };
+    let retriever: Arc<dyn Retriever> = match reranker {
+        None => retriever,
+        Some(encoder) => Arc::new(RerankingRetriever::new(retriever, Arc::new(encoder), args.k)),
     };
     let llm = match args.retrieve_only {
         true => None,

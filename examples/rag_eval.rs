@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use catena::{EnsembleRetriever, MmrRetriever, Retriever, VectorRetriever};
+use catena::providers::local_embed::CrossEncoder;
+use catena::{EnsembleRetriever, MmrRetriever, RerankingRetriever, Retriever, VectorRetriever};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -50,6 +51,13 @@ struct Args {
     /// a BM25 index in memory).
     #[arg(long)]
     hybrid: bool,
+    /// Rerank the top candidates with the cross-encoder in this directory (config.json, tokenizer.json,
+    /// model.safetensors; for example cross-encoder/ms-marco-MiniLM-L-6-v2).
+    #[arg(long)]
+    rerank: Option<PathBuf>,
+    /// How many candidates the reranker sees.
+    #[arg(long, default_value_t = 20)]
+    rerank_candidates: usize,
     /// Which embedder to use.
     #[arg(long, value_enum, default_value_t = EmbedderKind::Local)]
     embedder: EmbedderKind,
@@ -81,16 +89,27 @@ async fn main() -> Result<()> {
         common::index_markdown(&embedder, &args.docs, args.index.as_ref(), args.chunk_size, args.chunk_overlap).await?;
     let store = index.shared();
     let depth = args.k.max(10);
+    // With a reranker, the first stage fetches more candidates and the reranker keeps `depth`.
+    let fetch = if args.rerank.is_some() { args.rerank_candidates.max(depth) } else { depth };
     let dense: Arc<dyn Retriever> = match args.mmr_lambda {
         Some(lambda) => Arc::new(
-            MmrRetriever::new(embedder.clone(), store).with_k(depth).with_fetch_k(depth * 4).with_lambda(lambda)?,
+            MmrRetriever::new(embedder.clone(), store).with_k(fetch).with_fetch_k(fetch * 4).with_lambda(lambda)?,
         ),
-        None => Arc::new(VectorRetriever::new(embedder.clone(), store).with_k(depth)),
+        None => Arc::new(VectorRetriever::new(embedder.clone(), store).with_k(fetch)),
     };
     let retriever: Arc<dyn Retriever> = match (&index, args.hybrid) {
         (_, false) => dense,
         (index, true) => {
-            Arc::new(EnsembleRetriever::new(depth).with(index.keyword_retriever(depth).await?, 1.0)?.with(dense, 1.0)?)
+            Arc::new(EnsembleRetriever::new(fetch).with(index.keyword_retriever(fetch).await?, 1.0)?.with(dense, 1.0)?)
+        }
+    };
+
+    let retriever: Arc<dyn Retriever> = match &args.rerank {
+        None => retriever,
+        Some(dir) => {
+            let dir = dir.clone();
+            let encoder = tokio::task::spawn_blocking(move || CrossEncoder::from_dir(dir)).await??;
+            Arc::new(RerankingRetriever::new(retriever, Arc::new(encoder), depth))
         }
     };
 
@@ -119,7 +138,7 @@ async fn main() -> Result<()> {
     }
     let n = cases.len().max(1) as f64;
     println!(
-        "rag_eval: questions={} recall@{}={:.3} mrr@10={:.3} (chunk_size={} overlap={} mmr={:?} hybrid={})",
+        "rag_eval: questions={} recall@{}={:.3} mrr@10={:.3} (chunk_size={} overlap={} mmr={:?} hybrid={} rerank={})",
         cases.len(),
         args.k,
         hits as f64 / n,
@@ -127,7 +146,8 @@ async fn main() -> Result<()> {
         args.chunk_size,
         args.chunk_overlap,
         args.mmr_lambda,
-        args.hybrid
+        args.hybrid,
+        args.rerank.as_ref().map_or("none".to_string(), |d| d.display().to_string())
     );
     Ok(())
 }

@@ -44,6 +44,9 @@
 //! ```
 
 mod bert;
+mod cross_encoder;
+
+pub use cross_encoder::{CrossEncoder, DEFAULT_RERANK_BATCH_SIZE, RERANK_MODEL_ENV};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -184,12 +184,33 @@ impl BertModel {
     /// for padding). Returns the last hidden state, `batch x seq x hidden`. Padded positions never influence real
     /// ones: they get zero attention weight.
     pub(crate) fn forward(&self, input_ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-        let (batch, seq) = input_ids.dims2()?;
+        let (_, seq) = input_ids.dims2()?;
         let positions = Tensor::arange(0u32, seq as u32, &self.device)?;
         let token_types = Tensor::zeros(seq, DType::U32, &self.device)?;
         let position_and_type =
             (self.embeddings.position.forward(&positions)? + self.embeddings.token_type.forward(&token_types)?)?;
         let xs = self.embeddings.word.forward(input_ids)?.broadcast_add(&position_and_type)?;
+        self.encode(xs, mask)
+    }
+
+    /// [`forward`](Self::forward) with segment ids (`batch x seq`, u32: 0 for the first text of a pair, 1 for the
+    /// second), as cross-encoders take them.
+    pub(crate) fn forward_typed(
+        &self,
+        input_ids: &Tensor,
+        token_types: &Tensor,
+        mask: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let (_, seq) = input_ids.dims2()?;
+        let positions = Tensor::arange(0u32, seq as u32, &self.device)?;
+        let xs = (self.embeddings.word.forward(input_ids)? + self.embeddings.token_type.forward(token_types)?)?
+            .broadcast_add(&self.embeddings.position.forward(&positions)?)?;
+        self.encode(xs, mask)
+    }
+
+    /// The embedding layer norm and the transformer layers over summed embeddings `xs` (`batch x seq x hidden`).
+    fn encode(&self, xs: Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let (batch, seq, _) = xs.dims3()?;
         let mut xs = self.embeddings.norm.forward(&xs)?;
         let mask = mask.to_dtype(DType::F32)?.contiguous()?;
         for layer in &self.layers {
