@@ -467,18 +467,23 @@ impl VectorStore for ChromaStore {
     async fn search(&self, request: SearchRequest) -> Result<Vec<ScoredDocument>> {
         let SearchRequest { mut vector, k, filter, min_score, include_vectors } = request;
         prepare_vector(self.dim, self.metric, None, &|| "the query vector".to_string(), &mut vector)?;
-        let total = self.count().await?;
-        if k == 0 || total == 0 {
+        if k == 0 {
             return Ok(Vec::new());
         }
         let narrowing = filter.as_ref().and_then(to_where);
-        // Ask for k; when the exact filter drops some, ask again for more, up to everything.
-        let mut n = k.min(total);
+        // Ask for k (one round trip when nothing is filtered out); when the exact filter drops some, ask again for
+        // more, up to everything (counted only then).
+        let mut n = k;
+        let mut total: Option<usize> = None;
+        let mut include = vec!["documents", "metadatas", "distances"];
+        if include_vectors {
+            include.push("embeddings");
+        }
         loop {
             let mut body = json!({
                 "query_embeddings": [vector],
                 "n_results": n,
-                "include": ["documents", "metadatas", "distances", "embeddings"],
+                "include": include,
             });
             if let Some(w) = &narrowing {
                 body["where"] = w.clone();
@@ -507,6 +512,11 @@ impl VectorStore for ChromaStore {
                 });
                 hits.push(ScoredDocument { document, score, vector });
             }
+            let total = match total {
+                Some(t) => t,
+                None if hits.len() >= k || returned < n => usize::MAX,
+                None => *total.insert(self.count().await?),
+            };
             if hits.len() >= k || returned < n || n >= total {
                 hits.sort_by(|a, b| b.score.total_cmp(&a.score));
                 hits.truncate(k);
