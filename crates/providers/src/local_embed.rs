@@ -201,6 +201,41 @@ fn missing_file(dir: &Path, file: &str, extra: &str) -> Error {
     )
 }
 
+/// Checks that `config` (read from `path`) is a BERT this encoder runs, for `who` (`LocalEmbedder`,
+/// `CrossEncoder`); returns its activation.
+fn check_bert_config(config: &BertConfig, path: &Path, who: &str) -> Result<Activation> {
+    if let Some(kind) = config.model_type.as_deref().filter(|k| *k != "bert") {
+        return Err(Error::unsupported(
+            who,
+            format!("model_type {kind:?} ({})", path.display()),
+            "only BERT-architecture models (model_type \"bert\": MiniLM, BGE, E5, GTE, the ms-marco MiniLM \
+             cross-encoders) are implemented",
+        ));
+    }
+    if let Some(kind) = config.position_embedding_type.as_deref().filter(|k| *k != "absolute") {
+        return Err(Error::unsupported(
+            who,
+            format!("position_embedding_type {kind:?} ({})", path.display()),
+            "only absolute position embeddings are implemented",
+        ));
+    }
+    let activation = Activation::parse(&config.hidden_act).ok_or_else(|| {
+        Error::unsupported(
+            who,
+            format!("hidden_act {:?} ({})", config.hidden_act, path.display()),
+            "supported activations: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu",
+        )
+    })?;
+    let heads = config.num_attention_heads;
+    if heads == 0 || !config.hidden_size.is_multiple_of(heads) {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            message: format!("hidden_size {} is not a multiple of num_attention_heads {heads}", config.hidden_size),
+        });
+    }
+    Ok(activation)
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::Format { path: path.to_path_buf(), message: e.to_string() })
@@ -361,37 +396,7 @@ impl LocalEmbedder {
 
         let config_path = tdir.join("config.json");
         let config: BertConfig = read_json(&config_path)?;
-        if let Some(kind) = config.model_type.as_deref().filter(|k| *k != "bert") {
-            return Err(Error::unsupported(
-                "LocalEmbedder",
-                format!("model_type {kind:?} ({})", config_path.display()),
-                "only BERT-architecture models (model_type \"bert\": MiniLM, BGE, E5, GTE) are implemented",
-            ));
-        }
-        if let Some(kind) = config.position_embedding_type.as_deref().filter(|k| *k != "absolute") {
-            return Err(Error::unsupported(
-                "LocalEmbedder",
-                format!("position_embedding_type {kind:?} ({})", config_path.display()),
-                "only absolute position embeddings are implemented",
-            ));
-        }
-        let activation = Activation::parse(&config.hidden_act).ok_or_else(|| {
-            Error::unsupported(
-                "LocalEmbedder",
-                format!("hidden_act {:?} ({})", config.hidden_act, config_path.display()),
-                "supported activations: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu",
-            )
-        })?;
-        let heads = config.num_attention_heads;
-        if heads == 0 || config.hidden_size / heads * heads != config.hidden_size {
-            return Err(Error::Format {
-                path: config_path,
-                message: format!(
-                    "hidden_size {} is not a multiple of num_attention_heads {}",
-                    config.hidden_size, config.num_attention_heads
-                ),
-            });
-        }
+        let activation = check_bert_config(&config, &config_path, "LocalEmbedder")?;
 
         let pooling_config: PoolingConfig = read_json(&pipeline.pooling_config)?;
         let pooling = parse_pooling(&pipeline.pooling_config, &pooling_config)?;

@@ -15,6 +15,17 @@ fn metric(m: SuiteMetric) -> Metric {
     }
 }
 
+/// A collection name for a store the suite keeps in `dir` (server stores keep nothing there): `prefix` and a hash
+/// of the folder, 3 to 512 characters of [a-zA-Z0-9._-] as Chroma wants.
+#[allow(dead_code)]
+fn collection_for(prefix: &str, dir: &std::path::Path) -> String {
+    let hash = dir
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf29ce484222325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    format!("{prefix}-{hash:016x}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory_store_conforms() {
     run_conformance(
@@ -93,12 +104,7 @@ async fn chroma_store_conforms() {
         |dir, dim, m| {
             let url = url.clone();
             async move {
-                // A collection name from the folder: 3 to 512 characters of [a-zA-Z0-9._-].
-                let hash = dir
-                    .to_string_lossy()
-                    .bytes()
-                    .fold(0xcbf29ce484222325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
-                let config = ChromaConfig::new(url, format!("catena-{hash:016x}"));
+                let config = ChromaConfig::new(url, collection_for("catena", &dir));
                 Ok(Arc::new(ChromaStore::connect(config, dim, metric(m)).await?) as Arc<dyn VectorStore>)
             }
         },
@@ -199,11 +205,7 @@ async fn qdrant_store_conforms() {
         |dir, dim, m| {
             let url = url.clone();
             async move {
-                let hash = dir
-                    .to_string_lossy()
-                    .bytes()
-                    .fold(0xcbf29ce484222325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
-                let config = QdrantConfig::new(url, format!("catena-{hash:016x}"));
+                let config = QdrantConfig::new(url, collection_for("catena", &dir));
                 Ok(Arc::new(QdrantStore::connect(config, dim, metric(m)).await?) as Arc<dyn VectorStore>)
             }
         },
@@ -216,11 +218,7 @@ async fn qdrant_store_conforms() {
         |dir, dim, m| {
             let url = url.clone();
             async move {
-                let hash = dir
-                    .to_string_lossy()
-                    .bytes()
-                    .fold(0xcbf29ce484222325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
-                let config = QdrantConfig::new(url, format!("catena-bm25-{hash:016x}"))
+                let config = QdrantConfig::new(url, collection_for("catena-bm25", &dir))
                     .with_bm25(10.0)
                     .with_io_runtime(catena_vectorstores::IoRuntime::Dedicated);
                 Ok(Arc::new(QdrantStore::connect(config, dim, metric(m)).await?) as Arc<dyn VectorStore>)

@@ -11,8 +11,8 @@ use catena_core::{async_trait, Error, Reranker, Result, ScoredDocument};
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
 
-use super::bert::{self, Activation, BertConfig, BertModel};
-use super::{missing_file, read_json, run_blocking};
+use super::bert::{self, BertConfig, BertModel};
+use super::{check_bert_config, missing_file, read_json, run_blocking};
 
 /// Pairs per forward pass unless [`CrossEncoder::with_batch_size`] says otherwise.
 pub const DEFAULT_RERANK_BATCH_SIZE: usize = 16;
@@ -99,13 +99,7 @@ impl CrossEncoder {
         let config_path = dir.join("config.json");
         let config: BertConfig = read_json(&config_path)?;
         let head: HeadConfig = read_json(&config_path)?;
-        if let Some(kind) = config.model_type.as_deref().filter(|k| *k != "bert") {
-            return Err(Error::unsupported(
-                "CrossEncoder",
-                format!("model_type {kind:?} ({})", config_path.display()),
-                "only BERT-architecture cross-encoders (model_type \"bert\", e.g. the ms-marco MiniLM ones) are implemented",
-            ));
-        }
+        let activation = check_bert_config(&config, &config_path, "CrossEncoder")?;
         let labels = head.id2label.as_ref().map(HashMap::len).or(head.num_labels).unwrap_or(1);
         if labels != 1 {
             return Err(Error::unsupported(
@@ -113,20 +107,6 @@ impl CrossEncoder {
                 format!("{labels} labels ({})", config_path.display()),
                 "use a cross-encoder with one relevance logit (num_labels 1)",
             ));
-        }
-        let activation = Activation::parse(&config.hidden_act).ok_or_else(|| {
-            Error::unsupported(
-                "CrossEncoder",
-                format!("hidden_act {:?} ({})", config.hidden_act, config_path.display()),
-                "supported activations: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu",
-            )
-        })?;
-        let heads = config.num_attention_heads;
-        if heads == 0 || !config.hidden_size.is_multiple_of(heads) {
-            return Err(Error::Format {
-                path: config_path,
-                message: format!("hidden_size {} is not a multiple of num_attention_heads {heads}", config.hidden_size),
-            });
         }
 
         let tokenizer_path = dir.join("tokenizer.json");
