@@ -78,6 +78,23 @@ impl ChromaConfig {
 /// matches (equality, `in` and ranges, combined with `and`/`or`), and [`Filter::matches`] then decides exactly on
 /// the JSON metadata, so results are the same as on every other store. Search is Chroma's HNSW index, which is
 /// approximate on large collections.
+///
+/// ```no_run
+/// use catena_core::{Document, EmbeddedDocument, Metadata, SearchRequest, VectorStore};
+/// use catena_vectorstores::{ChromaConfig, ChromaStore, Metric};
+///
+/// # async fn demo() -> catena_core::Result<()> {
+/// let store = ChromaStore::connect(ChromaConfig::new("http://127.0.0.1:8000", "docs"), 3, Metric::Cosine).await?;
+/// store
+///     .upsert(vec![EmbeddedDocument {
+///         document: Document::with_id("a", "Ownership rules", Metadata::new()),
+///         vector: vec![1.0, 0.0, 0.0],
+///     }])
+///     .await?;
+/// let hits = store.search(SearchRequest::new(vec![0.9, 0.1, 0.0], 5)).await?;
+/// # let _ = hits;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct ChromaStore {
     http: HttpClient,

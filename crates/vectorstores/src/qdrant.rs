@@ -286,6 +286,29 @@ enum Backend {
 /// the document id. A [`Filter`] becomes a Qdrant filter that selects a superset of the matches (equality, `in`,
 /// ranges, `exists`, combined with `and`/`or`), and [`Filter::matches`] then decides exactly, so results are the
 /// same as on every other store.
+///
+/// ```no_run
+/// use catena_core::{Document, EmbeddedDocument, Filter, Metadata, SearchRequest, VectorStore};
+/// use catena_vectorstores::{ClusterSettings, IndexKind, Metric, QdrantConfig, QdrantStore};
+///
+/// # async fn demo() -> catena_core::Result<()> {
+/// let config = QdrantConfig::new("http://127.0.0.1:6334", "docs")
+///     .with_index("lang", IndexKind::Keyword)
+///     .with_cluster(ClusterSettings { shard_number: Some(2), replication_factor: Some(2), ..Default::default() })
+///     .with_bm25(100.0);
+/// let store = QdrantStore::connect(config, 3, Metric::Cosine).await?;
+/// let meta: Metadata = serde_json::json!({"lang": "en"}).as_object().cloned().unwrap_or_default();
+/// store
+///     .upsert(vec![EmbeddedDocument {
+///         document: Document::with_id("a", "Ownership rules, checked at compile time", meta),
+///         vector: vec![1.0, 0.0, 0.0],
+///     }])
+///     .await?;
+/// let dense = store.search(SearchRequest::new(vec![0.9, 0.1, 0.0], 5).with_filter(Filter::eq("lang", "en"))).await?;
+/// let fused = store.hybrid_search(vec![0.9, 0.1, 0.0], "ownership", 5, None).await?;
+/// # let _ = (dense, fused);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct QdrantStore {
     backend: Arc<Backend>,
