@@ -406,6 +406,51 @@ impl ChromaStore {
         Ok(docs.into_iter().filter(|d| filter.matches(&d.metadata)).collect())
     }
 
+    /// One query for the `n` nearest: those that pass `filter` exactly and reach `min_score`, and how many the
+    /// server returned.
+    async fn query_page(
+        &self,
+        vector: &[f32],
+        n: usize,
+        narrowing: Option<&Value>,
+        filter: Option<&Filter>,
+        min_score: Option<f32>,
+        include_vectors: bool,
+    ) -> Result<(Vec<ScoredDocument>, usize)> {
+        let mut include = vec!["documents", "metadatas", "distances"];
+        if include_vectors {
+            include.push("embeddings");
+        }
+        let mut body = json!({"query_embeddings": [vector], "n_results": n, "include": include});
+        if let Some(w) = narrowing {
+            body["where"] = w.clone();
+        }
+        let result = self.collection("query", body).await?;
+        let docs = self.documents_of(&result["ids"][0], &result["documents"][0], &result["metadatas"][0])?;
+        let returned = docs.len();
+        let distances = result["distances"][0].as_array().map(Vec::as_slice).unwrap_or_default();
+        let embeddings = result["embeddings"][0].as_array().map(Vec::as_slice).unwrap_or_default();
+        let mut hits = Vec::new();
+        for (i, document) in docs.into_iter().enumerate() {
+            if filter.is_some_and(|f| !f.matches(&document.metadata)) {
+                continue;
+            }
+            let score = self.score(distances.get(i).and_then(Value::as_f64).unwrap_or(f64::INFINITY));
+            if min_score.is_some_and(|m| score < m) {
+                continue;
+            }
+            let vector = include_vectors.then(|| {
+                embeddings
+                    .get(i)
+                    .and_then(Value::as_array)
+                    .map(|v| v.iter().filter_map(Value::as_f64).map(|x| x as f32).collect())
+                    .unwrap_or_default()
+            });
+            hits.push(ScoredDocument { document, score, vector });
+        }
+        Ok((hits, returned))
+    }
+
     /// Ids and metadata of every document the filter matches (exactly).
     async fn matching_ids(&self, filter: &Filter) -> Result<Vec<String>> {
         let mut body = json!({"include": ["metadatas"]});
@@ -488,59 +533,9 @@ impl VectorStore for ChromaStore {
             return Ok(Vec::new());
         }
         let narrowing = filter.as_ref().and_then(to_where);
-        // Ask for k (one round trip when nothing is filtered out); when the exact filter drops some, ask again for
-        // more, up to everything (counted only then).
-        let mut n = k;
-        let mut total: Option<usize> = None;
-        let mut include = vec!["documents", "metadatas", "distances"];
-        if include_vectors {
-            include.push("embeddings");
-        }
-        loop {
-            let mut body = json!({
-                "query_embeddings": [vector],
-                "n_results": n,
-                "include": include,
-            });
-            if let Some(w) = &narrowing {
-                body["where"] = w.clone();
-            }
-            let result = self.collection("query", body).await?;
-            let docs = self.documents_of(&result["ids"][0], &result["documents"][0], &result["metadatas"][0])?;
-            let returned = docs.len();
-            let distances = result["distances"][0].as_array().cloned().unwrap_or_default();
-            let embeddings = result["embeddings"][0].as_array().cloned().unwrap_or_default();
-            let mut hits = Vec::new();
-            for (i, document) in docs.into_iter().enumerate() {
-                if filter.as_ref().is_some_and(|f| !f.matches(&document.metadata)) {
-                    continue;
-                }
-                let distance = distances.get(i).and_then(Value::as_f64).unwrap_or(f64::INFINITY);
-                let score = self.score(distance);
-                if min_score.is_some_and(|m| score < m) {
-                    continue;
-                }
-                let vector = include_vectors.then(|| {
-                    embeddings
-                        .get(i)
-                        .and_then(Value::as_array)
-                        .map(|v| v.iter().filter_map(Value::as_f64).map(|x| x as f32).collect())
-                        .unwrap_or_default()
-                });
-                hits.push(ScoredDocument { document, score, vector });
-            }
-            let total = match total {
-                Some(t) => t,
-                None if hits.len() >= k || returned < n => usize::MAX,
-                None => *total.insert(self.count().await?),
-            };
-            if hits.len() >= k || returned < n || n >= total {
-                hits.sort_by(|a, b| b.score.total_cmp(&a.score));
-                hits.truncate(k);
-                return Ok(hits);
-            }
-            n = (n * 4).min(total);
-        }
+        let fetch =
+            |n: usize| self.query_page(&vector, n, narrowing.as_ref(), filter.as_ref(), min_score, include_vectors);
+        crate::widen::exact_search(k, fetch, || self.count()).await
     }
 
     async fn len(&self) -> Result<usize> {

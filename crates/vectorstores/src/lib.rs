@@ -43,6 +43,8 @@ mod qdrant;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod topk;
+#[cfg(any(feature = "chroma", feature = "qdrant"))]
+mod widen;
 
 #[cfg(any(feature = "chroma", feature = "qdrant"))]
 pub use catena_http::IoRuntime;

@@ -679,8 +679,8 @@ impl QdrantStore {
         }
     }
 
-    /// Runs `query(narrowing filter, limit)` for `k` results that pass `filter` exactly and reach `min_score`:
-    /// asks for `k`, and when the exact filter dropped some, asks again for more, up to every candidate. `dense`
+    /// Runs `query(narrowing filter, limit)` for `k` results that pass `filter` exactly and reach `min_score`
+    /// ([`exact_search`](crate::widen::exact_search): one round trip unless the exact filter drops some). `dense`
     /// scores are converted to catena's convention; keyword and fused scores are kept as the server gives them.
     async fn ranked(
         &self,
@@ -691,40 +691,38 @@ impl QdrantStore {
         dense: bool,
         query: impl Fn(Option<qdrant::Filter>, u64) -> QueryPoints,
     ) -> Result<Vec<ScoredDocument>> {
-        if k == 0 {
-            return Ok(Vec::new());
-        }
         let narrowing = filter.and_then(to_qdrant);
-        let total = self.count(narrowing.clone()).await?;
-        if total == 0 {
-            return Ok(Vec::new());
-        }
-        let mut n = k.min(total);
-        loop {
-            let Answer::Scored(points) = self.call(Op::Query(query(narrowing.clone(), n as u64))).await? else {
-                return Err(self.err("unexpected answer to a query request"));
-            };
-            let returned = points.len();
-            let mut hits = Vec::new();
-            for p in &points {
-                let document = self.document_of(&p.payload)?;
-                if filter.is_some_and(|f| !f.matches(&document.metadata)) {
-                    continue;
-                }
-                let score = if dense { self.score(p.score) } else { p.score };
-                if min_score.is_some_and(|m| score < m) {
-                    continue;
-                }
-                let vector = include_vectors.then(|| self.dense_of(p.vectors.as_ref()));
-                hits.push(ScoredDocument { document, score, vector });
+        let fetch =
+            |n: usize| self.query_page(query(narrowing.clone(), n as u64), filter, min_score, include_vectors, dense);
+        crate::widen::exact_search(k, fetch, || self.count(narrowing.clone())).await
+    }
+
+    /// One query: the points that pass `filter` exactly and reach `min_score`, and how many the server returned.
+    async fn query_page(
+        &self,
+        request: QueryPoints,
+        filter: Option<&Filter>,
+        min_score: Option<f32>,
+        include_vectors: bool,
+        dense: bool,
+    ) -> Result<(Vec<ScoredDocument>, usize)> {
+        let Answer::Scored(points) = self.call(Op::Query(request)).await? else {
+            return Err(self.err("unexpected answer to a query request"));
+        };
+        let mut hits = Vec::new();
+        for p in &points {
+            let document = self.document_of(&p.payload)?;
+            if filter.is_some_and(|f| !f.matches(&document.metadata)) {
+                continue;
             }
-            if hits.len() >= k || returned < n || n >= total {
-                hits.sort_by(|a, b| b.score.total_cmp(&a.score));
-                hits.truncate(k);
-                return Ok(hits);
+            let score = if dense { self.score(p.score) } else { p.score };
+            if min_score.is_some_and(|m| score < m) {
+                continue;
             }
-            n = (n * 4).min(total);
+            let vector = include_vectors.then(|| self.dense_of(p.vectors.as_ref()));
+            hits.push(ScoredDocument { document, score, vector });
         }
+        Ok((hits, points.len()))
     }
 
     /// The sparse query of `text` (each distinct term once, weight 1: the server applies the IDF), or an error
