@@ -201,6 +201,21 @@ fn missing_file(dir: &Path, file: &str, extra: &str) -> Error {
     )
 }
 
+/// Every tensor of a safetensors file, on `device`.
+fn load_safetensors(path: &Path, device: &Device) -> Result<std::collections::HashMap<String, Tensor>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    candle_core::safetensors::load_buffer(&bytes, device)
+        .map_err(|e| Error::Format { path: path.to_path_buf(), message: e.to_string() })
+}
+
+/// A model's name: its directory's (after resolving links), else the path as given.
+fn dir_name(dir: &Path) -> String {
+    dir.canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| dir.display().to_string())
+}
+
 /// Checks that `config` (read from `path`) is a BERT this encoder runs, for `who` (`LocalEmbedder`,
 /// `CrossEncoder`); returns its activation.
 fn check_bert_config(config: &BertConfig, path: &Path, who: &str) -> Result<Activation> {
@@ -437,10 +452,7 @@ impl LocalEmbedder {
         }
 
         let device = Device::Cpu;
-        let bytes = std::fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &device)
-            .map_err(|e| Error::Format { path: weights_path.clone(), message: e.to_string() })?;
-        drop(bytes);
+        let tensors = load_safetensors(&weights_path, &device)?;
         let bert = BertModel::load(tensors, &config, activation, &device).map_err(|e| Error::Format {
             path: weights_path.clone(),
             message: match e {
@@ -451,11 +463,7 @@ impl LocalEmbedder {
             },
         })?;
 
-        let name = dir
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| dir.display().to_string());
+        let name = dir_name(dir);
         Ok(LocalEmbedder {
             model: Arc::new(LoadedModel {
                 dir: dir.to_path_buf(),

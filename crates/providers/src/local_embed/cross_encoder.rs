@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
 
 use super::bert::{self, BertConfig, BertModel};
-use super::{check_bert_config, missing_file, read_json, run_blocking};
+use super::{check_bert_config, dir_name, load_safetensors, missing_file, read_json, run_blocking};
 
 /// Pairs per forward pass unless [`CrossEncoder::with_batch_size`] says otherwise.
 pub const DEFAULT_RERANK_BATCH_SIZE: usize = 16;
@@ -119,10 +119,7 @@ impl CrossEncoder {
 
         let weights_path = dir.join("model.safetensors");
         let device = Device::Cpu;
-        let bytes = std::fs::read(&weights_path).map_err(|e| Error::io(&weights_path, e))?;
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &device)
-            .map_err(|e| Error::Format { path: weights_path.clone(), message: e.to_string() })?;
-        drop(bytes);
+        let tensors = load_safetensors(&weights_path, &device)?;
         let format_error = |message: String| Error::Format { path: weights_path.clone(), message };
         let linear = |tensors: &HashMap<String, Tensor>, names: &[&str]| -> Result<Linear> {
             let find = |suffix: &str| {
@@ -153,11 +150,7 @@ impl CrossEncoder {
                 bert::LoadError::Candle(e) => format!("does not match config.json: {e}"),
             })
         })?;
-        let name = dir
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| dir.display().to_string());
+        let name = dir_name(dir);
         Ok(CrossEncoder {
             model: Arc::new(Loaded {
                 dir: dir.to_path_buf(),
