@@ -25,7 +25,9 @@
 //! ```
 //!
 //! Code map: `memory` holds the store, `persist` the file format, `kernel` the scoring loops, `topk` the
-//! bounded heap, `block` the allocation of the vector block (on huge pages where Linux offers them).
+//! bounded heap, `scan` the split of one scan across threads, `quant` the int8 codes and kernels of
+//! `SqliteStore`'s `ScanPrecision::Int8` (feature `sqlite`), `block` the allocation of the vector block (on
+//! huge pages where Linux offers them).
 
 #![warn(missing_docs)]
 
@@ -40,6 +42,9 @@ mod memory;
 mod persist;
 #[cfg(feature = "qdrant")]
 mod qdrant;
+#[cfg(feature = "sqlite")]
+mod quant;
+mod scan;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod topk;
@@ -59,7 +64,9 @@ pub use qdrant::{
     ClusterSettings, IndexKind, QdrantConfig, QdrantHybridRetriever, QdrantKeywordRetriever, QdrantStore, BM25_VECTOR,
 };
 #[cfg(feature = "sqlite")]
-pub use sqlite::{Durability, SqliteKeywordRetriever, SqliteOptions, SqliteStore, SQLITE_SCHEMA_VERSION};
+pub use sqlite::{
+    Durability, ScanPrecision, SqliteKeywordRetriever, SqliteOptions, SqliteStore, SQLITE_SCHEMA_VERSION,
+};
 
 use std::fmt;
 use std::str::FromStr;

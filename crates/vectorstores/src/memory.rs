@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use catena_core::{
@@ -12,7 +14,6 @@ use catena_core::{
 
 use crate::kernel::{Kernel, Op};
 use crate::persist;
-use crate::topk::TopK;
 use crate::Metric;
 
 /// An exact in-memory vector store.
@@ -78,6 +79,8 @@ struct Shared {
     dim: usize,
     metric: Metric,
     kernel: Kernel,
+    /// How many threads one large search may use (see [`InMemoryStore::with_search_threads`]).
+    search_threads: AtomicUsize,
     state: RwLock<State>,
     /// The file [`VectorStore::flush`] saves to, if any.
     backing: Mutex<Option<PathBuf>>,
@@ -129,10 +132,24 @@ impl InMemoryStore {
                 dim,
                 metric,
                 kernel: Kernel::detect(),
+                search_threads: AtomicUsize::new(crate::scan::available_threads().get()),
                 state: RwLock::new(state),
                 backing: Mutex::new(None),
             }),
         }
+    }
+
+    /// Lets one search use up to `threads` threads (at least 1). A new store uses the machine's parallelism
+    /// ([`std::thread::available_parallelism`]); scans under a few megabytes always run on one thread. Every clone
+    /// of the store sees the new setting.
+    pub fn with_search_threads(self, threads: usize) -> Self {
+        self.shared.search_threads.store(threads.max(1), Ordering::Relaxed);
+        self
+    }
+
+    /// How many threads one search may use.
+    pub fn search_threads(&self) -> usize {
+        self.shared.search_threads.load(Ordering::Relaxed)
     }
 
     /// Makes `path` the store's backing file: [`VectorStore::flush`] saves there (atomically, as
@@ -427,19 +444,21 @@ impl InMemoryStore {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let mut top = TopK::new(k);
-        match &filter {
-            None => crate::topk::scan_all(&mut top, kernel, op, &vector, &state.vectors, dim),
+        let threads = NonZeroUsize::new(self.search_threads()).unwrap_or(NonZeroUsize::MIN);
+        let best = crate::scan::best_k(k, n, n * dim * 4, threads, |range, top| match &filter {
+            None => {
+                let rows = &state.vectors[range.start * dim..range.end * dim];
+                crate::topk::scan_rows(top, kernel, op, &vector, rows, dim, range.start);
+            }
             Some(filter) => {
-                for (slot, (doc, row)) in state.docs.iter().zip(state.vectors.chunks_exact(dim)).enumerate() {
-                    if filter.matches(&doc.metadata) {
-                        top.offer(kernel.score_one(op, &vector, row), slot);
+                for slot in range {
+                    if filter.matches(&state.docs[slot].metadata) {
+                        top.offer(kernel.score_one(op, &vector, &state.vectors[slot * dim..(slot + 1) * dim]), slot);
                     }
                 }
             }
-        }
-        let results = top
-            .into_sorted()
+        });
+        let results = best
             .into_iter()
             .map(|c| (crate::topk::reported_score(metric, c.score), c.slot))
             .filter(|(score, _)| min_score.is_none_or(|m| *score >= m))

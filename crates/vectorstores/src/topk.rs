@@ -73,23 +73,25 @@ impl TopK {
 }
 
 /// Rows scored per kernel call.
-const BLOCK_ROWS: usize = 256;
+pub(crate) const BLOCK_ROWS: usize = 256;
 
-/// Offers every row of `vectors` (`dim` numbers each; row `i` is slot `i`) to `top`, scored by `kernel`.
-pub(crate) fn scan_all(
+/// Offers every row of `vectors` (`dim` numbers each; row `i` is slot `first_slot + i`) to `top`, scored by
+/// `kernel`.
+pub(crate) fn scan_rows(
     top: &mut TopK,
     kernel: crate::kernel::Kernel,
     op: crate::kernel::Op,
     query: &[f32],
     vectors: &[f32],
     dim: usize,
+    first_slot: usize,
 ) {
     let mut scores = [0.0f32; BLOCK_ROWS];
     for (block, rows) in vectors.chunks(BLOCK_ROWS * dim).enumerate() {
         let out = &mut scores[..rows.len() / dim];
         kernel.score(op, query, rows, out);
         for (j, &s) in out.iter().enumerate() {
-            top.offer(s, block * BLOCK_ROWS + j);
+            top.offer(s, first_slot + block * BLOCK_ROWS + j);
         }
     }
 }

@@ -57,6 +57,25 @@ async fn sqlite_store_conforms() {
     .await;
 }
 
+/// The int8 scan (approximate candidates, exact rescoring) passes the same suite: its scores are the exact ones,
+/// and with 10 candidates per result the suite's collections are ranked exactly.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_with_int8_scan_conforms() {
+    use catena_vectorstores::{Durability, ScanPrecision, SqliteOptions, SqliteStore};
+    run_conformance(
+        |dir, dim, m| async move {
+            let options = SqliteOptions::new(Durability::ProcessCrash)
+                .with_precision(ScanPrecision::Int8 { oversample: 10 })
+                .with_search_threads(3);
+            let store = SqliteStore::open_with(dir.join("store.sqlite"), dim, metric(m), options).await?;
+            Ok(Arc::new(store) as Arc<dyn VectorStore>)
+        },
+        true,
+    )
+    .await;
+}
+
 /// Outside a tokio runtime (here futures' own executor) the work tokio's blocking pool would take runs in place:
 /// a scan above `BLOCKING_SCAN_FLOATS`, a flush, and every SQLite call. It used to panic ("no reactor running").
 #[test]

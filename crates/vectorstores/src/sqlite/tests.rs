@@ -173,3 +173,85 @@ async fn keyword_search_ranks_by_bm25_and_filters() {
     assert!(store.keyword_search("ownership", 10, None).await.unwrap().is_empty());
     assert_eq!(store.keyword_search("lifetimes", 10, None).await.unwrap()[0].document.id, "own");
 }
+
+/// Unit vectors from a seeded Gaussian, each with a `bucket` number for filters.
+fn gaussian_docs(rng: &mut fastrand::Rng, n: usize, dim: usize) -> Vec<EmbeddedDocument> {
+    (0..n)
+        .map(|i| {
+            let vector: Vec<f32> = (0..dim)
+                .map(|_| {
+                    // Box-Muller.
+                    let (u, v) = (rng.f32().max(f32::MIN_POSITIVE), rng.f32());
+                    (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+                })
+                .collect();
+            let metadata = json!({ "bucket": i % 7 }).as_object().cloned().unwrap_or_default();
+            EmbeddedDocument { document: Document::with_id(format!("d{i}"), "text", metadata), vector }
+        })
+        .collect()
+}
+
+/// Searches large enough to be split across threads (12k x 384) give the single-threaded answer, filtered or
+/// not, for the exact and the int8 scan; the int8 scan's scores are the exact ones, and its candidates hold
+/// (nearly) every true neighbour with 10 per result, while one per result visibly loses some (so the test would
+/// notice the int8 path being skipped, or quantisation being broken).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threaded_and_int8_scans_agree_with_the_exact_single_threaded_scan() {
+    let (n, dim) = (12_000, 384);
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = fastrand::Rng::with_seed(21);
+    let docs = gaussian_docs(&mut rng, n, dim);
+    let queries = gaussian_docs(&mut rng, 24, dim);
+    for metric in [Metric::Cosine, Metric::L2] {
+        let open = |name: &str, precision: ScanPrecision, threads: usize| {
+            let path = dir.path().join(format!("{name}-{metric}.sqlite"));
+            let options =
+                SqliteOptions::new(Durability::ProcessCrash).with_precision(precision).with_search_threads(threads);
+            SqliteStore::open_with(path, dim, metric, options)
+        };
+        let reference = open("one", ScanPrecision::F32, 1).await.unwrap();
+        reference.upsert(docs.clone()).await.unwrap();
+        drop(reference);
+        // The same file, reopened at each precision and thread count.
+        let reference = open("one", ScanPrecision::F32, 1).await.unwrap();
+        let threaded = open("one", ScanPrecision::F32, 4).await.unwrap();
+        let int8 = open("one", ScanPrecision::Int8 { oversample: 10 }, 2).await.unwrap();
+        let int8_tight = open("one", ScanPrecision::Int8 { oversample: 1 }, 2).await.unwrap();
+        let (mut found, mut found_tight, mut wanted) = (0usize, 0usize, 0usize);
+        for (qi, q) in queries.iter().enumerate() {
+            let mut request = SearchRequest::new(q.vector.clone(), 10);
+            if qi % 2 == 1 {
+                request = request.with_filter(Filter::Ne("bucket".into(), json!(3)));
+            }
+            let want = reference.search(request.clone()).await.unwrap();
+            let got = threaded.search(request.clone()).await.unwrap();
+            let pairs = |h: &[ScoredDocument]| h.iter().map(|d| (d.document.id.clone(), d.score)).collect::<Vec<_>>();
+            assert_eq!(pairs(&got), pairs(&want), "{metric} query {qi}: threads changed the answer");
+            let want_ids: HashSet<String> = want.iter().map(|d| d.document.id.clone()).collect();
+            wanted += want.len();
+            for (store, count) in [(&int8, &mut found), (&int8_tight, &mut found_tight)] {
+                let hits = store.search(SearchRequest { include_vectors: true, ..request.clone() }).await.unwrap();
+                assert_eq!(hits.len(), 10);
+                for h in &hits {
+                    if want_ids.contains(&h.document.id) {
+                        *count += 1;
+                    }
+                    // Rescored exactly: the score is the exact store's score for that document.
+                    let exact = want.iter().find(|w| w.document.id == h.document.id);
+                    if let Some(w) = exact {
+                        assert_eq!(h.score, w.score, "{metric} query {qi}: int8 hit {} not rescored", h.document.id);
+                    }
+                    assert_eq!(h.vector.as_ref().map(Vec::len), Some(dim), "vectors come back exact and whole");
+                }
+                assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "best first");
+                if qi % 2 == 1 {
+                    assert!(hits.iter().all(|h| h.document.metadata["bucket"] != json!(3)), "filter applied");
+                }
+            }
+        }
+        let recall = found as f64 / wanted as f64;
+        let recall_tight = found_tight as f64 / wanted as f64;
+        assert!(recall >= 0.99, "{metric}: int8 recall@10 with 10x candidates is {recall}");
+        assert!(recall_tight < recall, "{metric}: 1x candidates ({recall_tight}) should lose some neighbours");
+    }
+}
