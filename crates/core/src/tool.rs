@@ -171,6 +171,60 @@ where
     }
 }
 
+/// A chain exposed as a tool by [`chain_tool`]: its input is the tool's arguments (schema from `I`), its output
+/// the tool's result. Chain errors come back as [`ToolError::Failed`].
+pub struct ChainTool<C> {
+    definition: ToolDefinition,
+    chain: Arc<C>,
+}
+
+impl<C> fmt::Debug for ChainTool<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainTool").field("definition", &self.definition).finish_non_exhaustive()
+    }
+}
+
+/// A tool that runs `chain` (for example a RAG chain, or another agent) on the model's arguments.
+///
+/// ```
+/// use catena_core::{chain_fn, chain_tool, Tool};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// #[derive(serde::Deserialize, schemars::JsonSchema)]
+/// struct Shout { text: String }
+/// let shout = chain_fn(|s: Shout| async move { Ok(s.text.to_uppercase()) });
+/// let tool = chain_tool("shout", "Upper-cases a text.", shout);
+/// assert_eq!(tool.call(serde_json::json!({"text": "hi"})).await, Ok(serde_json::json!("HI")));
+/// # }
+/// ```
+pub fn chain_tool<C>(name: impl Into<String>, description: impl Into<String>, chain: C) -> ChainTool<C>
+where
+    C: crate::Chain,
+    C::Input: DeserializeOwned + JsonSchema,
+    C::Output: Serialize,
+{
+    ChainTool { definition: ToolDefinition::for_type::<C::Input>(name, description), chain: Arc::new(chain) }
+}
+
+#[async_trait]
+impl<C> Tool for ChainTool<C>
+where
+    C: crate::Chain,
+    C::Input: DeserializeOwned + JsonSchema,
+    C::Output: Serialize,
+{
+    fn definition(&self) -> ToolDefinition {
+        self.definition.clone()
+    }
+
+    async fn call(&self, arguments: Value) -> Result<Value, ToolError> {
+        let input: C::Input =
+            serde_json::from_value(arguments).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+        let output = self.chain.invoke(input).await.map_err(|e| ToolError::Failed(e.to_string()))?;
+        serde_json::to_value(output)
+            .map_err(|e| ToolError::Failed(format!("the chain's output does not serialise to JSON: {e}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
