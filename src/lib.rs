@@ -4,8 +4,8 @@
 //! OpenAI and every OpenAI-compatible server; vector stores; tracing of every run.
 //!
 //! This facade re-exports [`catena_core`] at its root, loaders and splitters as [`text`], and the provider,
-//! vector-store and indexing crates as [`providers`], [`vectorstores`] and [`index`] behind the features of the
-//! same names (all on by default); in `vectorstores`, the SQLite store is the feature `sqlite` (on by default)
+//! vector-store, indexing and agent crates as [`providers`], [`vectorstores`], [`index`] and [`agent`] behind the
+//! features of the same names (all on by default); in `vectorstores`, the SQLite store is the feature `sqlite` (on by default)
 //! and the Chroma store the feature `chroma`.
 //!
 //! ```
@@ -34,6 +34,10 @@ pub use catena_text as text;
 /// Model providers (`catena-providers`).
 #[cfg(feature = "providers")]
 pub use catena_providers as providers;
+
+/// Agents: a model and its tools in a loop, with budgets, approval and memory (`catena-agent`).
+#[cfg(feature = "agent")]
+pub use catena_agent as agent;
 
 /// Incremental indexing of a folder into any vector store (`catena-index`).
 #[cfg(feature = "index")]

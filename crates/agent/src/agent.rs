@@ -322,7 +322,9 @@ impl Agent {
     }
 
     /// Takes model, temperature, token limit, seed and stop sequences from `request` for every model call (its
-    /// messages, tools and tool choice are the agent's).
+    /// messages and tools are the agent's). Its `tool_choice`, if set, applies to the first model call of a run
+    /// only (for example [`catena_core::ToolChoice::Required`] to make the model start with a tool); later calls
+    /// leave the choice to the model, so that the run can end.
     pub fn with_request(self, request: ChatRequest) -> Self {
         self.edit(|i| i.request = request)
     }
@@ -330,6 +332,16 @@ impl Agent {
     /// Fits the conversation into `memory` before each model call (the full transcript is kept in the answer).
     pub fn with_memory(self, memory: Arc<dyn Memory>) -> Self {
         self.edit(|i| i.memory = Some(memory))
+    }
+
+    /// The model.
+    pub fn llm(&self) -> &std::sync::Arc<dyn Llm> {
+        &self.inner.llm
+    }
+
+    /// The request settings every model call starts from (see [`Agent::with_request`]).
+    pub fn request_template(&self) -> ChatRequest {
+        self.inner.request.clone()
     }
 
     /// The tools.
@@ -469,6 +481,8 @@ enum Planned {
 struct Run {
     messages: Vec<Message>,
     model_calls: usize,
+    /// `model_calls` when this run (or resumption) started.
+    model_calls_at_start: usize,
     tool_calls: usize,
     usage: Usage,
     /// Calls decided on resume, to run before the next model call.
@@ -482,6 +496,7 @@ impl Run {
         let mut run = Run {
             messages: Vec::new(),
             model_calls: 0,
+            model_calls_at_start: 0,
             tool_calls: 0,
             usage: Usage::default(),
             resumed: Vec::new(),
@@ -501,6 +516,7 @@ impl Run {
             AgentInput::Resume { state, decisions } => {
                 run.messages = state.messages;
                 run.model_calls = state.model_calls;
+                run.model_calls_at_start = state.model_calls;
                 run.tool_calls = state.tool_calls;
                 run.usage = state.usage;
                 let mut decisions: Vec<Option<Decision>> = decisions.into_iter().map(Some).collect();
@@ -542,6 +558,7 @@ impl Run {
     /// The request for the next model call: the conversation (fitted to the memory, if any) and, when offered,
     /// the tools.
     async fn request(&self, inner: &Inner, tools_offered: bool) -> Result<ChatRequest> {
+        let first_call = self.model_calls == self.model_calls_at_start + 1;
         let mut messages = match &inner.memory {
             Some(memory) => memory.fit(&self.messages).await?,
             None => self.messages.clone(),
@@ -550,6 +567,9 @@ impl Run {
             ChatRequest { messages: Vec::new(), tools: Vec::new(), tool_choice: None, ..inner.request.clone() };
         if tools_offered {
             request.tools = inner.tools.definitions();
+            if first_call {
+                request.tool_choice.clone_from(&inner.request.tool_choice);
+            }
         } else if !inner.tools.is_empty() {
             Message::add_system_instruction(
                 &mut messages,

@@ -8,6 +8,7 @@
 //!   with hard [`Limits`] on model and tool calls and parallel tool calls. Calls that need approval stop the run
 //!   with a serialisable [`AgentState`]; resume it with [`Decision`]s (approve, edit the arguments, reject), in
 //!   this process or another.
+//! - [`TypedAgent`] ([`Agent::typed`]): the final answer as a typed `T` through the structured-output path.
 //! - [`Memory`]: which part of a long conversation is sent: [`TokenWindow`] (a token budget, oldest turns
 //!   dropped whole) and [`SummaryWindow`] (dropped turns replaced by a model-written summary).
 //!
@@ -39,7 +40,11 @@
 mod agent;
 mod memory;
 mod toolbox;
+mod typed;
 
 pub use agent::{Agent, AgentAnswer, AgentEvent, AgentInput, AgentOutcome, AgentState, Decision, Limits};
 pub use memory::{Memory, SummaryWindow, TokenCounter, TokenWindow};
 pub use toolbox::{ToolBox, ToolSettings};
+pub use typed::{TypedAgent, TypedEvent, TypedOutcome};
+
+pub use catena_constraint::RepairPolicy;

@@ -392,3 +392,61 @@ fn tool_errors_for_the_model_are_stable_text() {
         "the model-facing text is part of the contract"
     );
 }
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+struct Sum {
+    sum: f64,
+    explanation: String,
+}
+
+/// The typed answer comes from one more call under `T`'s JSON Schema (OpenAI's native `json_schema` response
+/// format here), after the tool loop; the stream ends with the value.
+#[tokio::test]
+async fn a_typed_agent_answers_with_a_value_of_its_type() {
+    use catena_agent::{RepairPolicy, TypedEvent, TypedOutcome};
+    let script = || {
+        Reply::Sequence(vec![
+            calls(vec![("c1", "add", r#"{"a": 2, "b": 3}"#)], ToolStyle::OpenAi),
+            Canned::text("The sum is 5."),
+            Canned::text(r#"{"sum": 5, "explanation": "2 + 3 with the add tool"}"#),
+        ])
+    };
+    let server = TestServer::start(script()).await;
+    let agent = agent_for(&server, math_tools(), Limits::new(3, 3, 1)).await.typed::<Sum>(RepairPolicy::Forbid);
+    let TypedOutcome::Finished { value, answer } = agent.invoke("2+3?".into()).await.unwrap() else {
+        panic!("expected an answer")
+    };
+    assert_eq!(value, Sum { sum: 5.0, explanation: "2 + 3 with the add tool".into() });
+    assert_eq!(answer.text, "The sum is 5.");
+    let last = server.last_body();
+    assert_eq!(last["response_format"]["type"], "json_schema");
+    assert!(last.get("tools").is_none_or(Value::is_null));
+    assert!(last["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().contains("JSON"));
+
+    let server = TestServer::start(script()).await;
+    let agent = agent_for(&server, math_tools(), Limits::new(3, 3, 1)).await.typed::<Sum>(RepairPolicy::Forbid);
+    let events: Vec<TypedEvent<Sum>> = agent.stream("2+3?".into()).map(|e| e.unwrap()).collect().await;
+    assert!(matches!(events.last(), Some(TypedEvent::Value(Sum { sum, .. })) if *sum == 5.0));
+    assert!(matches!(&events[events.len() - 2], TypedEvent::Agent(AgentEvent::Done { .. })));
+}
+
+/// A tool choice in the request template applies to the first model call of a run only, so a forced tool cannot
+/// loop the run; a resumed run is not a first call.
+#[tokio::test]
+async fn a_forced_tool_choice_applies_to_the_first_call_only() {
+    use catena_core::ToolChoice;
+    let server = TestServer::start(Reply::Sequence(vec![
+        calls(vec![("c1", "add", r#"{"a": 1, "b": 1}"#)], ToolStyle::OpenAi),
+        Canned::text("2"),
+    ]))
+    .await;
+    let agent = agent_for(&server, math_tools(), Limits::new(3, 3, 1))
+        .await
+        .with_request(ChatRequest::default().with_tool_choice(ToolChoice::Required).with_temperature(0.0));
+    agent.ask("1+1").await.unwrap();
+    let bodies = server.bodies();
+    assert_eq!(bodies[0]["tool_choice"], "required");
+    assert_eq!(bodies[0]["temperature"], 0.0);
+    assert!(bodies[1].get("tool_choice").is_none_or(Value::is_null), "{}", bodies[1]);
+    assert_eq!(bodies[1]["temperature"], 0.0);
+}
