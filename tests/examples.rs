@@ -1,5 +1,5 @@
 //! Smoke test of the short examples (`hello_chat`, `streaming`, `composition`, `layers`, `cache`,
-//! `structured_output`, `guidance_template`, `custom_llm`, `indexing`): each runs once, as a user would run it,
+//! `structured_output`, `guidance_template`, `custom_llm`, `indexing`, `agent`): each runs once, as a user would run it,
 //! on the offline default models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2), must exit 0 within its time limit
 //! and print what it is about (the cache hit, the fallback, nothing re-embedded on the second indexing run, ...).
 //!
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 const TIME_LIMIT: Duration = Duration::from_secs(180);
 
 /// The examples this test runs, with whether the features they require are enabled in this build.
-const EXAMPLES: [(&str, bool); 9] = [
+const EXAMPLES: [(&str, bool); 10] = [
     ("hello_chat", cfg!(feature = "llama-cpp")),
     ("streaming", cfg!(feature = "llama-cpp")),
     ("composition", cfg!(all(feature = "llama-cpp", feature = "constrain"))),
@@ -32,6 +32,18 @@ const EXAMPLES: [(&str, bool); 9] = [
     ("guidance_template", cfg!(all(feature = "llama-cpp", feature = "constrain"))),
     ("custom_llm", true),
     ("indexing", cfg!(all(feature = "local-embed", feature = "vectorstores", feature = "index"))),
+    (
+        "agent",
+        cfg!(all(
+            feature = "llama-cpp",
+            feature = "constrain",
+            feature = "local-embed",
+            feature = "sqlite",
+            feature = "index",
+            feature = "bm25",
+            feature = "agent"
+        )),
+    ),
 ];
 
 /// The features of `catena` this test was built with, so the examples are built with exactly the same ones.
@@ -43,6 +55,8 @@ fn cargo_feature_args() -> Vec<String> {
         ("sqlite", cfg!(feature = "sqlite")),
         ("chroma", cfg!(feature = "chroma")),
         ("index", cfg!(feature = "index")),
+        ("bm25", cfg!(feature = "bm25")),
+        ("agent", cfg!(feature = "agent")),
         ("local-embed", cfg!(feature = "local-embed")),
         ("llama-cpp", cfg!(feature = "llama-cpp")),
         ("local", cfg!(feature = "local")),
@@ -279,4 +293,34 @@ fn indexing() {
     assert_eq!(run.line("second run re-embedded "), "0 chunks");
     assert!(run.line("third run:  ").starts_with("3 files (0 added, 1 changed"));
     assert!(run.stdout.contains("ch12-02-reading-a-file.md"), "{}", run.stdout);
+}
+
+/// The agent on SmolLM2 with the arithmetic tool and a search of two indexed chapters: a forced first call to
+/// each tool runs it (its call and result printed), and the run ends with an answer within its limits.
+#[cfg(all(
+    feature = "llama-cpp",
+    feature = "constrain",
+    feature = "local-embed",
+    feature = "sqlite",
+    feature = "index",
+    feature = "bm25",
+    feature = "agent"
+))]
+#[test]
+fn agent() {
+    let docs = tempfile::tempdir().expect("a folder");
+    for chapter in ["ch15-01-box.md", "ch08-01-vectors.md"] {
+        std::fs::copy(catena_test_support::rust_book().join(chapter), docs.path().join(chapter)).expect("a chapter");
+    }
+    let docs = docs.path().to_str().expect("a UTF-8 path");
+    let run = run_example("agent", &["--first-call", "calculate", "--max-model-calls", "3", "What is 12 times 7?"]);
+    assert!(run.line("-> calculate(").contains("\"op\""), "{}", run.stdout);
+    assert!(!run.line("<- calculate [").is_empty());
+    let _answer = run.line("answer:");
+    assert!(run.line("(").contains("tool calls"));
+
+    let run = run_example("agent", &["--docs", docs, "--first-call", "search_docs", "What is a Box?"]);
+    let result = run.line("<- search_docs [");
+    assert!(result.contains("ch15-01-box.md") || result.contains("ch08-01-vectors.md"), "{result}");
+    let _answer = run.line("answer:");
 }

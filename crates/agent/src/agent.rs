@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use catena_core::{
-    async_trait, ChainStream, ChatChunk, ChatRequest, ChatResponseBuilder, Error, Llm, Message, Result, Role, ToolCall,
-    ToolError, Usage,
+    async_trait, ChainStream, ChatChunk, ChatRequest, ChatResponseBuilder, Error, FinishReason, Llm, Message, Result,
+    Role, ToolCall, ToolError, Usage,
 };
 use catena_core::{Chain, ChatStream};
 use futures::{Stream, StreamExt};
@@ -126,6 +126,8 @@ pub struct AgentState {
 pub struct AgentAnswer {
     /// The final answer's text.
     pub text: String,
+    /// Why the final model call stopped (`Length`: the answer was cut at the token limit).
+    pub finish_reason: Option<FinishReason>,
     /// The whole conversation, the final answer last.
     pub messages: Vec<Message>,
     /// Model calls made.
@@ -411,6 +413,7 @@ impl Agent {
                     run.usage = run.usage + usage;
                     yield AgentEvent::Usage { usage };
                 }
+                let finish_reason = response.finish_reason.clone();
                 let mut message = response.message;
                 for (i, call) in message.tool_calls.iter_mut().enumerate() {
                     if call.id.is_empty() {
@@ -422,6 +425,7 @@ impl Agent {
                     run.messages.push(message);
                     break AgentOutcome::Finished(AgentAnswer {
                         text,
+                        finish_reason,
                         messages: std::mem::take(&mut run.messages),
                         model_calls: run.model_calls,
                         tool_calls: run.tool_calls,

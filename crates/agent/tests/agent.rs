@@ -177,8 +177,12 @@ async fn bad_calls_go_back_to_the_model_as_errors_it_can_correct() {
     assert_eq!(results[3], "error: the tool failed: disk on fire");
     assert_eq!(results[4], "error: the tool failed: the tool panicked: tool bug: /y");
     assert_eq!(results[5], "error: the tool did not finish within 100 ms");
-    // Schemars' schemas allow extra fields unless told otherwise: the call runs.
-    assert_eq!(results[6], "5.0");
+    // Tool schemas are closed: an invented field is reported, not silently ignored.
+    assert!(
+        results[6].contains("Additional properties are not allowed") && results[6].contains("'c'"),
+        "{}",
+        results[6]
+    );
     // And that is what the model saw.
     let second = sent_messages(&server, 1);
     assert_eq!(second[3]["content"], results[0].as_str());

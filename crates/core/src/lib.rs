@@ -46,7 +46,10 @@ pub use rag::{RagChain, RagEvent};
 pub use rerank::{LlmReranker, Reranker, RerankingRetriever};
 pub use retriever::{mmr_select, EnsembleRetriever, MmrRetriever, Retriever, VectorRetriever, DEFAULT_RRF_K};
 pub use steps::{JsonOutput, LlmChain, PromptChain, TextOutput, TypedOutput};
-pub use tool::{chain_tool, output_text, tool_fn, ChainTool, FnTool, Tool, ToolError};
+pub use tool::{
+    chain_tool, output_text, retriever_tool, tool_fn, ChainTool, FnTool, Passage, RetrieverTool, SearchArgs, Tool,
+    ToolError,
+};
 pub use vectorstore::{EmbeddedDocument, Filter, SearchRequest, VectorStore};
 
 /// Re-exported so users can write `#[async_trait]` impls of catena traits without adding the crate.

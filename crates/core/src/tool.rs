@@ -112,6 +112,19 @@ pub fn output_text(output: &Value) -> String {
     }
 }
 
+/// Closes an object schema at its root (`additionalProperties: false` unless the schema says otherwise): a
+/// model's extra fields are reported back to it instead of ignored, and a grammar-constrained backend cannot
+/// wander off into invented fields (OpenAI's strict mode asks for the same).
+fn closed(mut definition: ToolDefinition) -> ToolDefinition {
+    if let Value::Object(schema) = &mut definition.parameters {
+        if schema.get("type").and_then(Value::as_str) == Some("object") && !schema.contains_key("additionalProperties")
+        {
+            schema.insert("additionalProperties".into(), Value::Bool(false));
+        }
+    }
+    definition
+}
+
 /// A typed tool made from an async function by [`tool_fn`]: arguments of type `A` (their JSON Schema derived
 /// with `schemars`), output of type `O` (any `Serialize`), errors of any `Display` type.
 pub struct FnTool<A, O, F> {
@@ -127,7 +140,8 @@ impl<A, O, F> fmt::Debug for FnTool<A, O, F> {
 }
 
 /// A tool from an async function or closure taking typed arguments: `name` and `description` are what the model
-/// sees, the argument schema comes from `A`'s `JsonSchema` (doc comments on its fields become descriptions).
+/// sees, the argument schema comes from `A`'s `JsonSchema` (doc comments on its fields become descriptions),
+/// closed to fields `A` does not have (`additionalProperties: false`, unless `A`'s schema says otherwise).
 pub fn tool_fn<A, O, E, F, Fut>(name: impl Into<String>, description: impl Into<String>, f: F) -> FnTool<A, O, F>
 where
     A: DeserializeOwned + JsonSchema + Send + 'static,
@@ -136,7 +150,7 @@ where
     F: Fn(A) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<O, E>> + Send + 'static,
 {
-    FnTool { definition: ToolDefinition::for_type::<A>(name, description), f, _types: PhantomData }
+    FnTool { definition: closed(ToolDefinition::for_type::<A>(name, description)), f, _types: PhantomData }
 }
 
 impl<A, O, E, F, Fut> FnTool<A, O, F>
@@ -202,7 +216,7 @@ where
     C::Input: DeserializeOwned + JsonSchema,
     C::Output: Serialize,
 {
-    ChainTool { definition: ToolDefinition::for_type::<C::Input>(name, description), chain: Arc::new(chain) }
+    ChainTool { definition: closed(ToolDefinition::for_type::<C::Input>(name, description)), chain: Arc::new(chain) }
 }
 
 #[async_trait]
@@ -222,6 +236,69 @@ where
         let output = self.chain.invoke(input).await.map_err(|e| ToolError::Failed(e.to_string()))?;
         serde_json::to_value(output)
             .map_err(|e| ToolError::Failed(format!("the chain's output does not serialise to JSON: {e}")))
+    }
+}
+
+/// The arguments of a [`retriever_tool`].
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct SearchArgs {
+    /// What to search for, in words.
+    pub query: String,
+}
+
+/// One passage a [`retriever_tool`] returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Passage {
+    /// Where it comes from (the document's source), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The retriever's score.
+    pub score: f32,
+    /// The passage's text.
+    pub text: String,
+}
+
+/// A retriever as a tool (`{"query": ...}` in, a list of [`Passage`]s out): how an agent searches an index.
+pub struct RetrieverTool {
+    definition: ToolDefinition,
+    retriever: Arc<dyn crate::Retriever>,
+}
+
+impl fmt::Debug for RetrieverTool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetrieverTool").field("definition", &self.definition).finish_non_exhaustive()
+    }
+}
+
+/// A tool named `name` that runs `retriever` on the model's query; `description` should say what the index
+/// holds, so the model knows when to search it.
+pub fn retriever_tool(
+    name: impl Into<String>,
+    description: impl Into<String>,
+    retriever: Arc<dyn crate::Retriever>,
+) -> RetrieverTool {
+    RetrieverTool { definition: closed(ToolDefinition::for_type::<SearchArgs>(name, description)), retriever }
+}
+
+#[async_trait]
+impl Tool for RetrieverTool {
+    fn definition(&self) -> ToolDefinition {
+        self.definition.clone()
+    }
+
+    async fn call(&self, arguments: Value) -> Result<Value, ToolError> {
+        let args: SearchArgs =
+            serde_json::from_value(arguments).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+        let hits = self.retriever.retrieve(&args.query).await.map_err(|e| ToolError::Failed(e.to_string()))?;
+        let passages: Vec<Passage> = hits
+            .into_iter()
+            .map(|h| Passage {
+                source: h.document.source().map(str::to_string),
+                score: h.score,
+                text: h.document.content,
+            })
+            .collect();
+        serde_json::to_value(passages).map_err(|e| ToolError::Failed(e.to_string()))
     }
 }
 
@@ -247,6 +324,7 @@ mod tests {
         let def = echo.definition();
         assert_eq!(def.parameters["properties"]["text"]["type"], "string");
         assert_eq!(def.parameters["required"], json!(["text"]));
+        assert_eq!(def.parameters["additionalProperties"], json!(false));
         assert_eq!(echo.call(json!({"text": "hi"})).await, Ok(json!("hi")));
         assert_eq!(echo.call(json!({"text": "fail"})).await, Err(ToolError::Failed("asked to fail".into())));
         let bad = echo.call(json!({"text": 3})).await.unwrap_err();
@@ -268,5 +346,30 @@ mod tests {
         assert_eq!(e.to_model_text(), "error: the tool did not finish within 1500 ms");
         assert_eq!(output_text(&json!("plain")), "plain");
         assert_eq!(output_text(&json!({"a": 1})), "{\"a\":1}");
+    }
+
+    /// The tool's mapping of hits to passages, on a fixed retriever (the agent example and its test run it on a
+    /// real index).
+    #[tokio::test]
+    async fn a_retriever_tool_returns_passages_with_sources() {
+        use crate::{Document, Retriever, ScoredDocument};
+        struct Fixed;
+        #[async_trait]
+        impl Retriever for Fixed {
+            async fn retrieve(&self, query: &str) -> crate::Result<Vec<ScoredDocument>> {
+                let mut meta = crate::Metadata::new();
+                meta.insert(crate::SOURCE_KEY.into(), json!("ch08.md"));
+                Ok(vec![ScoredDocument {
+                    document: Document::with_id("1", format!("about {query}"), meta),
+                    score: 0.5,
+                    vector: None,
+                }])
+            }
+        }
+        let tool = retriever_tool("search_book", "Searches the book.", Arc::new(Fixed));
+        assert_eq!(tool.definition().parameters["required"], json!(["query"]));
+        let out = tool.call(json!({"query": "vectors"})).await.unwrap();
+        assert_eq!(out, json!([{"source": "ch08.md", "score": 0.5, "text": "about vectors"}]));
+        assert!(matches!(tool.call(json!({})).await, Err(ToolError::InvalidArguments(_))));
     }
 }
