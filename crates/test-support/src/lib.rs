@@ -11,6 +11,7 @@
 
 pub mod chroma;
 pub mod llama;
+pub mod mcp;
 pub mod qdrant;
 pub mod spans;
 pub mod vectorstore;
