@@ -209,3 +209,24 @@ async fn a_taken_port_is_a_clear_error() {
     let err = McpServer::new(http_tools()).unwrap().serve_http(first.local_addr()).await.unwrap_err();
     assert!(err.to_string().contains(&format!("cannot listen on {}", first.local_addr())), "{err}");
 }
+
+#[test]
+fn a_client_outliving_its_runtime_drops_cleanly() {
+    // Dropped after its runtime: no panic, and the server process is still killed and reaped.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(stdio_client(None, Duration::from_secs(30)));
+    let tools = runtime.block_on(client.tools()).unwrap();
+    let pid = client.process_id().unwrap();
+    // The same over HTTP, server handle included.
+    let (server, http) = runtime.block_on(async {
+        let server = McpServer::new(http_tools()).unwrap().serve_http("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let http = McpClient::http(server.url()).connect().await.unwrap();
+        (server, http)
+    });
+    drop(runtime);
+    drop(client);
+    drop(tools);
+    drop(http);
+    drop(server);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the server process is left behind");
+}
