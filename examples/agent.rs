@@ -12,6 +12,9 @@
 //! tool by itself: `--first-call required` (or `--first-call <tool>`) makes its first turn a tool call; later
 //! turns are its own choice. `--json` prints the run's typed events as JSON lines instead.
 //!
+//! `--mcp "python3 -m mcp_server_time"` (repeatable; needs the `mcp` feature) starts that MCP server over stdio and
+//! offers every tool it has.
+//!
 //! Limits: `--max-model-calls` (6), `--max-tool-calls` (8), `--tool-concurrency` (4): the run always ends with an
 //! answer within them.
 
@@ -135,7 +138,7 @@ async fn main() -> Result<()> {
             Arc::new(retriever),
         ))?;
     }
-    add_mcp_tools(&mut tools, &args.mcp).await?;
+    let _mcp_servers = add_mcp_tools(&mut tools, &args.mcp).await?;
 
     let first_call = match args.first_call.as_str() {
         "auto" => ToolChoice::Auto,
@@ -218,10 +221,34 @@ fn default_local_llm() -> Result<Arc<dyn Llm>> {
     bail!("no model: set OPENAI_BASE_URL and CATENA_MODEL, or build with --features local and pass --model <file.gguf>")
 }
 
-/// With `--mcp`: the MCP servers' tools (the servers stop when the returned handles drop).
-async fn add_mcp_tools(_tools: &mut ToolBox, commands: &[String]) -> Result<()> {
-    if !commands.is_empty() {
-        bail!("--mcp needs the MCP client, which is not in this build yet");
+/// With `--mcp`: each command (split on whitespace: the program, then its arguments) is started as an MCP server
+/// over stdio, and all its tools join the tool box. The returned clients keep the servers running; dropping them
+/// stops the servers.
+#[cfg(feature = "mcp")]
+async fn add_mcp_tools(tools: &mut ToolBox, commands: &[String]) -> Result<Vec<catena::mcp::McpClient>> {
+    use catena::agent::ToolSettings;
+    let mut clients = Vec::new();
+    for command in commands {
+        let mut words = command.split_whitespace();
+        let Some(program) = words.next() else { bail!("--mcp needs a command, got {command:?}") };
+        let client = catena::mcp::McpClient::stdio(program).args(words).connect().await?;
+        let offered = client.tools().await?;
+        eprintln!("MCP server `{command}`: {} tool(s)", offered.len());
+        for tool in offered {
+            *tools = std::mem::take(tools)
+                .with_shared(tool, ToolSettings::unrestricted().with_timeout(std::time::Duration::from_secs(60)))?;
+        }
+        clients.push(client);
     }
-    Ok(())
+    Ok(clients)
+}
+
+#[cfg(not(feature = "mcp"))]
+async fn add_mcp_tools(_tools: &mut ToolBox, commands: &[String]) -> Result<Vec<()>> {
+    if !commands.is_empty() {
+        bail!(
+            "--mcp needs the `mcp` feature: cargo run --release --example agent --features local,constrain,mcp -- ..."
+        );
+    }
+    Ok(Vec::new())
 }

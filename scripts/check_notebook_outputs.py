@@ -192,7 +192,28 @@ def check_providers(nb, out):
     return f"answered (Paris), streamed in {deltas} deltas identically, 8 of 8 concurrent calls, on the dedicated I/O thread"
 
 
-CHECKS = {"providers": check_providers, "rag": check_rag, "structured_output": check_structured_output, "vector_stores": check_vector_stores}
+def check_agents(nb, out):
+    expect(one(r"^Model: .+ \(tool calling: (\w+)\)$", out, "the model line") == "true", "SmolLM2 must declare tools")
+    calls, tools = one(r"^Model calls: (\d+), tool calls: (\d+), tokens", out, "the first run's counts")
+    expect(1 <= int(calls) <= 4 and 1 <= int(tools) <= 4, f"the first run: {calls} model calls, {tools} tool calls")
+    a, b, product = one(r"^multiply\(([-\d.e]+), ([-\d.e]+)\) returned ([-\d.e]+)$", out, "the multiply call")
+    expect(math.isclose(float(a) * float(b), float(product)), f"multiply({a}, {b}) returned {product}")
+    expect(re.search(r"^  tool call: capital\(", out, flags=re.MULTILINE) is not None, "the streamed run called capital")
+    result = one(r"^  result of capital: (.+) in \d+ ms$", out, "the capital tool's result")
+    expect(result.startswith("Ok(") or result.startswith("Err("), f"a typed tool result: {result}")
+    events, deltas = one(r"^Events: (\d+) \((\d+) text deltas\)", out, "the event count")
+    expect(int(events) > int(deltas) >= 0, f"events {events}, deltas {deltas}")
+    expect(one(r"^Waiting for approval: (\w+)\(", out, "the approval stop") == "send_email", "the run stops before send_email")
+    expect(one(r"^Tool result after approval: (.+)$", out, "the approved call") == "sent to team@example.com",
+           "the edited arguments ran")
+    rejected = one(r"^Tool result after rejection: (.+)$", out, "the rejected call")
+    expect(rejected == "error: the call was rejected: never send passwords", f"the rejection reached the model: {rejected}")
+    total, sent, cost = one(r"^Conversation: (\d+) messages; sent: (\d+) messages, (\d+) tokens \(budget 120\)$", out, "the memory")
+    expect(int(sent) < int(total) and int(cost) <= 120, f"memory: {sent} of {total} messages, {cost} tokens")
+    return f"tool calls on SmolLM2, typed events, approval (edit, reject) through saved state, memory {sent}/{total} messages"
+
+
+CHECKS = {"agents": check_agents, "providers": check_providers, "rag": check_rag, "structured_output": check_structured_output, "vector_stores": check_vector_stores}
 
 
 def main(paths):

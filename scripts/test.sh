@@ -6,7 +6,8 @@
 #     all-MiniLM-L6-v2 and SmolLM2-135M-Instruct model files
 #   - PyPI: langchain-text-splitters and tiktoken (splitter differential tests), llama-cpp-python[server] + gguf + tokenizers
 #     (the real OpenAI-compatible server and the tiny test model), chromadb (the Chroma server)
-# Then runs: cargo test --workspace --features local,constrain,chroma,qdrant (unit, integration, end-to-end and doc tests),
+#   - .ci/setup-mcp.sh: the MCP peers (mcp-server-time, npm server-everything and the conformance suite 0.1.13)
+# Then runs: cargo test --workspace --features local,constrain,chroma,qdrant,mcp (unit, integration, end-to-end and doc tests),
 # then the notebooks (scripts/run-notebooks.sh: evcxr + nbconvert, outputs checked).
 #
 # CATENA_NOTEBOOKS chooses what happens to the notebooks:
@@ -29,11 +30,12 @@ bash .ci/setup-llama-server.sh
 bash .ci/setup-chroma.sh   # the Chroma server of the Chroma store's tests
 bash .ci/setup-qdrant.sh   # Qdrant's engine behind its gRPC protocol, for the Qdrant store's tests
 python3 crates/test-support/qdrant_server_check.py >/dev/null   # the gRPC test server itself (42 scenarios, 5 s)
+bash .ci/setup-mcp.sh   # real MCP peers: mcp-server-time (PyPI), server-everything and the conformance suite (npm)
 CATENA_EMBED_MODEL="$(bash .ci/fetch-minilm.sh)"
 export CATENA_EMBED_MODEL
 unset CATENA_LLM_MODEL   # the SmolLM2 tests use the default model that scripts/setup.sh installed
 
-cargo test --workspace --features local,constrain,chroma,qdrant "$@"
+cargo test --workspace --features local,constrain,chroma,qdrant,mcp "$@"
 
 notebook_build="${CATENA_NOTEBOOK_BUILD_DIR:-$CATENA_CACHE_DIR/evcxr-build}"
 # Extra arguments select tests (a filter, a package): then only those run, not the notebooks.

@@ -39,6 +39,10 @@ pub use catena_providers as providers;
 #[cfg(feature = "agent")]
 pub use catena_agent as agent;
 
+/// The Model Context Protocol: MCP servers' tools as catena tools, catena tools served over MCP (`catena-mcp`).
+#[cfg(feature = "mcp")]
+pub use catena_mcp as mcp;
+
 /// Incremental indexing of a folder into any vector store (`catena-index`).
 #[cfg(feature = "index")]
 pub use catena_index as index;

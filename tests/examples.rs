@@ -54,6 +54,8 @@ fn cargo_feature_args() -> Vec<String> {
         ("vectorstores", cfg!(feature = "vectorstores")),
         ("sqlite", cfg!(feature = "sqlite")),
         ("chroma", cfg!(feature = "chroma")),
+        ("qdrant", cfg!(feature = "qdrant")),
+        ("mcp", cfg!(feature = "mcp")),
         ("index", cfg!(feature = "index")),
         ("bm25", cfg!(feature = "bm25")),
         ("agent", cfg!(feature = "agent")),
@@ -323,4 +325,28 @@ fn agent() {
     let result = run.line("<- search_docs [");
     assert!(result.contains("ch15-01-box.md") || result.contains("ch08-01-vectors.md"), "{result}");
     let _answer = run.line("answer:");
+
+    // Every tool of a real MCP server (PyPI mcp-server-time over stdio) joins the tool box.
+    #[cfg(feature = "mcp")]
+    {
+        let server = catena_test_support::mcp::server_time();
+        let command = format!("{} --local-timezone Europe/Oslo", server.display());
+        let run = run_example(
+            "agent",
+            &[
+                "--mcp",
+                &command,
+                "--first-call",
+                "get_current_time",
+                "--max-model-calls",
+                "2",
+                "What time is it in Tokyo?",
+            ],
+        );
+        assert!(run.stderr.contains("tool(s)"), "{}", run.stderr);
+        assert!(!run.line("-> get_current_time(").is_empty());
+        // The model picks the timezone; the server answers with the time there, or says the zone is unknown.
+        let result = run.line("<- get_current_time [");
+        assert!(result.contains("datetime") || result.contains("error: the tool failed"), "{result}");
+    }
 }

@@ -454,3 +454,46 @@ async fn a_forced_tool_choice_applies_to_the_first_call_only() {
     assert!(bodies[1].get("tool_choice").is_none_or(Value::is_null), "{}", bodies[1]);
     assert_eq!(bodies[1]["temperature"], 0.0);
 }
+
+/// The token window with a real tokenizer (tiktoken's o200k, as GPT-4o counts): whatever the budget, what is sent
+/// fits it, keeps the system prompt and the newest message, and never separates a tool result from its call.
+#[tokio::test]
+async fn the_token_window_fits_real_token_counts() {
+    use catena_agent::Memory;
+    use catena_text::splitter::{count_tokens, Encoding};
+    let counter = Arc::new(|t: &str| count_tokens(Encoding::O200k, t).unwrap_or(t.len()));
+    let mut conversation = vec![Message::system("You are a careful assistant who answers about Rust.")];
+    for i in 0..10 {
+        conversation.push(Message::user(format!("Question {i}: what does `Vec::with_capacity({i})` allocate?")));
+        let mut call = Message::assistant("");
+        call.tool_calls.push(catena_core::ToolCall {
+            id: format!("c{i}"),
+            name: "search".into(),
+            arguments: format!("{{\"query\": \"with_capacity {i}\"}}"),
+        });
+        conversation.push(call);
+        conversation
+            .push(Message::tool_result(format!("c{i}"), "Vec::with_capacity reserves space without initialising it."));
+        conversation.push(Message::assistant(format!("It reserves room for {i} elements; the length stays 0.")));
+    }
+    conversation.push(Message::user("And for a String?"));
+    let window = |budget| TokenWindow::new(budget, 4, counter.clone());
+    let total: usize = conversation.iter().map(|m| window(0).cost(m)).sum();
+    for budget in [60, 100, 200, 400, total] {
+        let memory = window(budget);
+        let sent = memory.fit(&conversation).await.unwrap();
+        let cost: usize = sent.iter().map(|m| memory.cost(m)).sum();
+        assert!(cost <= budget, "budget {budget}: sent {cost} tokens");
+        assert_eq!(sent.first(), conversation.first(), "the system prompt stays");
+        assert_eq!(sent.last(), conversation.last(), "the newest message stays");
+        assert_eq!(sent.get(1).map(|m| m.role), Some(Role::User), "history starts at a user message");
+        let calls: Vec<&str> = sent.iter().flat_map(|m| m.tool_calls.iter().map(|c| c.id.as_str())).collect();
+        let results: Vec<&str> = sent.iter().filter_map(|m| m.tool_call_id.as_deref()).collect();
+        assert_eq!(calls, results, "budget {budget}: every kept call has its result and no result is orphaned");
+        if budget == total {
+            assert_eq!(sent, conversation);
+        } else {
+            assert!(sent.len() < conversation.len());
+        }
+    }
+}
