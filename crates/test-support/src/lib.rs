@@ -1,6 +1,8 @@
 //! Test fixtures shared by the catena workspace's tests, benches and examples (not published).
 //!
 //! - [`wire`]: a real axum server speaking the OpenAI wire format, scriptable per request.
+//! - [`anthropic_wire`]: a real axum server answering Anthropic's Messages API with exact fixture bytes.
+//! - [`katan`]: llm-katan, a real server of the OpenAI, Anthropic, Gemini and Azure APIs (echo backend).
 //! - [`llama`]: the real llama.cpp server (llama-cpp-python) on the tiny random GGUF, and the tiny GGUF itself.
 //! - [`chroma`]: a real Chroma server (`chroma run`) for the Chroma store's tests.
 //! - [`spans`]: captures the `tracing` fields a test's thread records.
@@ -9,7 +11,9 @@
 
 #![warn(missing_docs)]
 
+pub mod anthropic_wire;
 pub mod chroma;
+pub mod katan;
 pub mod llama;
 pub mod mcp;
 pub mod qdrant;
