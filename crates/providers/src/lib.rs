@@ -1,12 +1,16 @@
 //! Model providers for catena.
 //!
 //! - [`openai`]: OpenAI and every OpenAI-compatible server (vLLM, llama.cpp, Ollama `/v1`, Mistral, ...).
+//! - `anthropic` (feature `anthropic`): Anthropic's Messages API, natively (and servers that speak it).
 //! - `local_embed` (feature `local-embed`): in-process sentence embeddings on candle.
 //! - `llama` (feature `llama-cpp`): in-process GGUF generation through llama.cpp.
 
 #![warn(missing_docs)]
 
 pub mod openai;
+
+#[cfg(feature = "anthropic")]
+pub mod anthropic;
 
 #[cfg(feature = "local-embed")]
 pub mod local_embed;

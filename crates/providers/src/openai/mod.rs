@@ -34,7 +34,7 @@
 //! # Ok(()) }
 //! ```
 
-mod sse;
+pub(crate) mod sse;
 mod stream;
 mod wire;
 
@@ -732,7 +732,7 @@ impl Inner {
 }
 
 /// Reads `retry-after-ms` (milliseconds, sent by OpenAI and Azure) or `Retry-After` (seconds or an HTTP date).
-fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     let seconds = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
     // A value too large for a `Duration` (`1e20`) is kept as the longest one: a retry policy then refuses to wait.
