@@ -14,7 +14,7 @@ use catena_core::{
     collect_stream, ChatChunk, ChatRequest, ChatResponse, Constraint, Error, FinishReason, Llm, Message, ToolCall,
     ToolChoice, ToolDefinition, Usage,
 };
-use catena_providers::anthropic::{AnthropicClient, STRUCTURED_OUTPUT_TOOL};
+use catena_providers::anthropic::{thinking, AnthropicClient, Thinking, STRUCTURED_OUTPUT_TOOL};
 use catena_test_support::anthropic_wire::{AnthropicServer, Reply};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -274,6 +274,11 @@ async fn thinking_is_kept_in_raw_and_left_out_of_the_text() {
     let whole = client.chat(request.clone()).await.unwrap();
     assert_eq!(whole.text(), "27 * 453 = 12,231");
     assert_eq!(whole.raw["content"][0]["signature"], "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds...");
+    let expected = vec![Thinking {
+        thinking: "Let me solve this step by step:\n\n1. First break down 27 * 453\n2. 453 = 400 + 50 + 3".into(),
+        signature: "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds...".into(),
+    }];
+    assert_eq!(thinking(&whole), expected);
     for cuts in CUTS {
         server.set_reply(Reply::Events { body: sse(THINKING_STREAM), cuts: cuts.to_vec() });
         let folded = fold(&client, request.clone()).await;
@@ -281,6 +286,7 @@ async fn thinking_is_kept_in_raw_and_left_out_of_the_text() {
         let raw = folded.raw.as_array().unwrap();
         assert!(raw.iter().any(|e| e["delta"]["type"] == "thinking_delta"));
         assert!(raw.iter().any(|e| e["delta"]["signature"] == whole.raw["content"][0]["signature"]));
+        assert_eq!(thinking(&folded), expected, "cuts {cuts:?}");
     }
 }
 

@@ -21,7 +21,8 @@
 //! strings (key order and escapes as the server wrote them: the same text whether the input came whole or as
 //! `input_json_delta` fragments of a stream). `thinking` blocks (with their `signature`), `redacted_thinking` and
 //! server-tool blocks are kept in [`ChatResponse::raw`](catena_core::ChatResponse::raw) only (the response JSON;
-//! for a folded stream, the array of event payloads); sending thinking back in a later turn is not supported.
+//! for a folded stream, the array of event payloads), where [`thinking`] reads them; sending thinking back in a
+//! later turn is not supported.
 //!
 //! `stop_reason` becomes a [`FinishReason`](catena_core::FinishReason): `end_turn` and `stop_sequence` ->
 //! `Stop`, `max_tokens` and `model_context_window_exceeded` -> `Length`, `tool_use` -> `ToolCalls`, `refusal` ->
@@ -637,6 +638,74 @@ impl Llm for AnthropicClient {
             });
         }
         Ok(Box::pin(stream::AnthropicStream::new(response.bytes_stream(), inner.clone(), structured)))
+    }
+}
+
+/// A `thinking` block of an answer: the model's reasoning (extended thinking) and the signature Anthropic uses to
+/// check it when it is sent back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Thinking {
+    /// The reasoning text.
+    pub thinking: String,
+    /// The block's signature (empty when the server sent none).
+    pub signature: String,
+}
+
+/// The `thinking` blocks of an answer of an [`AnthropicClient`], in order, read from its
+/// [`raw`](ChatResponse::raw) JSON: the message of `chat`, or the array of event payloads of a folded stream
+/// (`thinking_delta` and `signature_delta` events joined per block). `redacted_thinking` blocks are not included.
+///
+/// ```
+/// use catena_core::{ChatResponse, Message};
+/// use catena_providers::anthropic::{thinking, Thinking};
+/// let raw = serde_json::json!({"content": [
+///     {"type": "thinking", "thinking": "27 * 453 = 12,231", "signature": "EqQB"},
+///     {"type": "text", "text": "12,231"}]});
+/// let response = ChatResponse { message: Message::assistant("12,231"), finish_reason: None, usage: None,
+///     model: String::new(), raw };
+/// assert_eq!(thinking(&response), vec![Thinking { thinking: "27 * 453 = 12,231".into(), signature: "EqQB".into() }]);
+/// ```
+pub fn thinking(response: &ChatResponse) -> Vec<Thinking> {
+    let text = |v: &serde_json::Value, key: &str| {
+        v.get(key).and_then(serde_json::Value::as_str).unwrap_or_default().to_string()
+    };
+    match &response.raw {
+        serde_json::Value::Object(message) => message
+            .get("content")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|block| block.get("type").and_then(serde_json::Value::as_str) == Some("thinking"))
+            .map(|block| Thinking { thinking: text(block, "thinking"), signature: text(block, "signature") })
+            .collect(),
+        serde_json::Value::Array(events) => {
+            let mut blocks: Vec<(u64, Thinking)> = Vec::new();
+            for event in events {
+                let index = event.get("index").and_then(serde_json::Value::as_u64);
+                match (event.get("type").and_then(serde_json::Value::as_str), index) {
+                    (Some("content_block_start"), Some(index)) => {
+                        let block = &event["content_block"];
+                        if block.get("type").and_then(serde_json::Value::as_str) == Some("thinking") {
+                            let start =
+                                Thinking { thinking: text(block, "thinking"), signature: text(block, "signature") };
+                            blocks.push((index, start));
+                        }
+                    }
+                    (Some("content_block_delta"), Some(index)) => {
+                        let Some((_, block)) = blocks.iter_mut().rev().find(|(i, _)| *i == index) else { continue };
+                        let delta = &event["delta"];
+                        match delta.get("type").and_then(serde_json::Value::as_str) {
+                            Some("thinking_delta") => block.thinking.push_str(&text(delta, "thinking")),
+                            Some("signature_delta") => block.signature.push_str(&text(delta, "signature")),
+                            _ => {}
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            blocks.into_iter().map(|(_, block)| block).collect()
+        }
+        _ => Vec::new(),
     }
 }
 
