@@ -3,6 +3,7 @@
 //! - [`wire`]: a real axum server speaking the OpenAI wire format, scriptable per request.
 //! - [`anthropic_wire`]: a real axum server answering Anthropic's Messages API with exact fixture bytes.
 //! - [`katan`]: llm-katan, a real server of the OpenAI, Anthropic, Gemini and Azure APIs (echo backend).
+//! - [`litellm`]: LiteLLM's proxy (Anthropic-format `/v1/messages`) in front of a real llama.cpp server on SmolLM2.
 //! - [`llama`]: the real llama.cpp server (llama-cpp-python) on the tiny random GGUF, and the tiny GGUF itself.
 //! - [`chroma`]: a real Chroma server (`chroma run`) for the Chroma store's tests.
 //! - [`spans`]: captures the `tracing` fields a test's thread records.
@@ -14,6 +15,7 @@
 pub mod anthropic_wire;
 pub mod chroma;
 pub mod katan;
+pub mod litellm;
 pub mod llama;
 pub mod mcp;
 pub mod qdrant;
