@@ -622,3 +622,41 @@ async fn transport_errors_name_the_endpoint() {
     assert!(!shown.contains(KEY), "{shown}");
     assert!(!format!("{client:?} {client}").contains(KEY));
 }
+
+#[tokio::test]
+async fn a_stalled_server_is_a_timeout_never_a_hang() {
+    let server = AnthropicServer::start(Reply::Stall).await;
+    let client = AnthropicClient::builder()
+        .base_url(&server.base_url)
+        .api_key(KEY)
+        .model("m")
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let request = ChatRequest::new(vec![Message::user("hi")]);
+    let err = tokio::time::timeout(Duration::from_secs(10), client.chat(request.clone())).await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)) && err.is_retryable(), "{err:?}");
+    // A stream that goes silent after its first events: the silence between chunks is bounded by the timeout.
+    server.set_reply(Reply::StallAfter(sse(&TOOL_STREAM[..4])));
+    let items = tokio::time::timeout(Duration::from_secs(10), chunks_of(&client, request)).await.unwrap();
+    assert!(items.iter().any(|i| i.as_ref().is_ok_and(|c| c.text.as_deref() == Some("Okay"))));
+    assert!(matches!(items.last().unwrap(), Err(Error::Timeout(_))), "{:?}", items.last());
+}
+
+#[tokio::test]
+async fn a_client_on_its_own_io_thread_works_the_same() {
+    // IoRuntime::Dedicated is what evcxr notebooks use.
+    let server = AnthropicServer::start(Reply::Json(TOOL_MESSAGE.into())).await;
+    let client = AnthropicClient::builder()
+        .base_url(&server.base_url)
+        .api_key(KEY)
+        .model("m")
+        .io_runtime(catena_providers::anthropic::IoRuntime::Dedicated)
+        .build()
+        .unwrap();
+    let request = ChatRequest::new(vec![Message::user("weather?")]).with_tool(weather_tool());
+    let whole = client.chat(request.clone()).await.unwrap();
+    server.set_reply(Reply::Events { body: sse(TOOL_STREAM), cuts: vec![3, 50] });
+    assert_eq!(comparable(&fold(&client, request).await), comparable(&whole));
+    assert_eq!(server.requests().len(), 2);
+}

@@ -51,6 +51,10 @@ pub enum Reply {
         /// The body's size.
         bytes: usize,
     },
+    /// Accept the request and never answer (a stalled server).
+    Stall,
+    /// 200 with `text/event-stream`, this much of a stream, then silence with the connection open.
+    StallAfter(String),
     /// One reply per request, in order (the last one repeats).
     Script(Vec<Reply>),
 }
@@ -168,6 +172,15 @@ async fn messages(State(state): State<Arc<ServerState>>, headers: HeaderMap, bod
             Response::builder()
                 .status(status)
                 .header(header::CONTENT_TYPE, "text/plain")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        }
+        Reply::Stall => std::future::pending().await,
+        Reply::StallAfter(body) => {
+            let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(Bytes::from(body)) })
+                .chain(futures::stream::pending());
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
                 .body(Body::from_stream(stream))
                 .unwrap()
         }
