@@ -56,6 +56,7 @@ fn cargo_feature_args() -> Vec<String> {
         ("chroma", cfg!(feature = "chroma")),
         ("qdrant", cfg!(feature = "qdrant")),
         ("mcp", cfg!(feature = "mcp")),
+        ("anthropic", cfg!(feature = "anthropic")),
         ("index", cfg!(feature = "index")),
         ("bm25", cfg!(feature = "bm25")),
         ("agent", cfg!(feature = "agent")),
