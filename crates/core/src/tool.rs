@@ -112,6 +112,16 @@ pub fn output_text(output: &Value) -> String {
     }
 }
 
+/// A typed tool's arguments from the model's JSON.
+fn parse_arguments<T: DeserializeOwned>(arguments: Value) -> Result<T, ToolError> {
+    serde_json::from_value(arguments).map_err(|e| ToolError::InvalidArguments(e.to_string()))
+}
+
+/// A typed tool's output as JSON.
+fn output_value<T: Serialize>(output: T) -> Result<Value, ToolError> {
+    serde_json::to_value(output).map_err(|e| ToolError::Failed(format!("the output does not serialise to JSON: {e}")))
+}
+
 /// Closes an object schema at its root (`additionalProperties: false` unless the schema says otherwise): a
 /// model's extra fields are reported back to it instead of ignored, and a grammar-constrained backend cannot
 /// wander off into invented fields (OpenAI's strict mode asks for the same).
@@ -178,10 +188,8 @@ where
     }
 
     async fn call(&self, arguments: Value) -> Result<Value, ToolError> {
-        let args: A = serde_json::from_value(arguments).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
-        let output = (self.f)(args).await.map_err(|e| ToolError::Failed(e.to_string()))?;
-        serde_json::to_value(output)
-            .map_err(|e| ToolError::Failed(format!("the tool's output does not serialise to JSON: {e}")))
+        let output = (self.f)(parse_arguments(arguments)?).await.map_err(|e| ToolError::Failed(e.to_string()))?;
+        output_value(output)
     }
 }
 
@@ -231,11 +239,9 @@ where
     }
 
     async fn call(&self, arguments: Value) -> Result<Value, ToolError> {
-        let input: C::Input =
-            serde_json::from_value(arguments).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
-        let output = self.chain.invoke(input).await.map_err(|e| ToolError::Failed(e.to_string()))?;
-        serde_json::to_value(output)
-            .map_err(|e| ToolError::Failed(format!("the chain's output does not serialise to JSON: {e}")))
+        let output =
+            self.chain.invoke(parse_arguments(arguments)?).await.map_err(|e| ToolError::Failed(e.to_string()))?;
+        output_value(output)
     }
 }
 
@@ -287,8 +293,7 @@ impl Tool for RetrieverTool {
     }
 
     async fn call(&self, arguments: Value) -> Result<Value, ToolError> {
-        let args: SearchArgs =
-            serde_json::from_value(arguments).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+        let args: SearchArgs = parse_arguments(arguments)?;
         let hits = self.retriever.retrieve(&args.query).await.map_err(|e| ToolError::Failed(e.to_string()))?;
         let passages: Vec<Passage> = hits
             .into_iter()
@@ -298,7 +303,7 @@ impl Tool for RetrieverTool {
                 text: h.document.content,
             })
             .collect();
-        serde_json::to_value(passages).map_err(|e| ToolError::Failed(e.to_string()))
+        output_value(passages)
     }
 }
 
