@@ -71,6 +71,12 @@ struct Args {
     /// Maximum tokens per model turn.
     #[arg(long, default_value_t = 256)]
     max_tokens: u32,
+    /// Sampling temperature (default: the model's own setting; 0 for greedy, reproducible runs).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Seed for reproducible sampling.
+    #[arg(long)]
+    seed: Option<u64>,
     /// Print the typed events as JSON lines.
     #[arg(long)]
     json: bool,
@@ -145,7 +151,9 @@ async fn main() -> Result<()> {
         "required" => ToolChoice::Required,
         name => ToolChoice::Tool(name.to_string()),
     };
-    let request = ChatRequest::default().with_max_tokens(args.max_tokens).with_tool_choice(first_call);
+    let mut request = ChatRequest::default().with_max_tokens(args.max_tokens).with_tool_choice(first_call);
+    request.temperature = args.temperature;
+    request.seed = args.seed;
     let limits = Limits::new(args.max_model_calls, args.max_tool_calls, args.tool_concurrency);
     let agent = Agent::new(llm, tools, limits)?
         .with_system(
