@@ -16,7 +16,7 @@ use crate::agent::{Agent, AgentAnswer, AgentEvent, AgentInput, AgentOutcome, Age
 #[serde(rename_all = "snake_case")]
 pub enum TypedOutcome<T> {
     /// With the typed answer, and the run that led to it (its last message is the model's text answer; the
-    /// structured call is not part of the transcript).
+    /// structured call is not part of the transcript, but its model calls and tokens are in the counts).
     Finished {
         /// The answer as a `T`.
         value: T,
@@ -73,14 +73,16 @@ impl<T> TypedAgent<T>
 where
     T: JsonSchema + DeserializeOwned + Send + 'static,
 {
-    /// The structured call after a finished run.
-    async fn value(agent: &Agent, repair: RepairPolicy, answer: &AgentAnswer) -> Result<T> {
+    /// The structured call after a finished run; its model calls and tokens are added to `answer`'s counts.
+    async fn value(agent: &Agent, repair: RepairPolicy, answer: &mut AgentAnswer) -> Result<T> {
         let mut messages: Vec<Message> = answer.messages.clone();
         messages.push(Message::user(
             "Now give your final answer as a single JSON value matching the required schema, and nothing else.",
         ));
         let request = ChatRequest { messages, tools: Vec::new(), tool_choice: None, ..agent.request_template() };
         let structured = agent.llm().generate_with::<T>(request, repair).await?;
+        answer.model_calls += structured.attempts as usize;
+        answer.usage = answer.usage + structured.usage;
         Ok(structured.value)
     }
 }
@@ -97,8 +99,8 @@ where
     async fn invoke(&self, input: AgentInput) -> Result<TypedOutcome<T>> {
         match self.agent.invoke(input).await? {
             AgentOutcome::NeedsApproval(state) => Ok(TypedOutcome::NeedsApproval(state)),
-            AgentOutcome::Finished(answer) => {
-                let value = Self::value(&self.agent, self.repair, &answer).await?;
+            AgentOutcome::Finished(mut answer) => {
+                let value = Self::value(&self.agent, self.repair, &mut answer).await?;
                 Ok(TypedOutcome::Finished { value, answer })
             }
         }
@@ -117,8 +119,8 @@ where
                 }
                 yield TypedEvent::Agent(event);
             }
-            if let Some(answer) = finished {
-                yield TypedEvent::Value(Self::value(&agent, repair, &answer).await?);
+            if let Some(mut answer) = finished {
+                yield TypedEvent::Value(Self::value(&agent, repair, &mut answer).await?);
             }
         })
     }

@@ -422,6 +422,8 @@ async fn a_typed_agent_answers_with_a_value_of_its_type() {
     };
     assert_eq!(value, Sum { sum: 5.0, explanation: "2 + 3 with the add tool".into() });
     assert_eq!(answer.text, "The sum is 5.");
+    // The structured call is counted: three model calls of (21, 9) tokens each.
+    assert_eq!((answer.model_calls, answer.usage.input_tokens, answer.usage.output_tokens), (3, 63, 27));
     let last = server.last_body();
     assert_eq!(last["response_format"]["type"], "json_schema");
     assert!(last.get("tools").is_none_or(Value::is_null));
