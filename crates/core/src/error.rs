@@ -15,13 +15,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A provider answered with a non-success HTTP status.
-    #[error("{provider} returned HTTP {status}: {body}")]
+    ///
+    /// Its `Display` shows a one-line preview of the body (the error message of a JSON error body, the text of an
+    /// HTML page, at most 300 characters) and what the status usually means; the body itself is kept whole on the
+    /// value (as much of it as the client read: catena's clients read at most 1 MiB of an error body).
+    #[error("{provider} returned HTTP {status}: {}", http_summary(*status, body))]
     Http {
         /// Which provider answered (for example `openai-compatible`).
         provider: String,
         /// The HTTP status code.
         status: u16,
-        /// The response body, as text, kept for debugging.
+        /// The response body, as text, kept for debugging (secrets the client knows are redacted from it).
         body: String,
         /// The `Retry-After` delay the server asked for, if any.
         retry_after: Option<Duration>,
@@ -107,6 +111,17 @@ pub enum Error {
     /// An operation did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// A deadline of a call to a server passed: no connection, no first chunk, a stall between chunks, or the
+    /// whole call too long. Retryable (a retry layer retries a stream only until its first chunk).
+    #[error("{endpoint}: the {} deadline ({}) passed: {}", deadline.name(), format_limit(*limit), deadline.hint())]
+    Deadline {
+        /// The server and endpoint called (secrets redacted).
+        endpoint: String,
+        /// Which deadline passed.
+        deadline: Deadline,
+        /// The limit that was set for it.
+        limit: Duration,
+    },
     /// The operation was cancelled (for example, its stream was dropped).
     #[error("cancelled")]
     Cancelled,
@@ -141,7 +156,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Http { status, .. } => *status == 408 || *status == 409 || *status == 429 || *status >= 500,
-            Error::Transport { .. } | Error::Timeout(_) => true,
+            Error::Transport { .. } | Error::Timeout(_) | Error::Deadline { .. } => true,
             _ => false,
         }
     }
@@ -175,6 +190,171 @@ impl Error {
     }
 }
 
+/// Which deadline of a call to a server passed (see [`Error::Deadline`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deadline {
+    /// Making the connection (TCP and TLS).
+    Connect,
+    /// From sending the request to the first chunk of a streamed answer.
+    FirstChunk,
+    /// Between two chunks of an answer, once it has started.
+    Idle,
+    /// The whole call, from sending the request to the end of the answer.
+    Total,
+}
+
+impl Deadline {
+    /// The deadline's name in messages: `connect`, `first-chunk`, `idle` or `total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Deadline::Connect => "connect",
+            Deadline::FirstChunk => "first-chunk",
+            Deadline::Idle => "idle",
+            Deadline::Total => "total",
+        }
+    }
+
+    /// What passing this deadline usually means, and what to do.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Deadline::Connect => {
+                "the server did not accept a connection in time; check that it is running and reachable at that \
+                 address"
+            }
+            Deadline::FirstChunk => {
+                "the server took the request but sent nothing back in time (overloaded, stuck, or a long prompt on \
+                 a slow machine); raise the first-chunk deadline if it is only slow"
+            }
+            Deadline::Idle => {
+                "the server stopped sending in the middle of the answer; raise the idle deadline if it is only slow"
+            }
+            Deadline::Total => {
+                "the call as a whole took too long (a long answer, or a server sending very slowly); raise the total \
+                 deadline (`--timeout` in the examples) if the answer is only long"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Deadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn format_limit(limit: Duration) -> String {
+    if limit.subsec_millis() == 0 {
+        format!("{} s", limit.as_secs())
+    } else {
+        format!("{} ms", limit.as_millis())
+    }
+}
+
+/// How many characters of an error body [`Error::Http`]'s `Display` shows.
+const PREVIEW_CHARS: usize = 300;
+
+/// The one-line summary of an HTTP error that [`Error::Http`]'s `Display` shows: the error message of a JSON error
+/// body (OpenAI's, Anthropic's, Google's and Ollama's shapes) or a preview of the body's text (HTML tags taken out,
+/// whitespace collapsed, at most 300 characters), then what the status usually means.
+///
+/// ```
+/// use catena_core::error::http_summary;
+/// let anthropic = r#"{"type":"error","error":{"type":"rate_limit_error","message":"Slow down"}}"#;
+/// assert_eq!(http_summary(429, anthropic), "rate_limit_error: Slow down (rate limited: wait and retry)");
+/// let html = "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n<h1>Bad Gateway</h1></body></html>";
+/// assert_eq!(http_summary(502, html), "502 Bad Gateway Bad Gateway (a proxy in front of the server could not reach it)");
+/// ```
+pub fn http_summary(status: u16, body: &str) -> String {
+    let text = json_error_message(body).unwrap_or_else(|| body_preview(body));
+    let text = if text.is_empty() { "(empty body)".to_string() } else { text };
+    match status_hint(status) {
+        Some(hint) => format!("{text} ({hint})"),
+        None => text,
+    }
+}
+
+fn json_error_message(body: &str) -> Option<String> {
+    let trimmed = body.trim_start();
+    if !trimmed.starts_with('{') || trimmed.len() > 1 << 20 {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(trimmed).ok()?;
+    let error = value.get("error").unwrap_or(&value);
+    let message = match error {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) => {
+            let message = o.get("message").and_then(|m| m.as_str())?;
+            let kind = o.get("type").or_else(|| o.get("status")).or_else(|| o.get("code")).and_then(|t| t.as_str());
+            match kind {
+                Some(kind) if !kind.is_empty() => format!("{kind}: {message}"),
+                _ => message.to_string(),
+            }
+        }
+        _ => return None,
+    };
+    Some(shorten(&collapse(&message)))
+}
+
+fn body_preview(body: &str) -> String {
+    let looks_like_markup = body.trim_start().starts_with('<');
+    let mut text = String::with_capacity(body.len().min(4 * PREVIEW_CHARS));
+    let mut in_tag = false;
+    for c in body.chars() {
+        if text.chars().count() > 2 * PREVIEW_CHARS {
+            break;
+        }
+        match c {
+            '<' if looks_like_markup => in_tag = true,
+            '>' if looks_like_markup && in_tag => {
+                in_tag = false;
+                text.push(' ');
+            }
+            _ if in_tag => {}
+            c => text.push(c),
+        }
+    }
+    let mut shown = shorten(&collapse(&text));
+    if body.chars().count() > PREVIEW_CHARS && !shown.ends_with("...") {
+        shown.push_str("...");
+    }
+    if body.len() > PREVIEW_CHARS {
+        shown.push_str(&format!(" ({} bytes in all; the whole body is on the error value)", body.len()));
+    }
+    shown
+}
+
+/// Whitespace and control characters collapsed to single spaces, trimmed.
+fn collapse(text: &str) -> String {
+    text.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(PREVIEW_CHARS) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+fn status_hint(status: u16) -> Option<&'static str> {
+    Some(match status {
+        400 => "the server rejected the request",
+        401 => "check the API key",
+        403 => "the key is not allowed to do this",
+        404 => "check the base URL and the model name",
+        408 => "the server timed out waiting for the request: retry",
+        413 => "the request is too large",
+        422 => "the server could not process the request's content",
+        429 => "rate limited: wait and retry",
+        500 => "server error: retry later",
+        502 => "a proxy in front of the server could not reach it",
+        503 => "the server is unavailable or overloaded: retry later",
+        504 => "a proxy in front of the server timed out waiting for it",
+        529 => "the server is overloaded: retry later",
+        _ => return None,
+    })
+}
+
 /// What kind of JSON value `value` is, for error messages: "null", "a boolean", "a number", "a string", "an
 /// array" or "an object".
 pub fn json_type_name(value: &serde_json::Value) -> &'static str {
@@ -200,7 +380,49 @@ mod tests {
         assert!(!http(400).is_retryable());
         assert!(!http(401).is_retryable());
         assert!(Error::Timeout(Duration::from_secs(1)).is_retryable());
+        let deadline =
+            Error::Deadline { endpoint: "x".into(), deadline: Deadline::Idle, limit: Duration::from_secs(1) };
+        assert!(deadline.is_retryable());
         assert!(!Error::InvalidInput("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn http_display_is_a_bounded_preview() {
+        let http = |status, body: String| Error::Http { provider: "p".into(), status, body, retry_after: None };
+        let huge = "x".repeat(5 << 20);
+        let shown = http(500, huge.clone()).to_string();
+        assert!(shown.len() < 500, "{}", shown.len());
+        assert!(shown.contains("5242880 bytes in all"), "{shown}");
+        let page = format!("<html>\n<body>\n{}\n</body></html>", "<p>line</p>\n".repeat(10_000));
+        let shown = http(502, page).to_string();
+        assert!(!shown.contains('\n') && !shown.contains("<p>") && shown.len() < 600, "{shown}");
+        let google = r#"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT"}}"#;
+        assert_eq!(
+            http(400, google.into()).to_string(),
+            "p returned HTTP 400: INVALID_ARGUMENT: API key not valid. (the server rejected the request)"
+        );
+        assert_eq!(
+            http(404, r#"{"error":"model 'x' not found"}"#.into()).to_string(),
+            "p returned HTTP 404: model 'x' not found (check the base URL and the model name)"
+        );
+        assert_eq!(http(418, String::new()).to_string(), "p returned HTTP 418: (empty body)");
+        // Multi-byte characters are cut on a boundary.
+        let shown = http(500, "é".repeat(1000)).to_string();
+        assert!(shown.contains("é..."), "{shown}");
+    }
+
+    #[test]
+    fn deadline_names_endpoint_and_limit() {
+        let e = Error::Deadline {
+            endpoint: "llama.cpp at http://127.0.0.1:8080/v1".into(),
+            deadline: Deadline::FirstChunk,
+            limit: Duration::from_millis(1500),
+        };
+        let s = e.to_string();
+        assert!(
+            s.starts_with("llama.cpp at http://127.0.0.1:8080/v1: the first-chunk deadline (1500 ms) passed"),
+            "{s}"
+        );
     }
 
     #[test]

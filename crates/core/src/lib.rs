@@ -35,7 +35,7 @@ pub use completion::{CompletionPrompt, GrammarCompletion, GrammarOutput, Grammar
 pub use constraint::Constraint;
 pub use document::{stable_id, Document, Metadata, ScoredDocument, SOURCE_KEY, START_INDEX_KEY};
 pub use embed::{BatchedEmbedder, Embedder};
-pub use error::{Error, Result};
+pub use error::{Deadline, Error, Result};
 pub use llm::{collect_stream, Capabilities, ChatStream, ConstraintSupport, Llm, Strategy};
 pub use message::{
     ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ContentPart, FinishReason, Message, Role, ToolCall,

@@ -35,12 +35,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
+pub use catena_core::Deadline;
 use futures_core::Stream;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Where an [`HttpClient`] runs its connections. See the [crate documentation](crate) for why there is a choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,12 +81,23 @@ pub struct Error {
 enum Kind {
     Reqwest(reqwest::Error),
     IoThreadStopped,
+    Deadline(Deadline, Duration),
 }
 
 impl Error {
-    /// Whether a timeout of the `reqwest::Client` (connect, read or whole request) expired.
+    /// Whether a timeout of the `reqwest::Client` (connect, read or whole request) or a [`Deadlines`] deadline
+    /// expired.
     pub fn is_timeout(&self) -> bool {
-        matches!(&self.kind, Kind::Reqwest(e) if e.is_timeout())
+        matches!(&self.kind, Kind::Reqwest(e) if e.is_timeout()) || matches!(self.kind, Kind::Deadline(..))
+    }
+
+    /// The deadline of [`Deadlines`] that passed and its limit, when that is what ended the exchange (a connect
+    /// timeout set with [`Deadlines::client_builder`] included).
+    pub fn deadline(&self) -> Option<(Deadline, Duration)> {
+        match &self.kind {
+            Kind::Deadline(deadline, limit) => Some((*deadline, *limit)),
+            _ => None,
+        }
     }
 
     /// Whether no connection could be made.
@@ -95,7 +109,7 @@ impl Error {
     pub fn reqwest(&self) -> Option<&reqwest::Error> {
         match &self.kind {
             Kind::Reqwest(e) => Some(e),
-            Kind::IoThreadStopped => None,
+            Kind::IoThreadStopped | Kind::Deadline(..) => None,
         }
     }
 }
@@ -121,6 +135,7 @@ impl fmt::Display for Error {
             Kind::IoThreadStopped => {
                 f.write_str("the HTTP client's I/O thread has stopped (a bug: please report it); build a new client")
             }
+            Kind::Deadline(deadline, limit) => write!(f, "the {deadline} deadline ({limit:?}) passed"),
         }
     }
 }
@@ -129,8 +144,155 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
             Kind::Reqwest(e) => Some(e),
-            Kind::IoThreadStopped => None,
+            Kind::IoThreadStopped | Kind::Deadline(..) => None,
         }
+    }
+}
+
+/// The deadlines of an exchange (see [`HttpClient::execute_within`]). `None` is no limit of that kind.
+///
+/// - `connect`: making the connection. reqwest applies it, so it is a setting of the `reqwest::Client`:
+///   build the client from [`Deadlines::client_builder`].
+/// - `first_chunk`: for a streamed answer, from sending the request to the first chunk of the body (the head
+///   included). Not applied to whole answers, whose head comes only when the server has finished.
+/// - `idle`: between two chunks of the body; for a whole answer, also from its head to its first chunk.
+/// - `total`: from sending the request to the end of the body.
+///
+/// ```
+/// use std::time::Duration;
+/// use catena_http::Deadlines;
+/// let deadlines = Deadlines::none().with_connect(Duration::from_secs(5)).with_total(Duration::from_secs(120));
+/// assert_eq!(deadlines.idle, None);
+/// let client = deadlines.client_builder().build().expect("a client");
+/// # drop(client);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Deadlines {
+    /// Making the connection (TCP and TLS).
+    pub connect: Option<Duration>,
+    /// From sending a streaming request to the first chunk of its body.
+    pub first_chunk: Option<Duration>,
+    /// Between two chunks of the body.
+    pub idle: Option<Duration>,
+    /// The whole exchange.
+    pub total: Option<Duration>,
+}
+
+impl Deadlines {
+    /// No deadlines at all.
+    pub fn none() -> Self {
+        Deadlines::default()
+    }
+
+    /// Limits making the connection.
+    pub fn with_connect(mut self, limit: Duration) -> Self {
+        self.connect = Some(limit);
+        self
+    }
+
+    /// Limits the wait for a streamed answer's first chunk.
+    pub fn with_first_chunk(mut self, limit: Duration) -> Self {
+        self.first_chunk = Some(limit);
+        self
+    }
+
+    /// Limits the wait between two chunks.
+    pub fn with_idle(mut self, limit: Duration) -> Self {
+        self.idle = Some(limit);
+        self
+    }
+
+    /// Limits the whole exchange.
+    pub fn with_total(mut self, limit: Duration) -> Self {
+        self.total = Some(limit);
+        self
+    }
+
+    /// The deadlines that are zero, by name (a zero deadline fails every call, so builders refuse it).
+    pub fn zero_ones(&self) -> Vec<&'static str> {
+        let all =
+            [("connect", self.connect), ("first_chunk", self.first_chunk), ("idle", self.idle), ("total", self.total)];
+        all.into_iter().filter(|(_, d)| d.is_some_and(|d| d.is_zero())).map(|(name, _)| name).collect()
+    }
+
+    /// A `reqwest::ClientBuilder` with the connect deadline set (and TCP_NODELAY, which request-response traffic
+    /// wants); add the rest of the client's settings to it.
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        let builder = reqwest::Client::builder().tcp_nodelay(true);
+        match self.connect {
+            Some(limit) => builder.connect_timeout(limit),
+            None => builder,
+        }
+    }
+}
+
+/// Whether an exchange's answer is streamed (the first-chunk deadline applies) or whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A streamed answer (Server-Sent Events, NDJSON): the first chunk is awaited under the first-chunk deadline.
+    Streamed,
+    /// A whole answer: its head comes when the server has finished, under the total deadline only.
+    Whole,
+}
+
+/// The clock of one exchange under [`Deadlines`].
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    deadlines: Deadlines,
+    answer: Answer,
+    started: Instant,
+    /// When the last chunk (or, for a whole answer, the head) arrived; `None` before.
+    last: Option<Instant>,
+}
+
+impl Clock {
+    fn new(deadlines: Deadlines, answer: Answer) -> Self {
+        Clock { deadlines, answer, started: Instant::now(), last: None }
+    }
+
+    fn total(&self) -> Option<(Instant, Deadline, Duration)> {
+        self.deadlines.total.map(|d| (self.started + d, Deadline::Total, d))
+    }
+
+    /// The deadline of the response head.
+    fn head(&self) -> Option<(Instant, Deadline, Duration)> {
+        let first = match self.answer {
+            Answer::Streamed => self.deadlines.first_chunk.map(|d| (self.started + d, Deadline::FirstChunk, d)),
+            Answer::Whole => None,
+        };
+        [first, self.total()].into_iter().flatten().min_by_key(|(at, _, _)| *at)
+    }
+
+    /// The deadline of the next body chunk.
+    fn chunk(&self) -> Option<(Instant, Deadline, Duration)> {
+        let own = match (self.last, self.answer) {
+            (None, Answer::Streamed) => self.deadlines.first_chunk.map(|d| (self.started + d, Deadline::FirstChunk, d)),
+            (None, Answer::Whole) => self.deadlines.idle.map(|d| (Instant::now() + d, Deadline::Idle, d)),
+            (Some(last), _) => self.deadlines.idle.map(|d| (last + d, Deadline::Idle, d)),
+        };
+        [own, self.total()].into_iter().flatten().min_by_key(|(at, _, _)| *at)
+    }
+
+    /// Runs `fut` under `deadline`.
+    async fn within<T>(
+        deadline: Option<(Instant, Deadline, Duration)>,
+        fut: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match deadline {
+            Some((at, which, limit)) => match tokio::time::timeout_at(at, fut).await {
+                Ok(result) => result,
+                Err(_) => Err(Error { kind: Kind::Deadline(which, limit) }),
+            },
+            None => fut.await,
+        }
+    }
+}
+
+/// reqwest's error, or [`Kind::Deadline`] when it is the connect timeout that `deadlines` set.
+fn classify(e: reqwest::Error, deadlines: &Deadlines) -> Error {
+    match deadlines.connect {
+        Some(limit) if e.is_connect() && e.is_timeout() => Error { kind: Kind::Deadline(Deadline::Connect, limit) },
+        _ => Error::from(e),
     }
 }
 
@@ -187,9 +349,29 @@ impl HttpClient {
     pub async fn execute(&self, request: reqwest::Request) -> Result<Response, Error> {
         let Some(io) = &self.io else {
             let response = self.client.execute(request).await?;
-            return Ok(Response::direct(response));
+            return Ok(Response::direct(response, None));
         };
-        io.call(request).await.map_err(|_| Error { kind: Kind::IoThreadStopped })?
+        io.call((request, None)).await.map_err(|_| Error { kind: Kind::IoThreadStopped })?
+    }
+
+    /// Sends `request` under `deadlines`: as [`HttpClient::execute`], and the head and every chunk of the body
+    /// are awaited under the deadline that applies ([`Deadlines`] says which); when one passes, the exchange ends
+    /// with an error whose [`Error::deadline`] names it. The clock runs where the connection runs (on the
+    /// dedicated thread with [`IoRuntime::Dedicated`]), so it works from any runtime.
+    ///
+    /// # Errors
+    /// As [`HttpClient::execute`], and a passed deadline.
+    pub async fn execute_within(
+        &self,
+        request: reqwest::Request,
+        deadlines: Deadlines,
+        answer: Answer,
+    ) -> Result<Response, Error> {
+        let clock = Clock::new(deadlines, answer);
+        let Some(io) = &self.io else {
+            return Response::start(&self.client, request, clock).await;
+        };
+        io.call((request, Some(clock))).await.map_err(|_| Error { kind: Kind::IoThreadStopped })?
     }
 }
 
@@ -202,23 +384,29 @@ struct HttpService {
 }
 
 impl Service for HttpService {
-    type Request = reqwest::Request;
+    type Request = (reqwest::Request, Option<Clock>);
     type Response = Result<Response, Error>;
 
-    async fn call(&self, request: reqwest::Request, mut reply: Reply<Self::Response>) {
+    async fn call(&self, (request, clock): Self::Request, mut reply: Reply<Self::Response>) {
         let response = tokio::select! {
-            response = self.client.execute(request) => response,
+            response = async {
+                match clock {
+                    Some(clock) => Response::start(&self.client, request, clock).await,
+                    None => self.client.execute(request).await.map(|r| Response::direct(r, None)).map_err(Error::from),
+                }
+            } => response,
             () = reply.closed() => return,
         };
         let mut response = match response {
             Ok(response) => response,
-            Err(e) => return reply.send(Err(e.into())),
+            Err(e) => return reply.send(Err(e)),
         };
         let (chunks, body) = mpsc::channel(BODY_CHANNEL_CHUNKS);
         let head = Response {
             status: response.status(),
-            headers: std::mem::take(response.headers_mut()),
+            headers: std::mem::take(&mut response.headers),
             body: Body::Channel(body),
+            clock: None,
         };
         if !reply.send_checked(Ok(head)) {
             return;
@@ -232,7 +420,7 @@ impl Service for HttpService {
             let (item, last) = match next {
                 Ok(Some(chunk)) => (Ok(chunk), false),
                 Ok(None) => return,
-                Err(e) => (Err(Error::from(e)), true),
+                Err(e) => (Err(e), true),
             };
             if chunks.send(item).await.is_err() || last {
                 return;
@@ -352,6 +540,8 @@ pub struct Response {
     status: StatusCode,
     headers: HeaderMap,
     body: Body,
+    /// The deadlines the body is read under, for a direct body read on the caller's runtime.
+    clock: Option<Clock>,
 }
 
 enum Body {
@@ -371,12 +561,25 @@ impl fmt::Debug for Body {
 }
 
 impl Response {
-    fn direct(mut response: reqwest::Response) -> Self {
+    fn direct(mut response: reqwest::Response, clock: Option<Clock>) -> Self {
         Response {
             status: response.status(),
             headers: std::mem::take(response.headers_mut()),
             body: Body::Direct(response),
+            clock,
         }
+    }
+
+    /// Sends `request` with `client` under `clock` (on the current runtime).
+    async fn start(client: &reqwest::Client, request: reqwest::Request, mut clock: Clock) -> Result<Response, Error> {
+        let deadlines = clock.deadlines;
+        let head =
+            Clock::within(clock.head(), async { client.execute(request).await.map_err(|e| classify(e, &deadlines)) })
+                .await?;
+        if clock.answer == Answer::Whole {
+            clock.last = Some(Instant::now());
+        }
+        Ok(Response::direct(head, Some(clock)))
     }
 
     /// The status code.
@@ -395,7 +598,18 @@ impl Response {
     /// A transport failure or timeout while reading; the body ends with it.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
         let next = match &mut self.body {
-            Body::Direct(response) => response.chunk().await.map_err(Error::from),
+            Body::Direct(response) => match &mut self.clock {
+                Some(clock) => {
+                    let deadlines = clock.deadlines;
+                    let next = Clock::within(clock.chunk(), async {
+                        response.chunk().await.map_err(|e| classify(e, &deadlines))
+                    })
+                    .await;
+                    clock.last = Some(Instant::now());
+                    next
+                }
+                None => response.chunk().await.map_err(Error::from),
+            },
             Body::Channel(rx) => rx.recv().await.transpose(),
             Body::Done => Ok(None),
         };
@@ -410,7 +624,7 @@ impl Response {
     /// # Errors
     /// As [`Response::chunk`].
     pub async fn bytes(mut self) -> Result<Bytes, Error> {
-        if let Body::Direct(_) = &self.body {
+        if let (Body::Direct(_), None) = (&self.body, &self.clock) {
             if let Body::Direct(response) = std::mem::replace(&mut self.body, Body::Done) {
                 return Ok(response.bytes().await?);
             }
@@ -425,6 +639,16 @@ impl Response {
     /// The body as a `'static` stream of chunks; it ends after an error.
     pub fn bytes_stream(self) -> BytesStream {
         let body = match self.body {
+            Body::Direct(_) if self.clock.is_some() => {
+                let chunks = futures::stream::unfold(self, |mut response| async move {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => Some((Ok(chunk), response)),
+                        Ok(None) => None,
+                        Err(e) => Some((Err(e), response)),
+                    }
+                });
+                StreamBody::Timed(Box::pin(chunks))
+            }
             Body::Direct(response) => StreamBody::Direct(Box::pin(response.bytes_stream())),
             Body::Channel(rx) => StreamBody::Channel(rx),
             Body::Done => StreamBody::Done,
@@ -440,6 +664,7 @@ pub struct BytesStream {
 
 enum StreamBody {
     Direct(Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>),
+    Timed(Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>),
     Channel(mpsc::Receiver<Result<Bytes, Error>>),
     Done,
 }
@@ -448,6 +673,7 @@ impl fmt::Debug for BytesStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let body = match self.body {
             StreamBody::Direct(_) => "Direct",
+            StreamBody::Timed(_) => "Timed",
             StreamBody::Channel(_) => "Channel",
             StreamBody::Done => "Done",
         };
@@ -463,6 +689,10 @@ impl Stream for BytesStream {
             StreamBody::Direct(stream) => match stream.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(item) => item.map(|r| r.map_err(Error::from)),
+            },
+            StreamBody::Timed(stream) => match stream.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(item) => item,
             },
             StreamBody::Channel(rx) => match rx.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,

@@ -8,6 +8,9 @@
 #![warn(missing_docs)]
 
 pub mod openai;
+pub mod transport;
+
+pub use transport::{Answer, Deadlines, DEFAULT_DEADLINES};
 
 #[cfg(feature = "anthropic")]
 pub mod anthropic;

@@ -10,11 +10,13 @@
 
 use std::time::Duration;
 
+use catena_core::Deadline;
 use catena_core::{
     collect_stream, ChatChunk, ChatRequest, ChatResponse, Constraint, Error, FinishReason, Llm, Message, ToolCall,
     ToolChoice, ToolDefinition, Usage,
 };
 use catena_providers::anthropic::{thinking, AnthropicClient, Thinking, STRUCTURED_OUTPUT_TOOL};
+use catena_providers::Deadlines;
 use catena_test_support::anthropic_wire::{AnthropicServer, Reply};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -441,10 +443,13 @@ async fn broken_streams_are_errors_never_panics_or_hangs() {
         let err = items.last().unwrap().as_ref().expect_err(&body).to_string();
         assert!(err.contains(expected), "{expected:?} not in {err}");
     }
-    // A server that answers a stream request with one JSON document.
+    // A server that answers a stream request with one JSON document has sent the whole answer.
     server.set_reply(Reply::Json(TOOL_MESSAGE.into()));
-    let err = client.chat_stream(request.clone()).await.err().unwrap().to_string();
-    assert!(err.contains("call `chat` instead"), "{err}");
+    let whole = client.chat(request.clone()).await.unwrap();
+    let streamed = collect_stream(client.chat_stream(request.clone()).await.unwrap()).await.unwrap();
+    assert_eq!(streamed.message, whole.message);
+    assert_eq!(streamed.usage, whole.usage);
+    assert_eq!(streamed.finish_reason, whole.finish_reason);
     // A body that is not a message.
     server.set_reply(Reply::Json(r#"{"type":"message","content":[{"type":"tool_use","id":"t"}]}"#.into()));
     let err = client.chat(request.clone()).await.unwrap_err().to_string();
@@ -472,7 +477,7 @@ async fn http_errors_are_readable_bounded_and_never_show_the_key() {
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains(KEY), "the key leaked: {shown}");
         assert!(shown.contains("authentication_error: invalid x-api-key: [redacted]"), "{shown}");
-        assert!(shown.contains("ANTHROPIC_API_KEY"), "says what to do: {shown}");
+        assert!(shown.contains("check the API key"), "says what to do: {shown}");
         assert!(matches!(err, Error::Http { status: 401, .. }));
         assert!(!err.is_retryable());
     }
@@ -496,17 +501,22 @@ async fn http_errors_are_readable_bounded_and_never_show_the_key() {
     assert!(matches!(err, Error::Http { status: 529, .. }) && err.is_retryable(), "{err}");
     assert!(err.to_string().contains("overloaded"), "{err}");
 
-    // 20 MiB of error body: at most 64 KiB is read, 500 characters are shown.
+    // 20 MiB of error body: at most 1 MiB is read and kept on the error, 300 characters are shown.
     server.set_reply(Reply::HugeStatus { status: 500, bytes: 20 << 20 });
     let err = client.chat(request.clone()).await.unwrap_err();
     let Error::Http { status: 500, body, .. } = &err else { panic!("{err:?}") };
-    assert!(body.len() < 1000, "{} bytes", body.len());
-    assert!(body.starts_with("xxxxx") && body.contains("larger than 64 KiB"), "{body}");
+    assert!(body.len() < (1 << 20) + 100, "{} bytes", body.len());
+    assert!(body.starts_with("xxxxx") && body.contains("larger than 1024 KiB"), "{}", &body[body.len() - 100..]);
+    assert!(err.to_string().len() < 600, "{}", err.to_string().len());
 
-    // A non-JSON error body is previewed as it is.
-    server.set_reply(Reply::Status { status: 502, headers: vec![], body: "<html>Bad gateway</html>".into() });
+    // An HTML error page is previewed as its text on one line.
+    server.set_reply(Reply::Status {
+        status: 502,
+        headers: vec![],
+        body: "<html>\n<body>\n<h1>Bad gateway</h1>\n</body>\n</html>".into(),
+    });
     let err = client.chat(request).await.unwrap_err().to_string();
-    assert!(err.contains("HTTP 502: <html>Bad gateway</html>"), "{err}");
+    assert!(err.contains("HTTP 502: Bad gateway (a proxy"), "{err}");
 }
 
 #[tokio::test]
@@ -630,17 +640,28 @@ async fn a_stalled_server_is_a_timeout_never_a_hang() {
         .base_url(&server.base_url)
         .api_key(KEY)
         .model("m")
-        .timeout(Duration::from_millis(300))
+        .deadlines(Deadlines::none().with_idle(Duration::from_millis(300)).with_total(Duration::from_millis(600)))
         .build()
         .unwrap();
     let request = ChatRequest::new(vec![Message::user("hi")]);
     let err = tokio::time::timeout(Duration::from_secs(10), client.chat(request.clone())).await.unwrap().unwrap_err();
-    assert!(matches!(err, Error::Timeout(_)) && err.is_retryable(), "{err:?}");
-    // A stream that goes silent after its first events: the silence between chunks is bounded by the timeout.
+    assert!(matches!(err, Error::Deadline { deadline: Deadline::Total, .. }) && err.is_retryable(), "{err:?}");
+    let port = server.base_url.rsplit(':').next().unwrap();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "anthropic POST http://127.0.0.1:{port}/v1/messages: the total deadline (600 ms) passed"
+        )),
+        "{err}"
+    );
+    // A stream that goes silent after its first events: the silence between chunks is bounded by the idle deadline.
     server.set_reply(Reply::StallAfter(sse(&TOOL_STREAM[..4])));
     let items = tokio::time::timeout(Duration::from_secs(10), chunks_of(&client, request)).await.unwrap();
     assert!(items.iter().any(|i| i.as_ref().is_ok_and(|c| c.text.as_deref() == Some("Okay"))));
-    assert!(matches!(items.last().unwrap(), Err(Error::Timeout(_))), "{:?}", items.last());
+    assert!(
+        matches!(items.last().unwrap(), Err(Error::Deadline { deadline: Deadline::Idle, .. })),
+        "{:?}",
+        items.last()
+    );
 }
 
 #[tokio::test]

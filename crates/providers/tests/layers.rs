@@ -10,7 +10,7 @@ use catena_core::layer::{
     CacheLayer, ConcurrencyLimitLayer, DiskCache, FallbackLayer, FallbackOn, LayerExt, MemoryCache, RateLimitLayer,
     RetryLayer, RetryPolicy, TelemetryLayer, TimeoutLayer, Timeouts,
 };
-use catena_core::{collect_stream, ChatRequest, Embedder, Error, Llm, Message};
+use catena_core::{collect_stream, ChatRequest, Deadline, Embedder, Error, Llm, Message};
 use catena_providers::openai::{Compat, OpenAiClient};
 use catena_test_support::llama as support;
 use catena_test_support::spans as capture;
@@ -95,7 +95,11 @@ async fn timeouts_cut_stalled_calls_and_retries_start_over() {
     let total = Timeouts::none().with_total(Duration::from_millis(150));
     let llm = client(&server).await.layer(TimeoutLayer::new(total));
     let start = Instant::now();
-    assert!(matches!(llm.chat(ask()).await, Err(Error::Timeout(d)) if d == Duration::from_millis(150)));
+    let err = llm.chat(ask()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Deadline { deadline: Deadline::Total, limit, endpoint } if *limit == Duration::from_millis(150) && endpoint.starts_with("openai at http://127.0.0.1:")),
+        "{err:?}"
+    );
     assert!(start.elapsed() < Duration::from_secs(2));
 
     // Time to first chunk.
@@ -105,7 +109,7 @@ async fn timeouts_cut_stalled_calls_and_retries_start_over() {
         Err(e) => e,
         Ok(mut s) => s.next().await.unwrap().unwrap_err(),
     };
-    assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    assert!(matches!(err, Error::Deadline { deadline: Deadline::FirstChunk, .. }), "{err:?}");
 
     // Idle between chunks: the first chunk arrives, then the server stalls.
     server.set_reply(Reply::StallAfterFirstChunk(Canned::text("partial answer")));
@@ -121,7 +125,10 @@ async fn timeouts_cut_stalled_calls_and_retries_start_over() {
         }
     };
     assert!(got_ok, "the first chunk should arrive before the stall");
-    assert!(matches!(err, Error::Timeout(d) if d == Duration::from_millis(150)), "{err:?}");
+    assert!(
+        matches!(err, Error::Deadline { deadline: Deadline::Idle, limit, .. } if limit == Duration::from_millis(150)),
+        "{err:?}"
+    );
     assert!(stream.next().await.is_none(), "a timed-out stream ends");
 
     // A timeout is retryable: retry outside the timeout tries again.

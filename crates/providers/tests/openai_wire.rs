@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use catena_constraint::{LlmStructuredExt, RepairPolicy};
 use catena_core::layer::{LayerExt, TelemetryLayer};
 use catena_core::{
-    collect_stream, ChatRequest, ChatResponse, Constraint, ContentPart, Embedder, Error, FinishReason, Llm, Message,
-    Strategy, ToolChoice, ToolDefinition, Usage,
+    collect_stream, ChatRequest, ChatResponse, Constraint, ContentPart, Deadline, Embedder, Error, FinishReason, Llm,
+    Message, Strategy, ToolChoice, ToolDefinition, Usage,
 };
 use catena_providers::openai::{ApiKey, Compat, ConstraintDialect, Gbnf, OpenAiClient};
 use catena_test_support::spans as capture;
@@ -574,9 +574,9 @@ async fn bad_payloads_are_decode_errors() {
     let request = ChatRequest::new(vec![Message::user("hi")]);
     let err = client.chat(request.clone()).await.unwrap_err();
     assert!(matches!(&err, Error::Decode { message, .. } if message.contains("not json")), "{err:?}");
-    // A JSON answer to a streaming request means the server cannot stream.
+    // A JSON answer to a streaming request is decoded as the whole answer (here: not JSON, a decode error).
     let err = client.chat_stream(request.clone()).await.err().unwrap();
-    assert!(matches!(&err, Error::Decode { message, .. } if message.contains("streaming")), "{err:?}");
+    assert!(matches!(&err, Error::Decode { message, .. } if message.contains("not json")), "{err:?}");
 
     server.set_reply(Reply::Raw {
         content_type: "text/event-stream",
@@ -611,7 +611,8 @@ async fn slow_server_times_out() {
     let client = server.client(Compat::Generic).timeout(timeout).build().unwrap();
     let started = std::time::Instant::now();
     let err = client.chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap_err();
-    assert!(matches!(err, Error::Timeout(d) if d == timeout), "{err:?}");
+    assert!(matches!(err, Error::Deadline { deadline: Deadline::Total, limit, .. } if limit == timeout), "{err:?}");
+    assert!(err.to_string().contains("openai_compatible POST http://127.0.0.1:"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(err.is_retryable());
 }

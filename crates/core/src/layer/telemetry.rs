@@ -104,7 +104,7 @@ pub fn error_type(e: &Error) -> std::borrow::Cow<'static, str> {
         Error::Format { .. } => "format",
         Error::Json(_) => "json",
         Error::Store { .. } => "store",
-        Error::Timeout(_) => "timeout",
+        Error::Timeout(_) | Error::Deadline { .. } => "timeout",
         Error::Cancelled => "cancelled",
         Error::Exhausted { .. } => "exhausted",
         Error::InvalidOutput { .. } => "invalid_output",

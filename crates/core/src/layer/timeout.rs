@@ -11,7 +11,7 @@ use tokio::time::{Instant, Sleep};
 use crate::completion::GrammarCompletion;
 use crate::document::ScoredDocument;
 use crate::embed::Embedder;
-use crate::error::{Error, Result};
+use crate::error::{Deadline, Error, Result};
 use crate::llm::{Capabilities, ChatStream, Llm};
 use crate::message::{ChatChunk, ChatRequest, ChatResponse};
 use crate::retriever::Retriever;
@@ -52,7 +52,7 @@ impl Timeouts {
     }
 }
 
-/// Fails calls that exceed their [`Timeouts`] with [`Error::Timeout`] (which is retryable, so a
+/// Fails calls that exceed their [`Timeouts`] with [`Error::Deadline`] naming the backend and the deadline (which is retryable, so a
 /// [`super::RetryLayer`] outside this layer retries them). Wraps an [`Llm`], an [`Embedder`] or a [`Retriever`];
 /// non-streaming calls use `total` only.
 #[derive(Debug, Clone, Copy)]
@@ -91,11 +91,16 @@ impl<S> Timeout<S> {
         self.timeouts
     }
 
-    async fn total<T>(&self, what: &str, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    async fn total<T>(
+        &self,
+        what: &str,
+        endpoint: impl FnOnce() -> String,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
         match self.timeouts.total {
             Some(limit) => tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
                 tracing::warn!(limit_ms = limit.as_millis() as u64, "{what} exceeded its total timeout");
-                Err(Error::Timeout(limit))
+                Err(Error::Deadline { endpoint: endpoint(), deadline: Deadline::Total, limit })
             }),
             None => fut.await,
         }
@@ -111,22 +116,23 @@ impl<S: Llm> Llm for Timeout<S> {
         self.inner.default_model()
     }
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
-        self.total("chat", self.inner.chat(request)).await
+        self.total("chat", || self.inner.capabilities().backend, self.inner.chat(request)).await
     }
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
         let start = Instant::now();
-        let total_deadline = self.timeouts.total.map(|d| (start + d, d));
-        let first_deadline = self.timeouts.first_chunk.map(|d| (start + d, d));
+        let total_deadline = self.timeouts.total.map(|d| (start + d, d, Deadline::Total));
+        let first_deadline = self.timeouts.first_chunk.map(|d| (start + d, d, Deadline::FirstChunk));
         // Opening the stream counts against the first-chunk and total deadlines.
-        let open_deadline = [total_deadline, first_deadline].into_iter().flatten().min_by_key(|(at, _)| *at);
+        let open_deadline = [total_deadline, first_deadline].into_iter().flatten().min_by_key(|(at, _, _)| *at);
+        let endpoint = self.inner.capabilities().backend;
         let inner = match open_deadline {
-            Some((at, limit)) => match tokio::time::timeout_at(at, self.inner.chat_stream(request)).await {
+            Some((at, limit, deadline)) => match tokio::time::timeout_at(at, self.inner.chat_stream(request)).await {
                 Ok(r) => r?,
-                Err(_) => return Err(Error::Timeout(limit)),
+                Err(_) => return Err(Error::Deadline { endpoint, deadline, limit }),
             },
             None => self.inner.chat_stream(request).await?,
         };
-        Ok(Box::pin(DeadlineStream::new(inner, total_deadline, first_deadline, self.timeouts.idle)))
+        Ok(Box::pin(DeadlineStream::new(inner, endpoint, total_deadline, first_deadline, self.timeouts.idle)))
     }
     fn grammar_completion(&self) -> Option<&dyn GrammarCompletion> {
         self.inner.grammar_completion()
@@ -136,10 +142,10 @@ impl<S: Llm> Llm for Timeout<S> {
 #[async_trait]
 impl<S: Embedder> Embedder for Timeout<S> {
     async fn embed_documents(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        self.total("embedding", self.inner.embed_documents(texts)).await
+        self.total("embedding", || self.inner.model_name(), self.inner.embed_documents(texts)).await
     }
     async fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
-        self.total("query embedding", self.inner.embed_query(text)).await
+        self.total("query embedding", || self.inner.model_name(), self.inner.embed_query(text)).await
     }
     fn dimensions(&self) -> usize {
         self.inner.dimensions()
@@ -152,30 +158,35 @@ impl<S: Embedder> Embedder for Timeout<S> {
 #[async_trait]
 impl<S: Retriever> Retriever for Timeout<S> {
     async fn retrieve(&self, query: &str) -> Result<Vec<ScoredDocument>> {
-        self.total("retrieval", self.inner.retrieve(query)).await
+        self.total("retrieval", || "retriever".to_string(), self.inner.retrieve(query)).await
     }
 }
 
 /// A chat stream under first-chunk, idle and total deadlines. After a deadline passes it yields one
-/// [`Error::Timeout`] and ends (the inner stream is dropped, which cancels the request).
+/// [`Error::Deadline`] and ends (the inner stream is dropped, which cancels the request).
 struct DeadlineStream {
     inner: Option<ChatStream>,
-    total: Option<(Instant, Duration)>,
+    endpoint: String,
+    total: Option<Armed>,
     idle: Option<Duration>,
-    /// The deadline of the next chunk and the limit it stands for.
-    next: Option<(Instant, Duration)>,
+    /// The deadline of the next chunk, the limit it stands for and its kind.
+    next: Option<Armed>,
     timer: Pin<Box<Sleep>>,
 }
+
+type Armed = (Instant, Duration, Deadline);
 
 impl DeadlineStream {
     fn new(
         inner: ChatStream,
-        total: Option<(Instant, Duration)>,
-        first: Option<(Instant, Duration)>,
+        endpoint: String,
+        total: Option<Armed>,
+        first: Option<Armed>,
         idle: Option<Duration>,
     ) -> Self {
         let mut s = DeadlineStream {
             inner: Some(inner),
+            endpoint,
             total,
             idle,
             next: None,
@@ -188,8 +199,8 @@ impl DeadlineStream {
     /// The next deadline is the earlier of the total deadline and `chunk` (the next chunk's own deadline). The
     /// timer itself is moved only when the stream has to wait (see `poll_next`), so chunks that are already there
     /// cost no timer-wheel work.
-    fn arm(&mut self, chunk: Option<(Instant, Duration)>) {
-        self.next = [self.total, chunk].into_iter().flatten().min_by_key(|(at, _)| *at);
+    fn arm(&mut self, chunk: Option<Armed>) {
+        self.next = [self.total, chunk].into_iter().flatten().min_by_key(|(at, _, _)| *at);
     }
 }
 
@@ -199,7 +210,7 @@ impl Stream for DeadlineStream {
         let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
         match inner.poll_next_unpin(cx) {
             Poll::Ready(Some(item)) => {
-                let idle = self.idle.map(|d| (Instant::now() + d, d));
+                let idle = self.idle.map(|d| (Instant::now() + d, d, Deadline::Idle));
                 self.arm(idle);
                 Poll::Ready(Some(item))
             }
@@ -208,7 +219,7 @@ impl Stream for DeadlineStream {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                let Some((at, limit)) = self.next else { return Poll::Pending };
+                let Some((at, limit, deadline)) = self.next else { return Poll::Pending };
                 if self.timer.deadline() != at {
                     self.timer.as_mut().reset(at);
                 }
@@ -216,7 +227,8 @@ impl Stream for DeadlineStream {
                     Poll::Ready(()) => {
                         self.inner = None;
                         tracing::warn!(limit_ms = limit.as_millis() as u64, "chat stream timed out");
-                        Poll::Ready(Some(Err(Error::Timeout(limit))))
+                        let endpoint = std::mem::take(&mut self.endpoint);
+                        Poll::Ready(Some(Err(Error::Deadline { endpoint, deadline, limit })))
                     }
                     Poll::Pending => Poll::Pending,
                 }

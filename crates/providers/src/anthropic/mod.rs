@@ -80,11 +80,11 @@ mod wire;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use catena_core::{
-    async_trait, Capabilities, ChatRequest, ChatResponse, ChatStream, ConstraintSupport, Error, Llm, Result, Strategy,
-    ToolChoice,
+    async_trait, Capabilities, ChatChunk, ChatRequest, ChatResponse, ChatStream, ConstraintSupport, Error, Llm, Result,
+    Strategy, ToolChoice,
 };
 use catena_http::HttpClient;
 pub use catena_http::IoRuntime;
@@ -93,6 +93,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use self::wire::StructuredOutput;
 pub use self::wire::STRUCTURED_OUTPUT_TOOL;
 pub use crate::openai::ApiKey;
+use crate::transport::{Answer, Deadlines, Secrets, DEFAULT_DEADLINES};
 
 /// Anthropic's API root, the default of [`AnthropicBuilder`] and of [`AnthropicClient::from_env`].
 pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
@@ -104,14 +105,8 @@ pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 /// field in every request; it applies when the [`ChatRequest`] sets none.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
-/// The timeout a builder starts with (see [`AnthropicBuilder::timeout`]): 300 seconds.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// How much of an error body is read at most; the rest is dropped with the connection.
-const MAX_ERROR_BODY: usize = 64 * 1024;
-
 /// Configures an [`AnthropicClient`]. Start with [`AnthropicClient::builder`] ([`ANTHROPIC_BASE_URL`], no key, no
-/// model, [`DEFAULT_MAX_TOKENS`], [`DEFAULT_TIMEOUT`]) or [`AnthropicBuilder::from_env`].
+/// model, [`DEFAULT_MAX_TOKENS`], [`DEFAULT_DEADLINES`]) or [`AnthropicBuilder::from_env`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -134,7 +129,7 @@ pub struct AnthropicBuilder {
     api_key: Option<ApiKey>,
     model: Option<String>,
     max_tokens: u32,
-    timeout: Duration,
+    deadlines: Deadlines,
     headers: Vec<(String, String)>,
     io_runtime: IoRuntime,
 }
@@ -142,11 +137,11 @@ pub struct AnthropicBuilder {
 impl fmt::Debug for AnthropicBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AnthropicBuilder")
-            .field("base_url", &self.base_url)
+            .field("base_url", &crate::transport::display_url(&self.base_url))
             .field("api_key", &self.api_key)
             .field("model", &self.model)
             .field("max_tokens", &self.max_tokens)
-            .field("timeout", &self.timeout)
+            .field("deadlines", &self.deadlines)
             .field("headers", &self.headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>())
             .field("io_runtime", &self.io_runtime)
             .finish()
@@ -176,7 +171,7 @@ fn is_anthropic_host(url: &str) -> bool {
 }
 
 impl AnthropicBuilder {
-    /// [`ANTHROPIC_BASE_URL`], no key, no model, [`DEFAULT_MAX_TOKENS`], [`DEFAULT_TIMEOUT`], no extra headers,
+    /// [`ANTHROPIC_BASE_URL`], no key, no model, [`DEFAULT_MAX_TOKENS`], [`DEFAULT_DEADLINES`], no extra headers,
     /// connections on [`IoRuntime::detect`]'s choice.
     pub fn new() -> Self {
         AnthropicBuilder {
@@ -184,7 +179,7 @@ impl AnthropicBuilder {
             api_key: None,
             model: None,
             max_tokens: DEFAULT_MAX_TOKENS,
-            timeout: DEFAULT_TIMEOUT,
+            deadlines: DEFAULT_DEADLINES,
             headers: Vec::new(),
             io_runtime: IoRuntime::detect(),
         }
@@ -239,10 +234,19 @@ impl AnthropicBuilder {
         self
     }
 
-    /// The longest a call may take: the whole of a `chat` request, connecting, and the silence between two
-    /// streamed chunks (a stream as a whole may take longer). Exceeding it gives [`Error::Timeout`].
+    /// The longest a call may take, from sending the request to the end of the answer (streamed or not): sets
+    /// the total deadline to `timeout` and lowers the other [`deadlines`](Self::deadlines) to it when they are
+    /// longer. Passing it gives [`Error::Deadline`] naming the endpoint and the deadline.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.deadlines = crate::transport::with_timeout(self.deadlines, timeout);
+        self
+    }
+
+    /// Every deadline of a call: connecting, the first chunk of a streamed answer, the silence between two
+    /// chunks, and the whole call (default [`DEFAULT_DEADLINES`]; `None` for no limit of a kind). Passing one gives
+    /// [`Error::Deadline`] naming the endpoint and the deadline, which a retry layer may retry.
+    pub fn deadlines(mut self, deadlines: Deadlines) -> Self {
+        self.deadlines = deadlines;
         self
     }
 
@@ -264,7 +268,7 @@ impl AnthropicBuilder {
     ///
     /// # Errors
     /// [`Error::Config`] when the base URL is not an `http(s)` URL, `api.anthropic.com` is used without a key
-    /// (naming `ANTHROPIC_API_KEY`), a header name or value is invalid, or the timeout or `max_tokens` is 0.
+    /// (naming `ANTHROPIC_API_KEY`), a header name or value is invalid, or a deadline or `max_tokens` is 0.
     pub fn build(self) -> Result<AnthropicClient> {
         let base_url = self.base_url.trim().trim_end_matches('/').to_string();
         let hint = "pass the API root without /v1, for example https://api.anthropic.com or http://127.0.0.1:4000";
@@ -290,14 +294,15 @@ impl AnthropicBuilder {
                  ANTHROPIC_BASE_URL (or AnthropicBuilder::base_url) to its URL",
             ));
         }
-        if self.timeout.is_zero() {
-            return Err(Error::config("timeout", "is 0", "pass a positive duration to AnthropicBuilder::timeout"));
-        }
+        crate::transport::check_deadlines(&self.deadlines, "AnthropicBuilder")?;
         if self.max_tokens == 0 {
             return Err(Error::config("max_tokens", "is 0", "pass a positive limit to AnthropicBuilder::max_tokens"));
         }
+        let mut secrets = Secrets::new();
+        secrets.add_url(&parsed);
         let mut headers = HeaderMap::new();
         for (name, value) in &self.headers {
+            secrets.add_header(name, value);
             let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 Error::config(format!("header `{name}`"), "is not a valid header name", "use letters, digits and '-'")
             })?;
@@ -313,6 +318,7 @@ impl AnthropicBuilder {
         }
         headers.insert("anthropic-version", HeaderValue::from_static(ANTHROPIC_VERSION));
         if let Some(key) = &self.api_key {
+            secrets.add(key.expose());
             let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
                 Error::config(
                     "api_key (ANTHROPIC_API_KEY)",
@@ -323,12 +329,10 @@ impl AnthropicBuilder {
             value.set_sensitive(true);
             headers.insert("x-api-key", value);
         }
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(self.timeout)
-            .read_timeout(self.timeout)
-            .build()
-            .map_err(|e| Error::config("HTTP client", format!("could not be built ({e})"), "report this as a bug"))?;
+        let http =
+            self.deadlines.client_builder().default_headers(headers).build().map_err(|e| {
+                Error::config("HTTP client", format!("could not be built ({e})"), "report this as a bug")
+            })?;
         let http = HttpClient::new(http, self.io_runtime).map_err(|e| {
             Error::config(
                 "io_runtime",
@@ -336,7 +340,7 @@ impl AnthropicBuilder {
                 "use IoRuntime::Caller",
             )
         })?;
-        let provider = format!("anthropic at {base_url}");
+        let provider = format!("anthropic at {}", crate::transport::display_url(&base_url));
         let native = Some(Strategy::Native);
         let capabilities = Capabilities {
             backend: provider.clone(),
@@ -360,7 +364,8 @@ impl AnthropicBuilder {
                 header_names: self.headers.into_iter().map(|(name, _)| name).collect(),
                 model: self.model,
                 max_tokens: self.max_tokens,
-                timeout: self.timeout,
+                deadlines: self.deadlines,
+                secrets,
                 capabilities,
             }),
         })
@@ -378,113 +383,41 @@ pub(crate) struct Inner {
     header_names: Vec<String>,
     model: Option<String>,
     max_tokens: u32,
-    timeout: Duration,
+    deadlines: Deadlines,
+    secrets: Secrets,
     capabilities: Capabilities,
 }
 
 impl Inner {
-    /// `text` with every occurrence of the API key replaced by `[redacted]`.
-    fn redact(&self, text: String) -> String {
-        match &self.api_key {
-            Some(key) if !key.expose().is_empty() && text.contains(key.expose()) => {
-                text.replace(key.expose(), "[redacted]")
-            }
-            _ => text,
-        }
-    }
-
-    /// The error with the API key taken out of every text that came from the server or the transport.
+    /// The error with the client's secrets (key, base URL password, credential headers) taken out of every text
+    /// that came from the server or the transport.
     pub(crate) fn redact_error(&self, e: Error) -> Error {
-        match e {
-            Error::Http { provider, status, body, retry_after } => {
-                Error::Http { provider, status, body: self.redact(body), retry_after }
-            }
-            Error::Decode { provider, message } => Error::Decode { provider, message: self.redact(message) },
-            Error::Transport { provider, message, source } => {
-                // The source is dropped when its text would show the key.
-                let leaks = source.as_ref().is_some_and(|s| self.redact(s.to_string()) != s.to_string());
-                Error::Transport { provider, message: self.redact(message), source: if leaks { None } else { source } }
-            }
-            other => other,
-        }
+        self.secrets.redact_error(e)
     }
 
-    /// Maps a failure that has no HTTP status to [`Error::Timeout`] or [`Error::Transport`] naming the endpoint.
+    /// Maps a failure that has no HTTP status to [`Error::Deadline`] or [`Error::Transport`] naming the endpoint.
     pub(crate) fn transport_error(&self, e: catena_http::Error) -> Error {
-        if e.is_timeout() {
-            return Error::Timeout(self.timeout);
-        }
-        Error::Transport {
-            provider: self.provider.clone(),
-            message: format!("POST {}: {e}", self.messages_url),
-            source: Some(Box::new(e)),
-        }
+        crate::transport::transport_error(e, &self.provider, "anthropic", &self.messages_url, &self.secrets)
     }
 
-    /// POSTs the body; returns the response when its status is 2xx, [`Error::Http`] otherwise.
-    async fn post(
-        &self,
-        body: Vec<u8>,
-        accept: &'static str,
-        whole_call_timeout: bool,
-    ) -> Result<catena_http::Response> {
-        let mut request = self
+    /// POSTs the body under the client's deadlines; returns the response when its status is 2xx, [`Error::Http`]
+    /// (the body read up to 1 MiB, the key redacted) otherwise.
+    async fn post(&self, body: Vec<u8>, accept: &'static str, answer: Answer) -> Result<catena_http::Response> {
+        let request = self
             .http
             .reqwest()
             .post(&self.messages_url)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, accept)
-            .body(body);
-        if whole_call_timeout {
-            request = request.timeout(self.timeout);
-        }
-        let request = request.build().map_err(|e| self.transport_error(e.into()))?;
-        let mut response = self.http.execute(request).await.map_err(|e| self.transport_error(e))?;
-        let status = response.status();
-        if status.is_success() {
+            .body(body)
+            .build()
+            .map_err(|e| self.transport_error(e.into()))?;
+        let response =
+            self.http.execute_within(request, self.deadlines, answer).await.map_err(|e| self.transport_error(e))?;
+        if response.status().is_success() {
             return Ok(response);
         }
-        let retry_after = crate::openai::parse_retry_after(response.headers(), SystemTime::now());
-        // Read at most MAX_ERROR_BODY bytes: a huge error body is cut, never held whole.
-        let mut bytes = Vec::new();
-        let mut cut = false;
-        let mut read_error = None;
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = MAX_ERROR_BODY - bytes.len();
-                    bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if chunk.len() > room {
-                        cut = true;
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    read_error = Some(e);
-                    break;
-                }
-            }
-        }
-        let described = match wire::error_summary(&bytes) {
-            Some((_, summary)) => summary,
-            None if bytes.is_empty() => match read_error {
-                Some(e) => format!("(the error body could not be read: {e})"),
-                None => "(empty body)".to_string(),
-            },
-            None => {
-                let mut shown = wire::preview(&bytes, 500);
-                if cut && bytes.len() <= 500 {
-                    shown.push_str("...");
-                } else if cut {
-                    shown.push_str(" (cut: the body is larger than 64 KiB)");
-                }
-                shown
-            }
-        };
-        let status = status.as_u16();
-        let body = format!("{described} ({})", wire::hint_for_status(status));
-        Err(self.redact_error(Error::Http { provider: self.provider.clone(), status, body, retry_after }))
+        Err(crate::transport::http_error(response, &self.provider, &self.secrets).await)
     }
 }
 
@@ -502,12 +435,12 @@ impl fmt::Debug for AnthropicClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.inner;
         f.debug_struct("AnthropicClient")
-            .field("base_url", &i.base_url)
+            .field("base_url", &crate::transport::display_url(&i.base_url))
             .field("model", &i.model)
             .field("max_tokens", &i.max_tokens)
             .field("api_key", &i.api_key)
             .field("headers", &i.header_names)
-            .field("timeout", &i.timeout)
+            .field("deadlines", &i.deadlines)
             .field("io_runtime", &i.http.io_runtime())
             .field("capabilities", &i.capabilities)
             .finish()
@@ -611,7 +544,7 @@ impl Llm for AnthropicClient {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
         let (body, structured) = self.prepare(&request, false)?;
         let inner = &self.inner;
-        let response = inner.post(body, "application/json", true).await?;
+        let response = inner.post(body, "application/json", Answer::Whole).await?;
         let bytes = response.bytes().await.map_err(|e| inner.redact_error(inner.transport_error(e)))?;
         wire::decode_message(&inner.provider, &bytes, structured).map_err(|e| inner.redact_error(e))
     }
@@ -621,21 +554,17 @@ impl Llm for AnthropicClient {
     ///
     /// # Errors
     /// As `chat`, for everything up to the response headers; later failures (an `error` event, a stream that ends
-    /// before `message_stop`, malformed events) are items of the stream. A server that answers with JSON instead
-    /// of an event stream gives [`Error::Decode`].
+    /// before `message_stop`, malformed events) are items of the stream. A server that answers with one JSON
+    /// message instead of an event stream has sent the whole answer: the stream yields it as one chunk.
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
         let (body, structured) = self.prepare(&request, true)?;
         let inner = &self.inner;
-        let response = inner.post(body, "text/event-stream", false).await?;
-        let content_type =
-            response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
-        if content_type.starts_with("application/json") {
-            return Err(Error::Decode {
-                provider: inner.provider.clone(),
-                message: "asked for a stream (`\"stream\": true`) but the server answered with one JSON document; \
-                          it does not stream: call `chat` instead"
-                    .into(),
-            });
+        let response = inner.post(body, "text/event-stream", Answer::Streamed).await?;
+        if crate::transport::media_type(&response) == "application/json" {
+            // The whole message in one document (a proxy that does not stream): it is the complete answer.
+            let bytes = response.bytes().await.map_err(|e| inner.redact_error(inner.transport_error(e)))?;
+            let whole = wire::decode_message(&inner.provider, &bytes, structured).map_err(|e| inner.redact_error(e))?;
+            return Ok(Box::pin(futures::stream::once(async move { Ok(ChatChunk::from(whole)) })));
         }
         Ok(Box::pin(stream::AnthropicStream::new(response.bytes_stream(), inner.clone(), structured)))
     }

@@ -563,21 +563,6 @@ pub(crate) fn status_of_error_type(kind: Option<&str>) -> u16 {
     }
 }
 
-/// What to do about an HTTP error status.
-pub(crate) fn hint_for_status(status: u16) -> &'static str {
-    match status {
-        401 => "check the API key (ANTHROPIC_API_KEY or AnthropicBuilder::api_key)",
-        403 => "the API key lacks permission for this model or feature",
-        404 => "check the model name and the base URL (the client posts to <base_url>/v1/messages)",
-        413 => "the request is too large: shorten the conversation or the images",
-        429 => "rate limited: wait (see Retry-After) and retry",
-        400 | 422 => "the server rejected the request: see its message",
-        529 | 503 => "the server is overloaded: retry later",
-        500..=599 => "a server error: retry later",
-        _ => "see the server's message",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,8 +44,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use catena_core::{
-    async_trait, Capabilities, ChatRequest, ChatResponse, ChatStream, ConstraintSupport, Embedder, Error, Llm, Result,
-    Strategy, ToolChoice,
+    async_trait, Capabilities, ChatChunk, ChatRequest, ChatResponse, ChatStream, ConstraintSupport, Embedder, Error,
+    Llm, Result, Strategy, ToolChoice,
 };
 use catena_http::HttpClient;
 pub use catena_http::IoRuntime;
@@ -54,14 +54,11 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION,
 use self::stream::SseChatStream;
 pub use self::wire::openai_strict_schema;
 use self::wire::StreamUsage;
+use crate::transport::{Answer, Deadlines, Secrets, DEFAULT_DEADLINES};
 pub use catena_constraint::gbnf::{choice_to_gbnf, regex_to_gbnf, Gbnf};
 
 /// OpenAI's API root, the default of [`OpenAiBuilder`] and of [`OpenAiClient::from_env`].
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
-
-/// The timeout a builder starts with (see [`OpenAiBuilder::timeout`]): 300 seconds, long enough for a CPU-bound
-/// local server to write a few hundred tokens.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// An API key. Its `Debug` and `Display` print `[redacted]`, so it cannot leak through logs or error messages.
 ///
@@ -366,7 +363,7 @@ pub struct Quirks {
 }
 
 /// Configures an [`OpenAiClient`]. Start with [`OpenAiClient::builder`] (OpenAI's URL, [`Compat::OpenAi`],
-/// [`DEFAULT_TIMEOUT`], no key, no model) or [`OpenAiBuilder::from_env`].
+/// [`DEFAULT_DEADLINES`], no key, no model) or [`OpenAiBuilder::from_env`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -390,7 +387,7 @@ pub struct OpenAiBuilder {
     model: Option<String>,
     embedding_model: Option<String>,
     embedding_dimensions: Option<usize>,
-    timeout: Duration,
+    deadlines: Deadlines,
     headers: Vec<(String, String)>,
     compat: Compat,
     quirks: Option<Quirks>,
@@ -401,12 +398,12 @@ pub struct OpenAiBuilder {
 impl fmt::Debug for OpenAiBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiBuilder")
-            .field("base_url", &self.base_url)
+            .field("base_url", &crate::transport::display_url(&self.base_url))
             .field("api_key", &self.api_key)
             .field("model", &self.model)
             .field("embedding_model", &self.embedding_model)
             .field("embedding_dimensions", &self.embedding_dimensions)
-            .field("timeout", &self.timeout)
+            .field("deadlines", &self.deadlines)
             .field("headers", &self.headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>())
             .field("compat", &self.compat)
             .field("quirks", &self.quirks)
@@ -434,7 +431,7 @@ fn env_var(name: &str) -> Result<Option<String>> {
 }
 
 impl OpenAiBuilder {
-    /// OpenAI's URL ([`OPENAI_BASE_URL`]), [`Compat::OpenAi`], [`DEFAULT_TIMEOUT`], no key, no model, no extra
+    /// OpenAI's URL ([`OPENAI_BASE_URL`]), [`Compat::OpenAi`], [`DEFAULT_DEADLINES`], no key, no model, no extra
     /// headers, connections on [`IoRuntime::detect`]'s choice (see [`io_runtime`](Self::io_runtime)).
     pub fn new() -> Self {
         OpenAiBuilder {
@@ -443,7 +440,7 @@ impl OpenAiBuilder {
             model: None,
             embedding_model: None,
             embedding_dimensions: None,
-            timeout: DEFAULT_TIMEOUT,
+            deadlines: DEFAULT_DEADLINES,
             headers: Vec::new(),
             compat: Compat::OpenAi,
             quirks: None,
@@ -523,10 +520,19 @@ impl OpenAiBuilder {
         self
     }
 
-    /// The longest a call may take: the whole of a `chat` or embedding request, connecting, and the silence
-    /// between two streamed chunks (a stream as a whole may take longer). Exceeding it gives [`Error::Timeout`].
+    /// The longest a call may take, from sending the request to the end of the answer (streamed or not): sets
+    /// the total deadline to `timeout` and lowers the other [`deadlines`](Self::deadlines) to it when they are
+    /// longer. Passing it gives [`Error::Deadline`] naming the endpoint and the deadline.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.deadlines = crate::transport::with_timeout(self.deadlines, timeout);
+        self
+    }
+
+    /// Every deadline of a call: connecting, the first chunk of a streamed answer, the silence between two
+    /// chunks, and the whole call (default [`DEFAULT_DEADLINES`]; `None` for no limit of a kind). Passing one gives
+    /// [`Error::Deadline`] naming the endpoint and the deadline, which a retry layer may retry.
+    pub fn deadlines(mut self, deadlines: Deadlines) -> Self {
+        self.deadlines = deadlines;
         self
     }
 
@@ -568,7 +574,7 @@ impl OpenAiBuilder {
     ///
     /// # Errors
     /// [`Error::Config`] when the base URL is not an `http(s)` URL, `api.openai.com` is used without a key
-    /// (naming `OPENAI_API_KEY`), a header name or value is invalid, the timeout or embedding dimensions are 0.
+    /// (naming `OPENAI_API_KEY`), a header name or value is invalid, a deadline or the embedding dimensions are 0.
     pub fn build(self) -> Result<OpenAiClient> {
         let base_url = self.base_url.trim().trim_end_matches('/').to_string();
         let parsed = reqwest::Url::parse(&base_url).map_err(|e| {
@@ -593,9 +599,7 @@ impl OpenAiBuilder {
                  OPENAI_BASE_URL (or OpenAiBuilder::base_url) to its URL",
             ));
         }
-        if self.timeout.is_zero() {
-            return Err(Error::config("timeout", "is 0", "pass a positive duration to OpenAiBuilder::timeout"));
-        }
+        crate::transport::check_deadlines(&self.deadlines, "OpenAiBuilder")?;
         if self.embedding_dimensions == Some(0) {
             return Err(Error::config(
                 "embedding_dimensions (CATENA_EMBEDDING_DIMENSIONS)",
@@ -603,8 +607,11 @@ impl OpenAiBuilder {
                 "set it to the length of the embedding model's vectors",
             ));
         }
+        let mut secrets = Secrets::new();
+        secrets.add_url(&parsed);
         let mut headers = HeaderMap::new();
         for (name, value) in &self.headers {
+            secrets.add_header(name, value);
             let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 Error::config(format!("header `{name}`"), "is not a valid header name", "use letters, digits and '-'")
             })?;
@@ -619,6 +626,7 @@ impl OpenAiBuilder {
             headers.append(header, value);
         }
         if let Some(key) = &self.api_key {
+            secrets.add(key.expose());
             let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
                 Error::config(
                     "api_key (OPENAI_API_KEY)",
@@ -629,12 +637,10 @@ impl OpenAiBuilder {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(self.timeout)
-            .read_timeout(self.timeout)
-            .build()
-            .map_err(|e| Error::config("HTTP client", format!("could not be built ({e})"), "report this as a bug"))?;
+        let http =
+            self.deadlines.client_builder().default_headers(headers).build().map_err(|e| {
+                Error::config("HTTP client", format!("could not be built ({e})"), "report this as a bug")
+            })?;
         let http = HttpClient::new(http, self.io_runtime).map_err(|e| {
             Error::config(
                 "io_runtime",
@@ -643,8 +649,9 @@ impl OpenAiBuilder {
             )
         })?;
         let system = self.compat.system();
+        let shown_url = crate::transport::display_url(&base_url);
         let capabilities = self.capabilities.unwrap_or_else(|| Capabilities {
-            backend: format!("{system} at {base_url}"),
+            backend: format!("{system} at {shown_url}"),
             ..self.compat.capabilities()
         });
         Ok(OpenAiClient {
@@ -652,14 +659,16 @@ impl OpenAiBuilder {
                 http,
                 chat_url: format!("{base_url}/chat/completions"),
                 embeddings_url: format!("{base_url}/embeddings"),
-                provider: format!("{system} at {base_url}"),
+                provider: format!("{system} at {shown_url}"),
+                shown_url,
                 base_url,
                 has_api_key: self.api_key.is_some(),
                 header_names: self.headers.into_iter().map(|(name, _)| name).collect(),
                 model: self.model,
                 embedding_model: self.embedding_model,
                 embedding_dimensions: self.embedding_dimensions,
-                timeout: self.timeout,
+                deadlines: self.deadlines,
+                secrets,
                 compat: self.compat,
                 quirks: self.quirks.unwrap_or_else(|| self.compat.quirks()),
                 capabilities,
@@ -677,6 +686,8 @@ fn is_openai_host(url: &str) -> bool {
 pub(crate) struct Inner {
     http: HttpClient,
     base_url: String,
+    /// The base URL without its userinfo, for messages.
+    shown_url: String,
     chat_url: String,
     embeddings_url: String,
 
@@ -687,47 +698,52 @@ pub(crate) struct Inner {
     model: Option<String>,
     embedding_model: Option<String>,
     embedding_dimensions: Option<usize>,
-    timeout: Duration,
+    deadlines: Deadlines,
+    secrets: Secrets,
     compat: Compat,
     quirks: Quirks,
     capabilities: Capabilities,
 }
 
 impl Inner {
-    /// Maps a `reqwest` failure that has no HTTP status to [`Error::Timeout`] or [`Error::Transport`].
-    pub(crate) fn transport_error(&self, e: catena_http::Error) -> Error {
-        if e.is_timeout() {
-            return Error::Timeout(self.timeout);
-        }
-        // catena_http's message names the whole cause chain.
-        Error::Transport { provider: self.provider.clone(), message: e.to_string(), source: Some(Box::new(e)) }
+    /// Maps a failure that has no HTTP status to [`Error::Deadline`] or [`Error::Transport`], naming the endpoint
+    /// (`url`, shown without its userinfo) and with the client's secrets redacted.
+    pub(crate) fn transport_error(&self, e: catena_http::Error, url: &str) -> Error {
+        crate::transport::transport_error(e, &self.provider, self.compat.system(), url, &self.secrets)
     }
 
-    /// POSTs a JSON body; returns the response when its status is 2xx, [`Error::Http`] otherwise.
+    /// An error with the client's secrets taken out.
+    pub(crate) fn redact_error(&self, e: Error) -> Error {
+        self.secrets.redact_error(e)
+    }
+
+    /// POSTs a JSON body under the client's deadlines; returns the response when its status is 2xx,
+    /// [`Error::Http`] otherwise.
     async fn post(
         &self,
         url: &str,
         body: Vec<u8>,
         accept: &'static str,
-        whole_call_timeout: bool,
+        answer: Answer,
     ) -> Result<catena_http::Response> {
-        let mut request =
-            self.http.reqwest().post(url).header(CONTENT_TYPE, "application/json").header(ACCEPT, accept).body(body);
-        if whole_call_timeout {
-            request = request.timeout(self.timeout);
-        }
-        let request = request.build().map_err(|e| self.transport_error(e.into()))?;
-        let response = self.http.execute(request).await.map_err(|e| self.transport_error(e))?;
-        let status = response.status();
-        if status.is_success() {
+        let request = self
+            .http
+            .reqwest()
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, accept)
+            .body(body)
+            .build()
+            .map_err(|e| self.transport_error(e.into(), url))?;
+        let response = self
+            .http
+            .execute_within(request, self.deadlines, answer)
+            .await
+            .map_err(|e| self.transport_error(e, url))?;
+        if response.status().is_success() {
             return Ok(response);
         }
-        let retry_after = parse_retry_after(response.headers(), SystemTime::now());
-        let body = match response.bytes().await {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) => format!("(the error body could not be read: {e})"),
-        };
-        Err(Error::Http { provider: self.provider.clone(), status: status.as_u16(), body, retry_after })
+        Err(crate::transport::http_error(response, &self.provider, &self.secrets).await)
     }
 }
 
@@ -763,14 +779,14 @@ impl fmt::Debug for OpenAiClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.inner;
         f.debug_struct("OpenAiClient")
-            .field("base_url", &i.base_url)
+            .field("base_url", &i.shown_url)
             .field("compat", &i.compat)
             .field("model", &i.model)
             .field("embedding_model", &i.embedding_model)
             .field("embedding_dimensions", &i.embedding_dimensions)
             .field("api_key", &if i.has_api_key { Some("[redacted]") } else { None })
             .field("headers", &i.header_names)
-            .field("timeout", &i.timeout)
+            .field("deadlines", &i.deadlines)
             .field("io_runtime", &i.http.io_runtime())
             .field("quirks", &i.quirks)
             .field("capabilities", &i.capabilities)
@@ -795,7 +811,7 @@ struct Prepared {
 }
 
 impl OpenAiClient {
-    /// A builder with OpenAI's URL, [`Compat::OpenAi`] and [`DEFAULT_TIMEOUT`]; see [`OpenAiBuilder`].
+    /// A builder with OpenAI's URL, [`Compat::OpenAi`] and [`DEFAULT_DEADLINES`]; see [`OpenAiBuilder`].
     pub fn builder() -> OpenAiBuilder {
         OpenAiBuilder::new()
     }
@@ -932,8 +948,8 @@ impl OpenAiClient {
         let result = async {
             let body =
                 serde_json::to_vec(&wire::EmbeddingRequest { model, input: texts, dimensions: request_dimensions })?;
-            let response = inner.post(&inner.embeddings_url, body, "application/json", true).await?;
-            let bytes = response.bytes().await.map_err(|e| inner.transport_error(e))?;
+            let response = inner.post(&inner.embeddings_url, body, "application/json", Answer::Whole).await?;
+            let bytes = response.bytes().await.map_err(|e| inner.transport_error(e, &inner.embeddings_url))?;
             let decoded = wire::decode_embeddings(&inner.provider, &bytes, texts.len())?;
             if let Some(t) = decoded.input_tokens {
                 catena_core::layer::record_embedding_usage(t);
@@ -978,9 +994,10 @@ impl Llm for OpenAiClient {
     /// for unexpected bodies.
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
         let prepared = self.prepare(&request, false)?;
-        let response = self.inner.post(&self.inner.chat_url, prepared.body, "application/json", true).await?;
-        let bytes = response.bytes().await.map_err(|e| self.inner.transport_error(e))?;
-        wire::decode_chat(&self.inner.provider, &bytes)
+        let inner = &self.inner;
+        let response = inner.post(&inner.chat_url, prepared.body, "application/json", Answer::Whole).await?;
+        let bytes = response.bytes().await.map_err(|e| inner.transport_error(e, &inner.chat_url))?;
+        wire::decode_chat(&inner.provider, &bytes).map_err(|e| inner.redact_error(e))
     }
 
     /// Sends the request and streams the answer. The stream owns a clone of the client; dropping it closes the
@@ -988,19 +1005,16 @@ impl Llm for OpenAiClient {
     ///
     /// # Errors
     /// As `chat`, for everything up to the response headers; later failures are items of the stream. A server
-    /// that answers with JSON instead of an event stream gives [`Error::Decode`].
+    /// that answers with one JSON document instead of an event stream (some proxies do) has sent the whole answer:
+    /// the stream yields it as one chunk.
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
         let prepared = self.prepare(&request, true)?;
-        let response = self.inner.post(&self.inner.chat_url, prepared.body, "text/event-stream", false).await?;
-        let content_type =
-            response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
-        if content_type.starts_with("application/json") {
-            return Err(Error::Decode {
-                provider: self.inner.provider.clone(),
-                message: "asked for a stream but the server answered with one JSON document; it does not \
-                          stream: set `streaming: false` in OpenAiBuilder::capabilities and call `chat`"
-                    .into(),
-            });
+        let inner = &self.inner;
+        let response = inner.post(&inner.chat_url, prepared.body, "text/event-stream", Answer::Streamed).await?;
+        if crate::transport::media_type(&response) == "application/json" {
+            let bytes = response.bytes().await.map_err(|e| inner.transport_error(e, &inner.chat_url))?;
+            let whole = wire::decode_chat(&inner.provider, &bytes).map_err(|e| inner.redact_error(e))?;
+            return Ok(Box::pin(futures::stream::once(async move { Ok(ChatChunk::from(whole)) })));
         }
         Ok(Box::pin(SseChatStream::new(response.bytes_stream(), self.inner.clone())))
     }

@@ -52,7 +52,7 @@ impl SseChatStream {
         // Release the connection now rather than when the consumer drops the stream.
         self.body = Box::pin(futures::stream::empty());
         if let Some(e) = error {
-            self.queue.push_back(Err(e));
+            self.queue.push_back(Err(self.inner.redact_error(e)));
         }
     }
 
@@ -137,7 +137,7 @@ impl Stream for SseChatStream {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(bytes))) => this.feed(&bytes),
                 Poll::Ready(Some(Err(e))) => {
-                    let error = this.inner.transport_error(e);
+                    let error = this.inner.transport_error(e, &this.inner.chat_url);
                     this.finish_with(Some(error));
                 }
                 Poll::Ready(None) => this.end_of_body(),
