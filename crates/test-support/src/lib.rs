@@ -14,6 +14,7 @@
 
 pub mod anthropic_wire;
 pub mod chroma;
+pub mod faults;
 pub mod katan;
 pub mod litellm;
 pub mod llama;
