@@ -52,6 +52,9 @@ struct Args {
     /// A local GGUF model (default: CATENA_LLM_MODEL, else an OpenAI-compatible server, else SmolLM2).
     #[arg(long, env = "CATENA_LLM_MODEL")]
     model: Option<PathBuf>,
+    /// The model server, when no --model is given.
+    #[command(flatten)]
+    server: llm::ServerArgs,
     /// Offer every tool of the MCP server started by this command (stdio), for example
     /// "python3 -m mcp_server_time". Repeatable.
     #[arg(long)]
@@ -204,13 +207,11 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
-/// The model: `--model`, an OpenAI-compatible server from the environment, or the offline default SmolLM2.
+/// The model: `--model`, a server (`--provider`, or an OpenAI-compatible one from the environment), or the offline
+/// default SmolLM2.
 fn choose_llm(args: &Args) -> Result<Arc<dyn Llm>> {
-    if args.model.is_some()
-        || std::env::var_os("OPENAI_BASE_URL").is_some()
-        || std::env::var_os("OPENAI_API_KEY").is_some()
-    {
-        return llm::choose_llm(args.model.as_deref());
+    if args.model.is_some() || args.server.chosen().is_some() {
+        return llm::choose_llm(args.model.as_deref(), &args.server);
     }
     default_local_llm()
 }
@@ -221,7 +222,7 @@ fn default_local_llm() -> Result<Arc<dyn Llm>> {
         bail!("no model: pass --model <file.gguf>, set OPENAI_BASE_URL and CATENA_MODEL, or install the offline default with `bash .ci/fetch-smollm2.sh`")
     };
     eprintln!("using the offline default model {}", path.display());
-    llm::choose_llm(Some(&path))
+    llm::local_llm(&path)
 }
 
 #[cfg(not(feature = "llama-cpp"))]

@@ -47,6 +47,9 @@ struct Args {
     /// A local GGUF model (default: CATENA_LLM_MODEL); otherwise OPENAI_BASE_URL / OPENAI_API_KEY are used.
     #[arg(long, env = "CATENA_LLM_MODEL")]
     model: Option<PathBuf>,
+    /// The model server, when no --model is given.
+    #[command(flatten)]
+    server: llm::ServerArgs,
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -58,7 +61,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let llm = llm::choose_llm(args.model.as_deref())?;
+    let llm = llm::choose_llm(args.model.as_deref(), &args.server)?;
     let program = Program::new(TEMPLATE)?;
     let tag_schema = serde_json::json!({
         "type": "array",

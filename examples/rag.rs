@@ -7,8 +7,10 @@
 //!
 //! Embeddings: in-process all-MiniLM-L6-v2 by default (CATENA_EMBED_MODEL or `--embed-model` names its
 //! directory; `bash .ci/fetch-minilm.sh` installs it), or `--embedder openai`.
-//! Answers, in order of preference: `--model` / CATENA_LLM_MODEL (a local GGUF file), an OpenAI-compatible
-//! endpoint when OPENAI_BASE_URL or OPENAI_API_KEY is set (model from `--openai-model` / CATENA_MODEL), the
+//! Answers, in order of preference: `--model` / CATENA_LLM_MODEL (a local GGUF file), a model server chosen with
+//! `--provider openai|anthropic|gemini|ollama|azure|mistral` (configured from that provider's usual environment
+//! variables; `openai` is chosen by itself when OPENAI_BASE_URL or OPENAI_API_KEY is set; model from
+//! `--openai-model` / CATENA_MODEL; `--timeout` bounds each call, `--attempts` retries failures before output), the
 //! offline default model SmolLM2-135M-Instruct when it is installed (`bash .ci/fetch-smollm2.sh` puts it in
 //! `${CATENA_CACHE_DIR:-$HOME/.cache/catena}`), and with the `llama-hf-hub` feature a small instruct model
 //! downloaded from the Hugging Face hub; with none of these, the sources are printed with instructions to
@@ -26,6 +28,8 @@
 //! added or changed files and drops removed ones.
 
 mod common;
+#[path = "common/llm.rs"]
+mod llm;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -109,9 +113,12 @@ struct Args {
     /// A local GGUF model to answer with (default: CATENA_LLM_MODEL).
     #[arg(long, env = "CATENA_LLM_MODEL")]
     model: Option<PathBuf>,
-    /// The model name for an OpenAI-compatible endpoint (default: CATENA_MODEL).
+    /// The model name on the model server (default: CATENA_MODEL).
     #[arg(long)]
     openai_model: Option<String>,
+    /// The model server, when no --model is given.
+    #[command(flatten)]
+    server: llm::ServerArgs,
     /// Maximum answer length in tokens.
     #[arg(long, default_value_t = 512)]
     max_tokens: u32,
@@ -240,23 +247,16 @@ fn print_sources(sources: &[Source], json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `--provider` when given, else `--model` / CATENA_LLM_MODEL, else an OpenAI-compatible server from the
+/// environment.
 fn choose_llm(args: &Args) -> Result<Option<Arc<dyn Llm>>> {
+    if args.server.provider.is_some() {
+        return args.server.llm(args.openai_model.as_deref());
+    }
     if let Some(path) = &args.model {
         return local_llm(path).map(Some);
     }
-    let remote = std::env::var_os("OPENAI_BASE_URL").is_some() || std::env::var_os("OPENAI_API_KEY").is_some();
-    if remote {
-        let mut builder = catena::providers::openai::OpenAiBuilder::from_env()?;
-        if let Some(m) = &args.openai_model {
-            builder = builder.model(m.clone());
-        }
-        let client = builder.build()?;
-        if client.default_model().is_none() {
-            bail!("an OpenAI-compatible endpoint is configured but no model: set CATENA_MODEL=<model> or pass --openai-model <model>");
-        }
-        return Ok(Some(Arc::new(client)));
-    }
-    Ok(None)
+    args.server.llm(args.openai_model.as_deref())
 }
 
 /// With the `llama-hf-hub` feature and no model configured: the default small instruct model from the Hugging

@@ -49,6 +49,9 @@ struct Args {
     /// A local GGUF model (default: CATENA_LLM_MODEL); otherwise OPENAI_BASE_URL / OPENAI_API_KEY are used.
     #[arg(long, env = "CATENA_LLM_MODEL")]
     model: Option<PathBuf>,
+    /// The model server, when no --model is given.
+    #[command(flatten)]
+    server: llm::ServerArgs,
     /// Forbid the validate-and-repair fallback: fail when the backend cannot enforce the schema itself.
     #[arg(long)]
     no_fallback: bool,
@@ -63,7 +66,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let llm = llm::choose_llm(args.model.as_deref())?;
+    let llm = llm::choose_llm(args.model.as_deref(), &args.server)?;
     let request = ChatRequest::new(vec![
         Message::system("Extract the person the user's text is about. Use null for what the text does not say."),
         Message::user(args.text.clone()),

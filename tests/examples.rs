@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 const TIME_LIMIT: Duration = Duration::from_secs(180);
 
 /// The examples this test runs, with whether the features they require are enabled in this build.
-const EXAMPLES: [(&str, bool); 10] = [
+const EXAMPLES: [(&str, bool); 11] = [
     ("hello_chat", cfg!(feature = "llama-cpp")),
     ("streaming", cfg!(feature = "llama-cpp")),
     ("composition", cfg!(all(feature = "llama-cpp", feature = "constrain"))),
@@ -31,6 +31,7 @@ const EXAMPLES: [(&str, bool); 10] = [
     ("structured_output", cfg!(all(feature = "llama-cpp", feature = "constrain"))),
     ("guidance_template", cfg!(all(feature = "llama-cpp", feature = "constrain"))),
     ("custom_llm", true),
+    ("rag", cfg!(all(feature = "local-embed", feature = "sqlite", feature = "index", feature = "bm25"))),
     ("indexing", cfg!(all(feature = "local-embed", feature = "vectorstores", feature = "index"))),
     (
         "agent",
@@ -144,11 +145,23 @@ struct Run {
 /// Runs an example (one at a time: each loads a model on every core) with the offline models, and checks that
 /// it exits 0 within [`TIME_LIMIT`].
 fn run_example(name: &str, args: &[&str]) -> Run {
+    let (run, status) = run_example_with(name, args, &[]);
+    assert!(status.success(), "{name} failed ({status}):\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    run
+}
+
+/// Runs an example as [`run_example`] does, with extra environment variables, and returns its output and exit
+/// status whatever it is.
+fn run_example_with(name: &str, args: &[&str], env: &[(&str, &str)]) -> (Run, std::process::ExitStatus) {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let exe = built_examples().get(name).unwrap_or_else(|| panic!("cargo built no example named {name}")).clone();
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut command = Command::new(&exe);
     command.args(args).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    for var in ["OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "CATENA_MODEL"] {
+        command.env_remove(var);
+    }
+    command.envs(env.iter().copied());
     if cfg!(feature = "llama-cpp") {
         command.env("CATENA_LLM_MODEL", catena_test_support::smollm2_path());
     }
@@ -182,14 +195,7 @@ fn run_example(name: &str, args: &[&str]) -> Run {
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     };
     eprintln!("example {name}: {:.2} s\n{}", started.elapsed().as_secs_f64(), run.stdout);
-    assert!(
-        output.status.success(),
-        "{name} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        run.stdout,
-        run.stderr
-    );
-    run
+    (run, output.status)
 }
 
 impl Run {
@@ -359,4 +365,61 @@ fn agent() {
         let result = run.line("<- get_current_time [");
         assert!(result.contains("datetime") || result.contains("error: the tool failed"), "{result}");
     }
+}
+
+/// `rag --provider`: the same question answered through three providers' wire formats by llm-katan (a real
+/// server of the OpenAI, Anthropic and Azure OpenAI APIs; its echo backend answers with what it received, so the
+/// RAG prompt's question comes back), and `--timeout` ending a call to a server that never answers with a message
+/// naming the endpoint and the deadline.
+#[cfg(all(feature = "local-embed", feature = "sqlite", feature = "index", feature = "bm25", feature = "anthropic"))]
+#[test]
+fn rag_through_every_provider_and_a_deadline() {
+    let docs = tempfile::tempdir().expect("a folder");
+    std::fs::copy(catena_test_support::rust_book().join("ch15-01-box.md"), docs.path().join("box.md"))
+        .expect("a chapter");
+    let docs = docs.path().to_str().expect("a UTF-8 path").to_string();
+    let katan = catena_test_support::katan::Katan::start("openai,anthropic,azure_openai", &[]);
+    let base = katan.base_url();
+    let openai_base = format!("{base}/v1");
+    let question = "What is a Box?";
+    for (provider, env) in [
+        (
+            "openai",
+            vec![
+                ("OPENAI_BASE_URL", openai_base.as_str()),
+                ("OPENAI_API_KEY", "sk-local"),
+                ("CATENA_COMPAT", "generic"),
+            ],
+        ),
+        ("anthropic", vec![("ANTHROPIC_BASE_URL", base.as_str()), ("ANTHROPIC_API_KEY", "sk-ant-local")]),
+        ("azure", vec![("AZURE_OPENAI_ENDPOINT", base.as_str()), ("AZURE_OPENAI_API_KEY", "azure-local")]),
+    ] {
+        let mut env = env;
+        env.push(("CATENA_MODEL", "echo"));
+        let (run, status) =
+            run_example_with("rag", &["--docs", &docs, "--provider", provider, "--timeout", "60", question], &env);
+        assert!(status.success(), "rag --provider {provider} failed:\n{}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout.contains(question),
+            "rag --provider {provider}: the echo lacks the question:\n{}",
+            run.stdout
+        );
+        assert!(run.stdout.contains("box.md"), "rag --provider {provider} printed no sources:\n{}", run.stdout);
+    }
+
+    // A server that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let silent_url = format!("http://{}/v1", silent.local_addr().expect("an address"));
+    let started = Instant::now();
+    let (run, status) = run_example_with(
+        "rag",
+        &["--docs", &docs, "--provider", "openai", "--timeout", "2", "--attempts", "2", question],
+        &[("OPENAI_BASE_URL", silent_url.as_str()), ("CATENA_MODEL", "m")],
+    );
+    assert!(!status.success(), "{}", run.stdout);
+    assert!(run.stderr.contains("deadline (2 s) passed") && run.stderr.contains(&silent_url), "{}", run.stderr);
+    assert!(run.stderr.contains("all 2 attempts failed"), "{}", run.stderr);
+    // Indexing one chapter takes a few seconds; the two calls at most 2 s each.
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    drop(silent);
 }

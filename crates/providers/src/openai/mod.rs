@@ -162,6 +162,14 @@ pub enum Compat {
     /// ([`Constraint::JsonObject`](catena_core::Constraint::JsonObject)) and `seed`; override the capabilities if
     /// the server can do more.
     Generic,
+    /// Azure OpenAI: OpenAI's models behind deployments. Build it with [`OpenAiBuilder::azure`] (the
+    /// `/openai/deployments/{deployment}` path, the `api-version` query, the key in an `api-key` header, or an
+    /// Entra ID token as `Authorization: Bearer` with [`OpenAiBuilder::bearer_token`]); the features are OpenAI's.
+    Azure,
+    /// Mistral's API (`https://api.mistral.ai/v1`): OpenAI's format with its own names: `random_seed` for the
+    /// seed, `tool_choice: "any"` to force some tool, no `stream_options` (streams end with usage anyway);
+    /// `json_schema` response formats.
+    Mistral,
 }
 
 impl Compat {
@@ -173,6 +181,8 @@ impl Compat {
             Compat::Ollama => "ollama",
             Compat::LlamaCpp => "llama.cpp",
             Compat::Generic => "openai_compatible",
+            Compat::Azure => "az.ai.openai",
+            Compat::Mistral => "mistral_ai",
         }
     }
 
@@ -193,7 +203,7 @@ impl Compat {
         let native = Some(Strategy::Native);
         let grammar = Some(Strategy::Grammar);
         match self {
-            Compat::OpenAi => {
+            Compat::OpenAi | Compat::Azure | Compat::Mistral => {
                 Capabilities { constraints: ConstraintSupport { json_schema: native, ..all.constraints }, ..all }
             }
             Compat::Vllm => Capabilities {
@@ -233,15 +243,22 @@ impl Compat {
     pub fn quirks(self) -> Quirks {
         Quirks {
             empty_content_with_tool_calls: self == Compat::LlamaCpp,
-            max_tokens_field: if self == Compat::OpenAi {
+            max_tokens_field: if matches!(self, Compat::OpenAi | Compat::Azure) {
                 MaxTokensField::MaxCompletionTokens
             } else {
                 MaxTokensField::MaxTokens
             },
             tool_choice_required: !matches!(self, Compat::LlamaCpp | Compat::Ollama | Compat::Generic),
             stream_requires_finish_reason: true,
+            seed_field: if self == Compat::Mistral { SeedField::RandomSeed } else { SeedField::Seed },
+            required_tool_choice: if self == Compat::Mistral {
+                RequiredToolChoice::Any
+            } else {
+                RequiredToolChoice::Required
+            },
+            stream_options: self != Compat::Mistral,
             constraint_dialect: match self {
-                Compat::OpenAi => ConstraintDialect::OpenAi,
+                Compat::OpenAi | Compat::Azure | Compat::Mistral => ConstraintDialect::OpenAi,
                 Compat::Vllm => ConstraintDialect::Vllm,
                 Compat::Ollama => ConstraintDialect::Ollama,
                 Compat::LlamaCpp => ConstraintDialect::LlamaCpp,
@@ -269,10 +286,12 @@ impl FromStr for Compat {
             "ollama" => Ok(Compat::Ollama),
             "llama.cpp" | "llamacpp" | "llama-cpp" | "llama_cpp" => Ok(Compat::LlamaCpp),
             "generic" | "openai_compatible" | "openai-compatible" => Ok(Compat::Generic),
+            "azure" | "az.ai.openai" => Ok(Compat::Azure),
+            "mistral" | "mistral_ai" => Ok(Compat::Mistral),
             _ => Err(Error::config(
                 "CATENA_COMPAT",
                 format!("is `{s}`, which is not a known server family"),
-                "use one of openai, vllm, ollama, llama.cpp, generic",
+                "use one of openai, vllm, ollama, llama.cpp, generic, azure, mistral",
             )),
         }
     }
@@ -358,9 +377,41 @@ pub struct Quirks {
     /// arrives unless it runs with `--interrupt_requests false`. Set it to false only for a server that never
     /// sends finish reasons in streams; such answers then end with `finish_reason: None`.
     pub stream_requires_finish_reason: bool,
+    /// The name of the seed field.
+    pub seed_field: SeedField,
+    /// The `tool_choice` value that forces some tool.
+    pub required_tool_choice: RequiredToolChoice,
+    /// Streams that want usage ask for it with `stream_options: {"include_usage": true}` (servers that always
+    /// send it, or reject the field, do without).
+    pub stream_options: bool,
     /// How [`ChatRequest::constraint`] goes on the wire.
     pub constraint_dialect: ConstraintDialect,
 }
+
+/// The name of the seed field ([`Quirks::seed_field`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SeedField {
+    /// `seed`: OpenAI and most compatible servers.
+    Seed,
+    /// `random_seed`: Mistral.
+    RandomSeed,
+}
+
+/// The `tool_choice` value that forces some tool ([`Quirks::required_tool_choice`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequiredToolChoice {
+    /// `"required"`: OpenAI and most compatible servers.
+    Required,
+    /// `"any"`: Mistral.
+    Any,
+}
+
+/// The Azure OpenAI `api-version` that [`OpenAiBuilder::azure`] callers usually pass and `from_env` uses when
+/// `AZURE_OPENAI_API_VERSION` is unset: the latest generally available version this client was checked against.
+pub const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// Mistral's API root, used by [`OpenAiBuilder::mistral`].
+pub const MISTRAL_BASE_URL: &str = "https://api.mistral.ai/v1";
 
 /// Configures an [`OpenAiClient`]. Start with [`OpenAiClient::builder`] (OpenAI's URL, [`Compat::OpenAi`],
 /// [`DEFAULT_DEADLINES`], no key, no model) or [`OpenAiBuilder::from_env`].
@@ -384,6 +435,8 @@ pub struct Quirks {
 pub struct OpenAiBuilder {
     base_url: String,
     api_key: Option<ApiKey>,
+    bearer_token: Option<ApiKey>,
+    query: Option<String>,
     model: Option<String>,
     embedding_model: Option<String>,
     embedding_dimensions: Option<usize>,
@@ -400,6 +453,8 @@ impl fmt::Debug for OpenAiBuilder {
         f.debug_struct("OpenAiBuilder")
             .field("base_url", &crate::transport::display_url(&self.base_url))
             .field("api_key", &self.api_key)
+            .field("bearer_token", &self.bearer_token)
+            .field("query", &self.query)
             .field("model", &self.model)
             .field("embedding_model", &self.embedding_model)
             .field("embedding_dimensions", &self.embedding_dimensions)
@@ -437,6 +492,8 @@ impl OpenAiBuilder {
         OpenAiBuilder {
             base_url: OPENAI_BASE_URL.to_string(),
             api_key: None,
+            bearer_token: None,
+            query: None,
             model: None,
             embedding_model: None,
             embedding_dimensions: None,
@@ -496,10 +553,80 @@ impl OpenAiBuilder {
         self
     }
 
-    /// The key sent as `Authorization: Bearer <key>`. Local servers usually need none.
+    /// The key sent as `Authorization: Bearer <key>` (as an `api-key` header for [`Compat::Azure`]). Local servers
+    /// usually need none.
     pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
         self.api_key = Some(key.into());
         self
+    }
+
+    /// A token sent as `Authorization: Bearer <token>` whatever the profile: an Entra ID (Azure AD) access token
+    /// for [`Compat::Azure`], for example. It replaces the [`api_key`](Self::api_key) on the wire.
+    pub fn bearer_token(mut self, token: impl Into<ApiKey>) -> Self {
+        self.bearer_token = Some(token.into());
+        self
+    }
+
+    /// Azure OpenAI: requests go to `<endpoint>/openai/deployments/<deployment>/chat/completions?api-version=<v>`
+    /// (and `.../embeddings`), the key in an `api-key` header, the deployment as the default model; sets
+    /// [`Compat::Azure`]. `endpoint` is the resource URL (`https://<resource>.openai.azure.com`).
+    ///
+    /// ```
+    /// use catena_providers::openai::{OpenAiClient, AZURE_API_VERSION};
+    /// let client = OpenAiClient::builder()
+    ///     .azure("https://my-resource.openai.azure.com", "gpt-4o-mini", AZURE_API_VERSION)
+    ///     .api_key("azure-key")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(
+    ///     client.to_string(),
+    ///     "az.ai.openai at https://my-resource.openai.azure.com/openai/deployments/gpt-4o-mini (model gpt-4o-mini)"
+    /// );
+    /// ```
+    pub fn azure(mut self, endpoint: &str, deployment: &str, api_version: &str) -> Self {
+        self.base_url = format!("{}/openai/deployments/{deployment}", endpoint.trim().trim_end_matches('/'));
+        self.query = Some(format!("api-version={api_version}"));
+        self.model = Some(deployment.to_string());
+        self.compat = Compat::Azure;
+        self
+    }
+
+    /// Azure OpenAI from the environment: `AZURE_OPENAI_ENDPOINT`, the deployment in `CATENA_MODEL`,
+    /// `AZURE_OPENAI_API_VERSION` (default [`AZURE_API_VERSION`]), and `AZURE_OPENAI_API_KEY` or an Entra ID token in
+    /// `AZURE_OPENAI_AD_TOKEN`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the variable that is missing or not UTF-8.
+    pub fn azure_from_env() -> Result<Self> {
+        let endpoint = env_var("AZURE_OPENAI_ENDPOINT")?.ok_or_else(|| {
+            Error::config(
+                "AZURE_OPENAI_ENDPOINT",
+                "is not set",
+                "export AZURE_OPENAI_ENDPOINT=https://<resource>.openai.azure.com",
+            )
+        })?;
+        let deployment = env_var("CATENA_MODEL")?.ok_or_else(|| {
+            Error::config("CATENA_MODEL", "is not set", "export CATENA_MODEL=<the Azure deployment name>")
+        })?;
+        let version = env_var("AZURE_OPENAI_API_VERSION")?.unwrap_or_else(|| AZURE_API_VERSION.to_string());
+        let mut b = OpenAiBuilder::new().azure(&endpoint, &deployment, &version);
+        b.api_key = env_var("AZURE_OPENAI_API_KEY")?.map(ApiKey::from);
+        b.bearer_token = env_var("AZURE_OPENAI_AD_TOKEN")?.map(ApiKey::from);
+        Ok(b)
+    }
+
+    /// Mistral's API ([`MISTRAL_BASE_URL`], [`Compat::Mistral`]); the key from `MISTRAL_API_KEY` when it is set.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `MISTRAL_API_KEY` or `MISTRAL_BASE_URL` is not UTF-8.
+    pub fn mistral() -> Result<Self> {
+        let mut b = OpenAiBuilder::new().base_url(MISTRAL_BASE_URL).compat(Compat::Mistral);
+        if let Some(url) = env_var("MISTRAL_BASE_URL")? {
+            b.base_url = url;
+        }
+        b.api_key = env_var("MISTRAL_API_KEY")?.map(ApiKey::from);
+        b.model = env_var("CATENA_MODEL")?;
+        Ok(b)
     }
 
     /// The chat model used when a request names none.
@@ -625,17 +752,36 @@ impl OpenAiBuilder {
             value.set_sensitive(true);
             headers.append(header, value);
         }
-        if let Some(key) = &self.api_key {
-            secrets.add(key.expose());
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-                Error::config(
-                    "api_key (OPENAI_API_KEY)",
-                    "contains characters not allowed in HTTP headers",
-                    "check the key for line breaks or stray characters",
-                )
-            })?;
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
+        let bad_key = |setting: &str| {
+            Error::config(
+                setting,
+                "contains characters not allowed in HTTP headers",
+                "check the key for line breaks or stray characters",
+            )
+        };
+        match (&self.bearer_token, &self.api_key) {
+            (Some(token), _) => {
+                secrets.add(token.expose());
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                    .map_err(|_| bad_key("bearer_token (AZURE_OPENAI_AD_TOKEN)"))?;
+                value.set_sensitive(true);
+                headers.insert(AUTHORIZATION, value);
+            }
+            (None, Some(key)) if self.compat == Compat::Azure => {
+                secrets.add(key.expose());
+                let mut value =
+                    HeaderValue::from_str(key.expose()).map_err(|_| bad_key("api_key (AZURE_OPENAI_API_KEY)"))?;
+                value.set_sensitive(true);
+                headers.insert("api-key", value);
+            }
+            (None, Some(key)) => {
+                secrets.add(key.expose());
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                    .map_err(|_| bad_key("api_key (OPENAI_API_KEY)"))?;
+                value.set_sensitive(true);
+                headers.insert(AUTHORIZATION, value);
+            }
+            (None, None) => {}
         }
         let http =
             self.deadlines.client_builder().default_headers(headers).build().map_err(|e| {
@@ -657,12 +803,12 @@ impl OpenAiBuilder {
         Ok(OpenAiClient {
             inner: Arc::new(Inner {
                 http,
-                chat_url: format!("{base_url}/chat/completions"),
-                embeddings_url: format!("{base_url}/embeddings"),
+                chat_url: with_query(format!("{base_url}/chat/completions"), self.query.as_deref()),
+                embeddings_url: with_query(format!("{base_url}/embeddings"), self.query.as_deref()),
                 provider: format!("{system} at {shown_url}"),
                 shown_url,
                 base_url,
-                has_api_key: self.api_key.is_some(),
+                has_api_key: self.api_key.is_some() || self.bearer_token.is_some(),
                 header_names: self.headers.into_iter().map(|(name, _)| name).collect(),
                 model: self.model,
                 embedding_model: self.embedding_model,
@@ -674,6 +820,13 @@ impl OpenAiBuilder {
                 capabilities,
             }),
         })
+    }
+}
+
+fn with_query(url: String, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{url}?{q}"),
+        None => url,
     }
 }
 
@@ -883,8 +1036,11 @@ impl OpenAiClient {
                 ))
             }
         };
-        let stream =
-            streaming.then_some(if caps.streaming_usage { StreamUsage::Requested } else { StreamUsage::NotRequested });
+        let stream = streaming.then_some(if caps.streaming_usage && inner.quirks.stream_options {
+            StreamUsage::Requested
+        } else {
+            StreamUsage::NotRequested
+        });
         let wire = wire::encode_chat(request, &model, &inner.quirks, constraint.as_ref(), stream)?;
         let body = serde_json::to_vec(&wire)?;
         Ok(Prepared { body })

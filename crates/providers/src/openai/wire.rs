@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use catena_constraint::gbnf::{choice_to_gbnf, regex_to_gbnf, Gbnf};
 
-use super::{ConstraintDialect, MaxTokensField, Quirks};
+use super::{ConstraintDialect, MaxTokensField, Quirks, RequiredToolChoice, SeedField};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Requests
@@ -38,6 +38,9 @@ pub(crate) struct ChatCompletionRequest<'a> {
     stop: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
+    /// Mistral's name for the seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    random_seed: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<WireTool<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,7 +188,10 @@ pub(crate) fn encode_chat<'a>(
     let tool_choice = request.tool_choice.as_ref().map(|c| match c {
         ToolChoice::Auto => WireToolChoice::Mode("auto"),
         ToolChoice::None => WireToolChoice::Mode("none"),
-        ToolChoice::Required => WireToolChoice::Mode("required"),
+        ToolChoice::Required => WireToolChoice::Mode(match quirks.required_tool_choice {
+            RequiredToolChoice::Required => "required",
+            RequiredToolChoice::Any => "any",
+        }),
         ToolChoice::Tool(name) => WireToolChoice::Named { kind: "function", function: WireToolName { name } },
     });
     let response_format = match constraint.and_then(|c| c.response_format.as_ref()) {
@@ -206,7 +212,8 @@ pub(crate) fn encode_chat<'a>(
         max_tokens,
         max_completion_tokens,
         stop: &request.stop,
-        seed: request.seed,
+        seed: request.seed.filter(|_| quirks.seed_field == SeedField::Seed),
+        random_seed: request.seed.filter(|_| quirks.seed_field == SeedField::RandomSeed),
         tools,
         tool_choice,
         response_format,
