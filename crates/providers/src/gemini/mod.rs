@@ -79,9 +79,9 @@
 //! - `$ref`s to `#`, `#/$defs/<name>` and `#/definitions/<name>` are inlined (with the `description` and `title`
 //!   next to them); a recursive schema, or one nesting deeper than 48 levels, is [`Error::InvalidInput`], as is a
 //!   reference elsewhere;
-//! - `type` names are upper-cased (`STRING`, `OBJECT`, ...); `"type": [T, "null"]` becomes `T` with `nullable:
-//!   true`, several types become an `anyOf` of each; an `anyOf`/`oneOf` alternative `{"type": "null"}` becomes
-//!   `nullable: true` (and a single remaining alternative is merged in); `oneOf` becomes `anyOf`; `allOf` parts
+//! - `"type": [T, "null"]` becomes `T` with `nullable: true` (type names stay lower-case, which Gemini takes as
+//!   well as its upper-case enum names), several types become an `anyOf` of each; an `anyOf`/`oneOf`
+//!   alternative `{"type": "null"}` becomes `nullable: true` (and a single remaining alternative is merged in); `oneOf` becomes `anyOf`; `allOf` parts
 //!   are merged (properties and `required` joined);
 //! - `const` with a string becomes a one-value `enum`; `enum` is kept when all its values are strings (Gemini's
 //!   enums are string enums), dropped otherwise; `examples` becomes `example` (the first);

@@ -317,7 +317,7 @@ fn tool_output(text: &str) -> Value {
 fn tool_parameters(schema: &Value, name: &str) -> Result<Option<Value>> {
     let converted = to_gemini_schema(schema, &format!("the parameters of tool `{name}`"))?;
     let empty_object = converted.get("properties").and_then(Value::as_object).is_none_or(Map::is_empty)
-        && converted.get("type").is_none_or(|t| t == "OBJECT")
+        && converted.get("type").is_none_or(|t| t == "object")
         && converted.get("anyOf").is_none();
     Ok((!empty_object).then_some(converted))
 }
@@ -470,7 +470,7 @@ fn convert_schema(schema: &Value, root: &Value, depth: usize, what: &str) -> Res
     let mut out = Map::new();
     match map.get("type") {
         Some(Value::String(t)) => {
-            out.insert("type".into(), json!(t.to_ascii_uppercase()));
+            out.insert("type".into(), json!(t));
         }
         Some(Value::Array(types)) => {
             let names: Vec<&str> = types.iter().filter_map(Value::as_str).collect();
@@ -478,10 +478,10 @@ fn convert_schema(schema: &Value, root: &Value, depth: usize, what: &str) -> Res
             let nullable = non_null.len() < names.len();
             match non_null.as_slice() {
                 [] => {
-                    out.insert("type".into(), json!("NULL"));
+                    out.insert("type".into(), json!("null"));
                 }
                 [one] => {
-                    out.insert("type".into(), json!(one.to_ascii_uppercase()));
+                    out.insert("type".into(), json!(one));
                 }
                 several => {
                     // Each type with the schema's other keywords, as alternatives.
@@ -1039,21 +1039,21 @@ mod tests {
             "required": ["id"],
             "$defs": {"Item": {"type": "object", "properties": {"sku": {"type": "string"}}}}
         });
-        let item = json!({"type": "OBJECT", "properties": {"sku": {"type": "STRING"}}});
+        let item = json!({"type": "object", "properties": {"sku": {"type": "string"}}});
         assert_eq!(
             to_gemini_schema(&schema, "t").unwrap(),
             json!({
                 "title": "Order",
-                "type": "OBJECT",
+                "type": "object",
                 "properties": {
-                    "id": {"type": "INTEGER", "format": "int64", "minimum": 1},
-                    "note": {"type": "STRING", "nullable": true},
+                    "id": {"type": "integer", "format": "int64", "minimum": 1},
+                    "note": {"type": "string", "nullable": true},
                     "kind": {"enum": ["order"]},
                     "size": {},
-                    "item": {"type": "OBJECT", "properties": {"sku": {"type": "STRING"}}, "description": "The item"},
-                    "maybe": {"type": "OBJECT", "properties": item["properties"], "nullable": true},
-                    "either": {"anyOf": [{"type": "STRING"}, {"type": "NUMBER"}]},
-                    "tags": {"type": "ARRAY", "items": {"type": "STRING"}, "example": ["a"]}
+                    "item": {"type": "object", "properties": {"sku": {"type": "string"}}, "description": "The item"},
+                    "maybe": {"type": "object", "properties": item["properties"], "nullable": true},
+                    "either": {"anyOf": [{"type": "string"}, {"type": "number"}]},
+                    "tags": {"type": "array", "items": {"type": "string"}, "example": ["a"]}
                 },
                 "required": ["id"]
             })
@@ -1066,7 +1066,7 @@ mod tests {
         assert!(to_gemini_schema(&json!(false), "t").is_err());
         assert_eq!(
             to_gemini_schema(&json!({"type": ["integer", "string"], "description": "d"}), "t").unwrap(),
-            json!({"anyOf": [{"type": "INTEGER", "description": "d"}, {"type": "STRING", "description": "d"}]})
+            json!({"anyOf": [{"type": "integer", "description": "d"}, {"type": "string", "description": "d"}]})
         );
     }
 
