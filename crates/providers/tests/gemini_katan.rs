@@ -155,17 +155,20 @@ async fn function_calls_come_back_the_same_from_chat_and_stream_and_results_go_b
 }
 
 #[tokio::test]
-async fn json_mode_sends_the_response_mime_type() {
+async fn structured_output_sends_the_response_mime_type() {
     let katan = Katan::start("vertexai", &[]);
+    let schema = Constraint::JsonSchema(json!({"type": "object", "properties": {"response": {"type": "string"}}}));
     for client in [gemini(&katan), vertex(&katan)] {
-        let request = ChatRequest::new(vec![Message::user("A JSON object, please")]).with_constraint(
-            Constraint::JsonSchema(json!({"type": "object", "properties": {"response": {"type": "string"}}})),
-        );
-        let (whole, folded) = chat_and_stream(&client, request).await;
-        // llm-katan honours `responseMimeType: application/json` by wrapping its echo in an object.
-        let answer: Value = serde_json::from_str(&whole.text()).unwrap();
-        assert!(answer["response"].as_str().unwrap().ends_with("User: A JSON object, please"), "{answer}");
-        assert_eq!(comparable(&folded), comparable(&whole));
+        for constraint in [schema.clone(), Constraint::JsonObject] {
+            let request =
+                ChatRequest::new(vec![Message::user("A JSON object, please")]).with_constraint(constraint.clone());
+            let (whole, folded) = chat_and_stream(&client, request).await;
+            // llm-katan honours `responseMimeType: application/json` by wrapping its echo in an object.
+            let answer: Value = serde_json::from_str(&whole.text()).unwrap();
+            assert!(answer["response"].as_str().unwrap().ends_with("User: A JSON object, please"), "{answer}");
+            assert_eq!(whole.finish_reason, Some(FinishReason::Stop));
+            assert_eq!(comparable(&folded), comparable(&whole), "{constraint:?}");
+        }
     }
 }
 

@@ -769,3 +769,21 @@ async fn embeddings_one_query_and_documents_in_batches() {
     assert!(matches!(vertex.embed_query("x").await, Err(Error::Unsupported { .. })));
     assert_eq!(server.requests().len(), count);
 }
+
+#[tokio::test]
+async fn a_client_on_its_own_io_thread_works_the_same() {
+    // IoRuntime::Dedicated is what evcxr notebooks use.
+    let server = GeminiServer::start(Reply::Json(CALLS.into())).await;
+    let client = GeminiClient::builder()
+        .base_url(&server.base_url)
+        .api_key(KEY)
+        .model(MODEL)
+        .io_runtime(catena_providers::gemini::IoRuntime::Dedicated)
+        .build()
+        .unwrap();
+    let request = ChatRequest::new(vec![Message::user("weather?")]).with_tool(weather_tool());
+    let whole = client.chat(request.clone()).await.unwrap();
+    server.set_reply(Reply::Events { body: sse(CALLS_STREAM), cuts: vec![3, 50] });
+    assert_eq!(comparable(&fold(&client, request).await), comparable(&whole));
+    assert_eq!(server.requests().len(), 2);
+}
