@@ -7,8 +7,8 @@
 #   - PyPI: langchain-text-splitters and tiktoken (splitter differential tests), llama-cpp-python[server] + gguf + tokenizers
 #     (the real OpenAI-compatible server and the tiny test model), chromadb (the Chroma server)
 #   - .ci/setup-mcp.sh: the MCP peers (mcp-server-time, npm server-everything and the conformance suite 0.1.13)
-#   - .ci/setup-katan.sh, .ci/setup-litellm.sh: llm-katan and LiteLLM's proxy (Anthropic-format servers)
-# Then runs: cargo test --workspace --features local,constrain,chroma,qdrant,mcp,anthropic (unit, integration, end-to-end and doc tests),
+#   - .ci/setup-katan.sh, .ci/setup-litellm.sh: llm-katan (Anthropic- and Gemini-format servers) and LiteLLM's proxy
+# Then runs: cargo test --workspace --features local,constrain,chroma,qdrant,mcp,anthropic,gemini (unit, integration, end-to-end and doc tests),
 # then the notebooks (scripts/run-notebooks.sh: evcxr + nbconvert, outputs checked).
 #
 # CATENA_NOTEBOOKS chooses what happens to the notebooks:
@@ -32,13 +32,13 @@ bash .ci/setup-chroma.sh   # the Chroma server of the Chroma store's tests
 bash .ci/setup-qdrant.sh   # Qdrant's engine behind its gRPC protocol, for the Qdrant store's tests
 python3 crates/test-support/qdrant_server_check.py >/dev/null   # the gRPC test server itself (42 scenarios, 5 s)
 bash .ci/setup-mcp.sh   # real MCP peers: mcp-server-time (PyPI), server-everything and the conformance suite (npm)
-bash .ci/setup-katan.sh   # llm-katan (PyPI, own venv): a real Anthropic-format server for the Anthropic provider's tests
+bash .ci/setup-katan.sh   # llm-katan (PyPI, own venv): real Anthropic- and Gemini-format servers for those providers' tests
 bash .ci/setup-litellm.sh   # LiteLLM's proxy (PyPI, own venv): Anthropic-format /v1/messages in front of llama.cpp
 CATENA_EMBED_MODEL="$(bash .ci/fetch-minilm.sh)"
 export CATENA_EMBED_MODEL
 unset CATENA_LLM_MODEL   # the SmolLM2 tests use the default model that scripts/setup.sh installed
 
-cargo test --workspace --features local,constrain,chroma,qdrant,mcp,anthropic "$@"
+cargo test --workspace --features local,constrain,chroma,qdrant,mcp,anthropic,gemini "$@"
 
 notebook_build="${CATENA_NOTEBOOK_BUILD_DIR:-$CATENA_CACHE_DIR/evcxr-build}"
 # Extra arguments select tests (a filter, a package): then only those run, not the notebooks.

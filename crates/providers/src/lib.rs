@@ -2,6 +2,7 @@
 //!
 //! - [`openai`]: OpenAI and every OpenAI-compatible server (vLLM, llama.cpp, Ollama `/v1`, Mistral, ...).
 //! - `anthropic` (feature `anthropic`): Anthropic's Messages API, natively (and servers that speak it).
+//! - `gemini` (feature `gemini`): Google's Gemini API and Vertex AI, natively (chat and embeddings).
 //! - `local_embed` (feature `local-embed`): in-process sentence embeddings on candle.
 //! - `llama` (feature `llama-cpp`): in-process GGUF generation through llama.cpp.
 
@@ -14,6 +15,9 @@ pub use transport::{Answer, Deadlines, DEFAULT_DEADLINES};
 
 #[cfg(feature = "anthropic")]
 pub mod anthropic;
+
+#[cfg(feature = "gemini")]
+pub mod gemini;
 
 #[cfg(feature = "local-embed")]
 pub mod local_embed;

@@ -2,6 +2,7 @@
 //!
 //! - [`wire`]: a real axum server speaking the OpenAI wire format, scriptable per request.
 //! - [`anthropic_wire`]: a real axum server answering Anthropic's Messages API with exact fixture bytes.
+//! - [`gemini_wire`]: a real axum server answering the Gemini API with exact fixture bytes.
 //! - [`katan`]: llm-katan, a real server of the OpenAI, Anthropic, Gemini and Azure APIs (echo backend).
 //! - [`litellm`]: LiteLLM's proxy (Anthropic-format `/v1/messages`) in front of a real llama.cpp server on SmolLM2.
 //! - [`llama`]: the real llama.cpp server (llama-cpp-python) on the tiny random GGUF, and the tiny GGUF itself.
@@ -15,6 +16,7 @@
 pub mod anthropic_wire;
 pub mod chroma;
 pub mod faults;
+pub mod gemini_wire;
 pub mod katan;
 pub mod litellm;
 pub mod llama;
