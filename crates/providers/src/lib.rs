@@ -2,6 +2,7 @@
 //!
 //! - [`openai`]: OpenAI and every OpenAI-compatible server (vLLM, llama.cpp, Ollama `/v1`, Mistral, ...).
 //! - `anthropic` (feature `anthropic`): Anthropic's Messages API, natively (and servers that speak it).
+//! - `ollama` (feature `ollama`): Ollama's native API (`/api/chat`, `/api/embed`).
 //! - `local_embed` (feature `local-embed`): in-process sentence embeddings on candle.
 //! - `llama` (feature `llama-cpp`): in-process GGUF generation through llama.cpp.
 
@@ -11,6 +12,9 @@ pub mod openai;
 
 #[cfg(feature = "anthropic")]
 pub mod anthropic;
+
+#[cfg(feature = "ollama")]
+pub mod ollama;
 
 #[cfg(feature = "local-embed")]
 pub mod local_embed;
