@@ -7,10 +7,10 @@
 //! Streams are cut into HTTP chunks of many sizes, down to one byte, so lines split anywhere, mid-UTF-8
 //! character included.
 //!
-//! No real Ollama-API peer runs in these tests: Ollama's own binary cannot be installed on the test machines
-//! (no download outside the package registries), and no package there serves the native API faithfully
-//! (`ollama-proxy-plus` on PyPI answers `/api/chat` but drops tool calls and reports word counts as token
-//! counts; llm-katan and LiteLLM have no Ollama server routes).
+//! Ollama's own binary cannot be installed on the test machines (no download outside the package registries).
+//! The closest real peer, ollama-proxy-plus (PyPI) in front of llm-katan, is what `ollama_peer.rs` runs against;
+//! it forwards text only and counts words as tokens, so tool calls, exact usage, embeddings and the edge cases
+//! of the format are pinned down here, byte for byte.
 
 #![cfg(feature = "ollama")]
 
