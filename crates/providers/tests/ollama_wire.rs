@@ -193,6 +193,10 @@ async fn stream_cut_anywhere_folds_into_the_chat_answer() {
     let sent = server.last();
     assert_eq!(sent.body["stream"], true);
     assert_eq!(sent.headers.get("accept").unwrap(), "application/x-ndjson");
+    // A server that streams a plain request: `chat` folds the lines into the same answer.
+    server.set_reply(Reply::Lines { body: STREAM.into(), cuts: vec![5] });
+    assert_eq!(comparable(&client.chat(request.clone()).await.unwrap()), comparable(&whole));
+    assert_eq!(server.last().body["stream"], false);
 }
 
 #[tokio::test]
@@ -369,6 +373,8 @@ async fn a_stream_without_its_done_line_is_an_error_not_a_short_answer() {
     assert!(matches!(err, Error::Transport { .. }), "{err}");
     assert!(err.to_string().contains("done"), "{err}");
     assert!(collect_stream(client.chat_stream(request.clone()).await.unwrap()).await.is_err());
+    let err = client.chat(request.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::Transport { .. }), "chat too: {err}");
     // Cut inside a line: the same.
     server.set_reply(Reply::Lines { body: cut_short[..cut_short.len() - 10].to_string(), cuts: vec![1] });
     let chunks = chunks_of(&client, request.clone()).await;

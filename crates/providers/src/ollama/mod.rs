@@ -36,7 +36,8 @@
 //! Streams are one JSON object per line; the last has `"done": true`, the done reason and the counts, so the
 //! folded stream ends with the same usage and finish reason as `chat`. A stream that ends without that line is
 //! an [`Error::Transport`] (the answer is incomplete), never a silently short answer. A streaming request
-//! answered with one JSON document (`application/json`) is accepted and yields the whole answer as one chunk.
+//! answered with one JSON document (`application/json`) is accepted and yields the whole answer as one chunk;
+//! a plain request answered with a stream (`application/x-ndjson`) is accepted too, its lines folded.
 //! Lines are split incrementally: HTTP chunks may cut them anywhere, and one line may be at most 16 MiB.
 //!
 //! # Structured output
@@ -715,6 +716,11 @@ impl Llm for OllamaClient {
         let (body, model) = self.prepare(&request, false)?;
         let inner = &self.inner;
         let response = inner.post(&inner.chat_url, body, "application/json", true, &model).await?;
+        if is_ndjson(&response) {
+            // A server that streams although asked not to: the lines folded, as a stream would be.
+            let lines = stream::OllamaStream::new(response.bytes_stream(), inner.clone(), model);
+            return catena_core::collect_stream(Box::pin(lines)).await;
+        }
         let bytes = response.bytes().await.map_err(|e| inner.redact_error(inner.transport_error(e)))?;
         wire::decode_chat(&inner.provider, &bytes, &model).map_err(|e| inner.redact_error(e))
     }
@@ -729,9 +735,7 @@ impl Llm for OllamaClient {
         let (body, model) = self.prepare(&request, true)?;
         let inner = &self.inner;
         let response = inner.post(&inner.chat_url, body, "application/x-ndjson", false, &model).await?;
-        let content_type =
-            response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
-        if content_type.starts_with("application/json") {
+        if content_type(&response).starts_with("application/json") {
             // One whole answer (a server or proxy that does not stream): the answer as one chunk.
             let bytes = response.bytes().await.map_err(|e| inner.redact_error(inner.transport_error(e)))?;
             let item = wire::decode_chat(&inner.provider, &bytes, &model)
@@ -741,6 +745,20 @@ impl Llm for OllamaClient {
         }
         Ok(Box::pin(stream::OllamaStream::new(response.bytes_stream(), inner.clone(), model)))
     }
+}
+
+/// The response's media type, lowercase (empty when there is none).
+fn content_type(response: &catena_http::Response) -> String {
+    response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+/// Whether the body is newline-delimited JSON (`application/x-ndjson`, also spelled `application/ndjson` and
+/// `application/jsonl`).
+fn is_ndjson(response: &catena_http::Response) -> bool {
+    let media = content_type(response);
+    ["application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"]
+        .iter()
+        .any(|t| media.starts_with(t))
 }
 
 /// Embeddings from Ollama's `POST /api/embed`. Get one from [`OllamaClient::embedder`] or

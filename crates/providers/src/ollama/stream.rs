@@ -49,7 +49,7 @@ impl LineDecoder {
     pub(crate) fn decode(&mut self, line: &[u8]) -> Result<Decoded> {
         let bad = |what: &str, e: &dyn std::fmt::Display| super::wire::decode_error(&self.provider, what, e, line);
         let raw: Value = serde_json::from_slice(line).map_err(|e| bad("stream line is not JSON", &e))?;
-        if let Some(summary) = error_summary(line) {
+        if let Some(summary) = raw.get("error").filter(|e| !e.is_null()).and_then(|_| error_summary(line)) {
             return Err(Error::Http {
                 provider: self.provider.clone(),
                 status: 500,
@@ -76,7 +76,7 @@ impl LineDecoder {
             }
         }
         chunk.raw = Some(raw);
-        if object.done {
+        if object.done == Some(true) {
             chunk.usage = usage;
             chunk.finish_reason = finish_reason(object.done_reason.as_deref(), self.tool_calls > 0);
             return Ok(Decoded::Done(Box::new(chunk)));

@@ -270,8 +270,9 @@ pub(crate) struct ChatObject {
     pub(crate) model: Option<String>,
     #[serde(default)]
     pub(crate) message: Option<ObjectMessage>,
+    /// `true` on the last object of an answer; a whole answer without the field counts as complete.
     #[serde(default)]
-    pub(crate) done: bool,
+    pub(crate) done: Option<bool>,
     #[serde(default)]
     pub(crate) done_reason: Option<String>,
     #[serde(default)]
@@ -428,11 +429,11 @@ pub(crate) fn decode_chat(provider: &str, body: &[u8], model: &str) -> Result<Ch
     }
     let object: ChatObject = serde_json::from_value(raw.clone())
         .map_err(|e| decode_error(provider, "response is not an Ollama chat answer", e, body))?;
-    if !object.done {
+    if object.done == Some(false) {
         return Err(decode_error(
             provider,
-            "the answer is not complete (`done` is not true)",
-            "a streamed line where one whole answer was expected",
+            "the answer is not complete (`done` is false)",
+            "one streamed line where a whole answer was expected",
             body,
         ));
     }
