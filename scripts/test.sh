@@ -7,8 +7,9 @@
 #   - PyPI: langchain-text-splitters and tiktoken (splitter differential tests), llama-cpp-python[server] + gguf + tokenizers
 #     (the real OpenAI-compatible server and the tiny test model), chromadb (the Chroma server)
 #   - .ci/setup-mcp.sh: the MCP peers (mcp-server-time, npm server-everything and the conformance suite 0.1.13)
-#   - .ci/setup-katan.sh, .ci/setup-litellm.sh: llm-katan (Anthropic- and Gemini-format servers) and LiteLLM's proxy
-# Then runs: cargo test --workspace --features local,constrain,chroma,qdrant,mcp,anthropic,gemini (unit, integration, end-to-end and doc tests),
+#   - .ci/setup-katan.sh, .ci/setup-litellm.sh: llm-katan (OpenAI-, Anthropic-, Gemini- and Azure-format servers) and LiteLLM's proxy
+#   - .ci/setup-ollama-proxy.sh: ollama-proxy-plus (an Ollama-API server, in front of llm-katan)
+# Then runs: cargo test --workspace --features local,constrain,chroma,qdrant,mcp,anthropic,gemini,ollama (unit, integration, end-to-end and doc tests),
 # then the notebooks (scripts/run-notebooks.sh: evcxr + nbconvert, outputs checked).
 #
 # CATENA_NOTEBOOKS chooses what happens to the notebooks:
@@ -34,11 +35,12 @@ python3 crates/test-support/qdrant_server_check.py >/dev/null   # the gRPC test 
 bash .ci/setup-mcp.sh   # real MCP peers: mcp-server-time (PyPI), server-everything and the conformance suite (npm)
 bash .ci/setup-katan.sh   # llm-katan (PyPI, own venv): real Anthropic- and Gemini-format servers for those providers' tests
 bash .ci/setup-litellm.sh   # LiteLLM's proxy (PyPI, own venv): Anthropic-format /v1/messages in front of llama.cpp
+bash .ci/setup-ollama-proxy.sh   # ollama-proxy-plus (PyPI, own venv): Ollama's /api/chat in front of llm-katan
 CATENA_EMBED_MODEL="$(bash .ci/fetch-minilm.sh)"
 export CATENA_EMBED_MODEL
 unset CATENA_LLM_MODEL   # the SmolLM2 tests use the default model that scripts/setup.sh installed
 
-cargo test --workspace --features local,constrain,chroma,qdrant,mcp,anthropic,gemini "$@"
+cargo test --workspace --features local,constrain,chroma,qdrant,mcp,anthropic,gemini,ollama "$@"
 
 notebook_build="${CATENA_NOTEBOOK_BUILD_DIR:-$CATENA_CACHE_DIR/evcxr-build}"
 # Extra arguments select tests (a filter, a package): then only those run, not the notebooks.

@@ -3,6 +3,7 @@
 //! - [`openai`]: OpenAI and every OpenAI-compatible server (vLLM, llama.cpp, Ollama `/v1`, Mistral, ...).
 //! - `anthropic` (feature `anthropic`): Anthropic's Messages API, natively (and servers that speak it).
 //! - `gemini` (feature `gemini`): Google's Gemini API and Vertex AI, natively (chat and embeddings).
+//! - `ollama` (feature `ollama`): Ollama's native API (`/api/chat`, `/api/embed`).
 //! - `local_embed` (feature `local-embed`): in-process sentence embeddings on candle.
 //! - `llama` (feature `llama-cpp`): in-process GGUF generation through llama.cpp.
 
@@ -18,6 +19,8 @@ pub mod anthropic;
 
 #[cfg(feature = "gemini")]
 pub mod gemini;
+#[cfg(feature = "ollama")]
+pub mod ollama;
 
 #[cfg(feature = "local-embed")]
 pub mod local_embed;

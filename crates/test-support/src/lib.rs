@@ -3,6 +3,9 @@
 //! - [`wire`]: a real axum server speaking the OpenAI wire format, scriptable per request.
 //! - [`anthropic_wire`]: a real axum server answering Anthropic's Messages API with exact fixture bytes.
 //! - [`gemini_wire`]: a real axum server answering the Gemini API with exact fixture bytes.
+//! - [`ollama_wire`]: a real axum server answering Ollama's native API (`/api/chat`, `/api/embed`) with exact
+//!   fixture bytes.
+//! - [`ollama_proxy`]: ollama-proxy-plus, a real server of Ollama's native API, in front of llm-katan.
 //! - [`katan`]: llm-katan, a real server of the OpenAI, Anthropic, Gemini and Azure APIs (echo backend).
 //! - [`litellm`]: LiteLLM's proxy (Anthropic-format `/v1/messages`) in front of a real llama.cpp server on SmolLM2.
 //! - [`llama`]: the real llama.cpp server (llama-cpp-python) on the tiny random GGUF, and the tiny GGUF itself.
@@ -21,6 +24,8 @@ pub mod katan;
 pub mod litellm;
 pub mod llama;
 pub mod mcp;
+pub mod ollama_proxy;
+pub mod ollama_wire;
 pub mod qdrant;
 pub mod spans;
 pub mod vectorstore;
