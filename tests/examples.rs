@@ -58,6 +58,8 @@ fn cargo_feature_args() -> Vec<String> {
         ("qdrant", cfg!(feature = "qdrant")),
         ("mcp", cfg!(feature = "mcp")),
         ("anthropic", cfg!(feature = "anthropic")),
+        ("gemini", cfg!(feature = "gemini")),
+        ("ollama", cfg!(feature = "ollama")),
         ("index", cfg!(feature = "index")),
         ("bm25", cfg!(feature = "bm25")),
         ("agent", cfg!(feature = "agent")),
@@ -158,7 +160,19 @@ fn run_example_with(name: &str, args: &[&str], env: &[(&str, &str)]) -> (Run, st
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut command = Command::new(&exe);
     command.args(args).env("NO_COLOR", "1").env_remove("RUST_LOG");
-    for var in ["OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "CATENA_MODEL"] {
+    for var in [
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_API_KEY",
+        "GEMINI_BASE_URL",
+        "GEMINI_API_KEY",
+        "OLLAMA_HOST",
+        "AZURE_OPENAI_ENDPOINT",
+        "AZURE_OPENAI_API_KEY",
+        "MISTRAL_API_KEY",
+        "CATENA_MODEL",
+    ] {
         command.env_remove(var);
     }
     command.envs(env.iter().copied());
@@ -367,9 +381,9 @@ fn agent() {
     }
 }
 
-/// `rag --provider`: the same question answered through three providers' wire formats by llm-katan (a real
-/// server of the OpenAI, Anthropic and Azure OpenAI APIs; its echo backend answers with what it received, so the
-/// RAG prompt's question comes back), and `--timeout` ending a call to a server that never answers with a message
+/// `rag --provider`: the same question answered through four providers' wire formats: llm-katan (a real server of
+/// the OpenAI, Anthropic and Azure OpenAI APIs; its echo backend answers with what it received, so the RAG prompt's
+/// question comes back) and ollama-proxy-plus in front of it (Ollama's own API), and `--timeout` ending a call to a server that never answers with a message
 /// naming the endpoint and the deadline.
 #[cfg(all(feature = "local-embed", feature = "sqlite", feature = "index", feature = "bm25", feature = "anthropic"))]
 #[test]
@@ -405,6 +419,21 @@ fn rag_through_every_provider_and_a_deadline() {
             run.stdout
         );
         assert!(run.stdout.contains("box.md"), "rag --provider {provider} printed no sources:\n{}", run.stdout);
+    }
+
+    // Ollama's own API: ollama-proxy-plus (a real server of /api/chat) in front of llm-katan.
+    #[cfg(feature = "ollama")]
+    {
+        let peer = catena_test_support::ollama_proxy::OllamaPeer::start("katan-key", &[]);
+        let host = peer.host();
+        let model = format!("{}/echo", catena_test_support::ollama_proxy::PREFIX);
+        let (run, status) = run_example_with(
+            "rag",
+            &["--docs", &docs, "--provider", "ollama", "--timeout", "60", question],
+            &[("OLLAMA_HOST", host.as_str()), ("CATENA_MODEL", model.as_str())],
+        );
+        assert!(status.success(), "rag --provider ollama failed:\n{}\n{}", run.stdout, run.stderr);
+        assert!(run.stdout.contains(question), "rag --provider ollama: the echo lacks the question:\n{}", run.stdout);
     }
 
     // A server that accepts connections and never answers.

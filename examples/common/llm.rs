@@ -83,9 +83,8 @@ impl ServerArgs {
                 Arc::new(client.layer(retry))
             }
             Provider::Anthropic => anthropic(model, timeout, retry)?,
-            Provider::Gemini | Provider::Ollama => {
-                bail!("--provider {provider:?} is not available in this build")
-            }
+            Provider::Gemini => gemini(model, timeout, retry)?,
+            Provider::Ollama => ollama(model, timeout, retry)?,
         };
         Ok(Some(llm))
     }
@@ -108,6 +107,44 @@ fn anthropic(model: Option<&str>, timeout: Duration, retry: RetryLayer) -> Resul
 #[cfg(not(feature = "anthropic"))]
 fn anthropic(_model: Option<&str>, _timeout: Duration, _retry: RetryLayer) -> Result<Arc<dyn Llm>> {
     bail!("--provider anthropic needs the `anthropic` feature: rebuild with --features anthropic")
+}
+
+#[cfg(feature = "gemini")]
+fn gemini(model: Option<&str>, timeout: Duration, retry: RetryLayer) -> Result<Arc<dyn Llm>> {
+    use catena::providers::gemini::GeminiBuilder;
+    let mut builder = GeminiBuilder::from_env()?;
+    if let Some(m) = model {
+        builder = builder.model(m);
+    }
+    let client = builder.timeout(timeout).build()?;
+    if client.default_model().is_none() {
+        bail!("Gemini is configured but no model: set CATENA_MODEL=<model>");
+    }
+    Ok(Arc::new(client.layer(retry)))
+}
+
+#[cfg(not(feature = "gemini"))]
+fn gemini(_model: Option<&str>, _timeout: Duration, _retry: RetryLayer) -> Result<Arc<dyn Llm>> {
+    bail!("--provider gemini needs the `gemini` feature: rebuild with --features gemini")
+}
+
+#[cfg(feature = "ollama")]
+fn ollama(model: Option<&str>, timeout: Duration, retry: RetryLayer) -> Result<Arc<dyn Llm>> {
+    use catena::providers::ollama::OllamaBuilder;
+    let mut builder = OllamaBuilder::from_env()?;
+    if let Some(m) = model {
+        builder = builder.model(m);
+    }
+    let client = builder.timeout(timeout).build()?;
+    if client.default_model().is_none() {
+        bail!("Ollama is configured but no model: set CATENA_MODEL=<model>");
+    }
+    Ok(Arc::new(client.layer(retry)))
+}
+
+#[cfg(not(feature = "ollama"))]
+fn ollama(_model: Option<&str>, _timeout: Duration, _retry: RetryLayer) -> Result<Arc<dyn Llm>> {
+    bail!("--provider ollama needs the `ollama` feature: rebuild with --features ollama")
 }
 
 /// The server named by `--provider` when there is one, else a local GGUF model when `model` is given (`--model`

@@ -341,7 +341,7 @@ fn status_hint(status: u16) -> Option<&'static str> {
         400 => "the server rejected the request",
         401 => "check the API key",
         403 => "the key is not allowed to do this",
-        404 => "check the base URL and the model name",
+        404 => "check the base URL and the model name; a local server may need the model pulled first",
         408 => "the server timed out waiting for the request: retry",
         413 => "the request is too large",
         422 => "the server could not process the request's content",
@@ -403,7 +403,7 @@ mod tests {
         );
         assert_eq!(
             http(404, r#"{"error":"model 'x' not found"}"#.into()).to_string(),
-            "p returned HTTP 404: model 'x' not found (check the base URL and the model name)"
+            "p returned HTTP 404: model 'x' not found (check the base URL and the model name; a local server may need the model pulled first)"
         );
         assert_eq!(http(418, String::new()).to_string(), "p returned HTTP 418: (empty body)");
         // Multi-byte characters are cut on a boundary.

@@ -6,7 +6,7 @@
 //! The hostile server is written here on purpose (no real server resets connections or cuts chunked bodies on
 //! demand); the wire formats it speaks are the ones the wire tests check against the vendors' references and
 //! against real servers (llm-katan, LiteLLM, llama.cpp).
-#![cfg(feature = "anthropic")]
+#![cfg(all(feature = "anthropic", feature = "gemini", feature = "ollama"))]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use catena_core::layer::{LayerExt, RetryLayer, RetryPolicy};
 use catena_core::{collect_stream, ChatRequest, ChatResponse, Error, Llm, Message, Usage};
 use catena_providers::anthropic::AnthropicClient;
+use catena_providers::gemini::GeminiClient;
+use catena_providers::ollama::OllamaClient;
 use catena_providers::openai::{Compat, IoRuntime, OpenAiClient};
 use catena_providers::Deadlines;
 use catena_test_support::faults::{Dialect, Fault, FaultServer, HUGE_ANSWER};
@@ -143,6 +145,93 @@ data: {{"type":"message_start","message":{{"id":"msg_1","type":"message","role":
     }
 }
 
+fn gemini() -> Dialect {
+    let response = |parts: &str, finish: bool, usage: bool| {
+        let finish = if finish { r#","finishReason":"STOP""# } else { "" };
+        let usage = if usage {
+            r#","usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":5,"totalTokenCount":12}"#
+        } else {
+            ""
+        };
+        format!(
+            r#"{{"candidates":[{{"content":{{"parts":[{parts}],"role":"model"}}{finish},"index":0}}]{usage},"modelVersion":"m"}}"#
+        )
+    };
+    let text = |t: &str| format!(r#"{{"text":{}}}"#, json_str(t));
+    let events = move |texts: &[String], usage: bool| {
+        let last = texts.len() - 1;
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("data: {}", response(&text(t), i == last, usage && i == last)))
+            .collect::<Vec<_>>()
+    };
+    let all = events(&pieces(), true);
+    let head = sse(&all[..2]);
+    Dialect {
+        name: "gemini",
+        answer: response(&text(TEXT), true, true),
+        stream: sse(&all),
+        stream_type: "text/event-stream",
+        stream_head: head.clone(),
+        stream_error: format!(
+            "{head}data: {{\"error\":{{\"code\":503,\"message\":\"The model is overloaded.\",\"status\":\"UNAVAILABLE\"}}}}\n\n"
+        ),
+        stream_malformed: format!("{head}data: {{\"candidates\":[{{\n\n"),
+        answer_no_usage: response(&text(TEXT), true, false),
+        stream_no_usage: sse(&events(&pieces(), false)),
+        huge_answer: Arc::new(move |n| response(&text(&"x".repeat(n)), true, true)),
+        huge_stream: Arc::new(move |n| {
+            let text = "x".repeat(n);
+            let parts: Vec<String> =
+                text.as_bytes().chunks(1 << 16).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+            sse(&events(&parts, true))
+        }),
+        echo_key: Arc::new(|key| {
+            format!(r#"{{"error":{{"code":401,"message":"API key not valid: {key}","status":"UNAUTHENTICATED"}}}}"#)
+        }),
+    }
+}
+
+fn ollama() -> Dialect {
+    let line = |content: &str, done: bool, usage: bool| {
+        let end = match (done, usage) {
+            (true, true) => r#","done":true,"done_reason":"stop","prompt_eval_count":7,"eval_count":5"#,
+            (true, false) => r#","done":true,"done_reason":"stop""#,
+            (false, _) => r#","done":false"#,
+        };
+        format!(
+            r#"{{"model":"m","created_at":"2026-12-05T10:00:00Z","message":{{"role":"assistant","content":{}}}{end}}}"#,
+            json_str(content)
+        )
+    };
+    let lines = move |texts: &[String], usage: bool| {
+        let mut l: Vec<String> = texts.iter().map(|t| line(t, false, usage)).collect();
+        l.push(line("", true, usage));
+        l.iter().map(|l| format!("{l}\n")).collect::<String>()
+    };
+    let head: String = pieces()[..2].iter().map(|t| format!("{}\n", line(t, false, true))).collect();
+    Dialect {
+        name: "ollama",
+        answer: line(TEXT, true, true),
+        stream: lines(&pieces(), true),
+        stream_type: "application/x-ndjson",
+        stream_head: head.clone(),
+        stream_error: format!("{head}{{\"error\":\"llama runner process has terminated\"}}\n"),
+        stream_malformed: format!("{head}{{\"model\":\"m\",\"message\":\n"),
+        answer_no_usage: line(TEXT, true, false),
+        stream_no_usage: lines(&pieces(), false),
+        huge_answer: Arc::new(move |n| line(&"x".repeat(n), true, true)),
+        huge_stream: Arc::new(move |n| {
+            let text = "x".repeat(n);
+            let parts: Vec<String> =
+                text.as_bytes().chunks(1 << 16).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+            lines(&parts, true)
+        }),
+        echo_key: Arc::new(|key| format!(r#"{{"error":"unauthorized: the key {key} is not valid"}}"#)),
+    }
+}
+
 /// The deadlines of the suite's clients: short, so that the faults that need one end fast.
 fn deadlines(fault: &Fault) -> Deadlines {
     if *fault == Fault::Huge {
@@ -179,6 +268,28 @@ fn client(dialect: &str, base_url: &str, fault: &Fault, io: IoRuntime) -> Arc<dy
         "anthropic" => Arc::new(
             AnthropicClient::builder()
                 .base_url(base_url)
+                .api_key(KEY)
+                .model("m")
+                .io_runtime(io)
+                .deadlines(deadlines(fault))
+                .build()
+                .unwrap()
+                .layer(RetryLayer::new(retry)),
+        ),
+        "gemini" => Arc::new(
+            GeminiClient::builder()
+                .base_url(base_url)
+                .api_key(KEY)
+                .model("m")
+                .io_runtime(io)
+                .deadlines(deadlines(fault))
+                .build()
+                .unwrap()
+                .layer(RetryLayer::new(retry)),
+        ),
+        "ollama" => Arc::new(
+            OllamaClient::builder()
+                .host(base_url)
                 .api_key(KEY)
                 .model("m")
                 .io_runtime(io)
@@ -355,7 +466,7 @@ fn kind(e: &Error) -> String {
 async fn every_provider_survives_every_fault() {
     let started = Instant::now();
     let mut cases = Vec::new();
-    for dialect in [openai(), anthropic()] {
+    for dialect in [openai(), anthropic(), gemini(), ollama()] {
         for fault in faults() {
             for streaming in [false, true] {
                 cases.push((dialect.clone(), fault.clone(), streaming, IoRuntime::Caller));
@@ -363,7 +474,7 @@ async fn every_provider_survives_every_fault() {
         }
     }
     // The deadlines run on the client's own thread when it has one (notebooks): the timing faults again there.
-    for dialect in [openai(), anthropic()] {
+    for dialect in [openai(), anthropic(), gemini(), ollama()] {
         for fault in
             [Fault::None, Fault::StallAfterFirstChunk, Fault::NeverAnswer, Fault::SlowDrip, Fault::ResetMidBody]
         {

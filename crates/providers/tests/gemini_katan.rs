@@ -184,10 +184,11 @@ async fn rate_limit_after_one_request_is_a_retryable_429() {
         } else {
             client.chat(request.clone()).await.unwrap_err()
         };
-        let Error::Http { status, body, retry_after, .. } = &err else { panic!("{err:?}") };
+        let Error::Http { status, retry_after, .. } = &err else { panic!("{err:?}") };
         assert_eq!(*status, 429);
-        assert!(body.starts_with("RESOURCE_EXHAUSTED: "), "{body}");
-        assert!(body.contains("wait (see Retry-After) and retry"), "{body}");
+        let shown = err.to_string();
+        assert!(shown.contains("RESOURCE_EXHAUSTED: rate limit exceeded"), "{shown}");
+        assert!(shown.contains("rate limited: wait and retry"), "{shown}");
         assert_eq!(*retry_after, None, "llm-katan sends no Retry-After");
         assert!(err.is_retryable());
     }
@@ -197,7 +198,10 @@ async fn rate_limit_after_one_request_is_a_retryable_429() {
 async fn server_errors_and_timeouts_are_retryable_5xx() {
     let failing = Katan::start("vertexai", &["--error-rate", "1.0"]);
     let err = vertex(&failing).chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap_err();
-    assert!(matches!(&err, Error::Http { status: 500, body, .. } if body.starts_with("INTERNAL: ")), "{err}");
+    assert!(
+        matches!(&err, Error::Http { status: 500, .. }) && err.to_string().contains("HTTP 500: INTERNAL: "),
+        "{err}"
+    );
     assert!(err.is_retryable());
 
     let timing_out = Katan::start("vertexai", &["--timeout-after", "1"]);
@@ -226,7 +230,7 @@ async fn a_401_that_echoes_the_key_is_redacted() {
             assert!(matches!(err, Error::Http { status: 401, .. }), "{shown}");
             assert!(!shown.contains(KEY), "the key leaked: {shown}");
             assert!(shown.contains("UNAUTHENTICATED: invalid API key for vertexai: got '[redacted]'"), "{shown}");
-            assert!(shown.contains("GEMINI_API_KEY"), "{shown}");
+            assert!(shown.contains("check the API key"), "{shown}");
         }
     }
     let right = GeminiClient::builder()

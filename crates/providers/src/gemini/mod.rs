@@ -121,7 +121,7 @@ mod wire;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use catena_core::{
     async_trait, Capabilities, ChatRequest, ChatResponse, ChatStream, ConstraintSupport, Embedder, Error, Llm, Message,
@@ -131,21 +131,17 @@ use catena_http::HttpClient;
 pub use catena_http::IoRuntime;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 
+use crate::transport::{Answer, Deadlines, Secrets, DEFAULT_DEADLINES};
+
 pub use crate::openai::ApiKey;
 
 /// The Gemini API's root, the default base URL of [`GeminiApi::Gemini`] clients and of
 /// [`GeminiClient::from_env`].
 pub const GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com";
 
-/// The timeout a builder starts with (see [`GeminiBuilder::timeout`]): 300 seconds.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-
 /// How many texts one `batchEmbedContents` request carries at most (the Gemini API's limit); larger inputs are
 /// sent in several requests, in order.
 pub const MAX_EMBED_BATCH: usize = 100;
-
-/// How much of an error body is read at most; the rest is dropped with the connection.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// Which Google API a [`GeminiClient`] speaks: the paths of its requests and its default authentication.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -238,7 +234,7 @@ pub fn thought_signature(call: &ToolCall) -> Option<&str> {
 }
 
 /// Configures a [`GeminiClient`]. Start with [`GeminiClient::builder`] (the Gemini API at [`GEMINI_BASE_URL`],
-/// no key, no model, [`DEFAULT_TIMEOUT`]) or [`GeminiBuilder::from_env`].
+/// no key, no model, [`DEFAULT_DEADLINES`]) or [`GeminiBuilder::from_env`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -268,7 +264,7 @@ pub struct GeminiBuilder {
     auth: Option<GeminiAuth>,
     api_key: Option<ApiKey>,
     model: Option<String>,
-    timeout: Duration,
+    deadlines: Deadlines,
     headers: Vec<(String, String)>,
     io_runtime: IoRuntime,
 }
@@ -281,7 +277,7 @@ impl fmt::Debug for GeminiBuilder {
             .field("auth", &self.auth)
             .field("api_key", &self.api_key)
             .field("model", &self.model)
-            .field("timeout", &self.timeout)
+            .field("deadlines", &self.deadlines)
             .field("headers", &self.headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>())
             .field("io_runtime", &self.io_runtime)
             .finish()
@@ -322,7 +318,7 @@ fn check_segment(setting: &str, value: &str) -> Result<()> {
 }
 
 impl GeminiBuilder {
-    /// The Gemini API at [`GEMINI_BASE_URL`], no key, no model, [`DEFAULT_TIMEOUT`], no extra headers,
+    /// The Gemini API at [`GEMINI_BASE_URL`], no key, no model, [`DEFAULT_DEADLINES`], no extra headers,
     /// connections on [`IoRuntime::detect`]'s choice.
     pub fn new() -> Self {
         GeminiBuilder {
@@ -331,7 +327,7 @@ impl GeminiBuilder {
             auth: None,
             api_key: None,
             model: None,
-            timeout: DEFAULT_TIMEOUT,
+            deadlines: DEFAULT_DEADLINES,
             headers: Vec::new(),
             io_runtime: IoRuntime::detect(),
         }
@@ -390,10 +386,19 @@ impl GeminiBuilder {
         self
     }
 
-    /// The longest a call may take: the whole of a `chat` request, connecting, and the silence between two
-    /// streamed chunks (a stream as a whole may take longer). Exceeding it gives [`Error::Timeout`].
+    /// The longest a call may take, from sending the request to the end of the answer (streamed or not): sets
+    /// the total deadline to `timeout` and lowers the other [`deadlines`](Self::deadlines) to it when they are
+    /// longer. Passing it gives [`Error::Deadline`] naming the endpoint and the deadline.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.deadlines = crate::transport::with_timeout(self.deadlines, timeout);
+        self
+    }
+
+    /// Every deadline of a call: connecting, the first chunk of a streamed answer, the silence between two
+    /// chunks, and the whole call (default [`DEFAULT_DEADLINES`]; `None` for no limit of a kind). Passing one gives
+    /// [`Error::Deadline`] naming the endpoint and the deadline, which a retry layer may retry.
+    pub fn deadlines(mut self, deadlines: Deadlines) -> Self {
+        self.deadlines = deadlines;
         self
     }
 
@@ -416,7 +421,7 @@ impl GeminiBuilder {
     /// # Errors
     /// [`Error::Config`] when the base URL is not an `http(s)` URL, a Google host is used without a key (naming
     /// `GEMINI_API_KEY`), a Vertex project or location is not a plain name, a header name or value is invalid, or
-    /// the timeout is 0.
+    /// a deadline is 0.
     pub fn build(self) -> Result<GeminiClient> {
         let default_url = match &self.api {
             GeminiApi::Gemini => GEMINI_BASE_URL.to_string(),
@@ -454,15 +459,16 @@ impl GeminiBuilder {
                  GEMINI_BASE_URL (or GeminiBuilder::base_url) to its URL",
             ));
         }
-        if self.timeout.is_zero() {
-            return Err(Error::config("timeout", "is 0", "pass a positive duration to GeminiBuilder::timeout"));
-        }
+        crate::transport::check_deadlines(&self.deadlines, "GeminiBuilder")?;
         let auth = self.auth.unwrap_or(match self.api {
             GeminiApi::Gemini => GeminiAuth::ApiKeyHeader,
             GeminiApi::Vertex { .. } => GeminiAuth::Bearer,
         });
+        let mut secrets = Secrets::new();
+        secrets.add_url(&parsed);
         let mut headers = HeaderMap::new();
         for (name, value) in &self.headers {
+            secrets.add_header(name, value);
             let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 Error::config(format!("header `{name}`"), "is not a valid header name", "use letters, digits and '-'")
             })?;
@@ -499,12 +505,10 @@ impl GeminiBuilder {
                 GeminiAuth::ApiKeyQuery => {}
             }
         }
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(self.timeout)
-            .read_timeout(self.timeout)
-            .build()
-            .map_err(|e| Error::config("HTTP client", format!("could not be built ({e})"), "report this as a bug"))?;
+        let http =
+            self.deadlines.client_builder().default_headers(headers).build().map_err(|e| {
+                Error::config("HTTP client", format!("could not be built ({e})"), "report this as a bug")
+            })?;
         let http = HttpClient::new(http, self.io_runtime).map_err(|e| {
             Error::config(
                 "io_runtime",
@@ -512,7 +516,7 @@ impl GeminiBuilder {
                 "use IoRuntime::Caller",
             )
         })?;
-        let provider = format!("gemini at {base_url}");
+        let provider = format!("gemini at {}", crate::transport::display_url(&base_url));
         let native = Some(Strategy::Native);
         let capabilities = Capabilities {
             backend: provider.clone(),
@@ -535,6 +539,9 @@ impl GeminiBuilder {
             url.query_pairs_mut().clear().append_pair("key", key.expose());
             url.query().unwrap_or_default().trim_start_matches("key=").to_string()
         });
+        for secret in [self.api_key.as_ref().map(ApiKey::expose), encoded_key.as_deref()].into_iter().flatten() {
+            secrets.add(secret);
+        }
         Ok(GeminiClient {
             inner: Arc::new(Inner {
                 http,
@@ -543,10 +550,10 @@ impl GeminiBuilder {
                 auth,
                 provider,
                 api_key: self.api_key,
-                encoded_key,
                 header_names: self.headers.into_iter().map(|(name, _)| name).collect(),
                 model: self.model,
-                timeout: self.timeout,
+                deadlines: self.deadlines,
+                secrets,
                 capabilities,
             }),
         })
@@ -562,59 +569,37 @@ pub(crate) struct Inner {
     /// `"gemini at <base url>"`, the `provider` of errors.
     pub(crate) provider: String,
     api_key: Option<ApiKey>,
-    encoded_key: Option<String>,
     header_names: Vec<String>,
     model: Option<String>,
-    timeout: Duration,
+    deadlines: Deadlines,
+    secrets: Secrets,
     capabilities: Capabilities,
 }
 
 impl Inner {
-    /// `text` with every occurrence of the API key (as it is, and as a query string writes it) replaced by
-    /// `[redacted]`.
-    fn redact(&self, mut text: String) -> String {
-        for secret in [self.api_key.as_ref().map(ApiKey::expose), self.encoded_key.as_deref()].into_iter().flatten() {
-            if !secret.is_empty() && text.contains(secret) {
-                text = text.replace(secret, "[redacted]");
-            }
-        }
-        text
-    }
-
-    /// The error with the API key taken out of every text that came from the server or the transport.
+    /// The error with the client's secrets (the key, as it is and as a query string writes it, a base URL
+    /// password, credential headers) taken out of every text that came from the server or the transport.
     pub(crate) fn redact_error(&self, e: Error) -> Error {
         match e {
-            Error::Http { provider, status, body, retry_after } => {
-                Error::Http { provider, status, body: self.redact(body), retry_after }
-            }
-            Error::Decode { provider, message } => Error::Decode { provider, message: self.redact(message) },
-            Error::Transport { provider, message, source } => {
-                // The source is dropped when its text would show the key.
-                let leaks = source.as_ref().is_some_and(|s| self.redact(s.to_string()) != s.to_string());
-                Error::Transport { provider, message: self.redact(message), source: if leaks { None } else { source } }
-            }
             Error::Chain(inner) => match inner.downcast::<PromptBlocked>() {
                 Ok(mut blocked) => {
-                    blocked.message = blocked.message.map(|m| self.redact(m));
+                    blocked.message = blocked.message.map(|m| self.secrets.redact(m));
                     Error::Chain(blocked)
                 }
                 Err(other) => Error::Chain(other),
             },
-            other => other,
+            other => self.secrets.redact_error(other),
         }
     }
 
-    /// Maps a failure that has no HTTP status to [`Error::Timeout`] or [`Error::Transport`] saying what was
-    /// being done (`POST <url>`).
-    pub(crate) fn transport_error(&self, e: catena_http::Error, during: &str) -> Error {
-        if e.is_timeout() {
-            return Error::Timeout(self.timeout);
-        }
-        self.redact_error(Error::Transport {
-            provider: self.provider.clone(),
-            message: format!("{during}: {e}"),
-            source: Some(Box::new(e)),
-        })
+    /// Maps a failure that has no HTTP status to [`Error::Deadline`] or [`Error::Transport`] naming the endpoint
+    /// (`url`, without the key).
+    pub(crate) fn transport_error(&self, e: catena_http::Error, url: &str) -> Error {
+        let system = match self.api {
+            GeminiApi::Gemini => "gemini",
+            GeminiApi::Vertex { .. } => "vertex_ai",
+        };
+        crate::transport::transport_error(e, &self.provider, system, url, &self.secrets)
     }
 
     /// `<base>/<version>/<model path>:<method>` for the configured API.
@@ -632,89 +617,52 @@ impl Inner {
 
     /// POSTs the body to `url` (plus `?alt=sse` when `sse`, and the key with [`GeminiAuth::ApiKeyQuery`]); returns
     /// the response when its status is 2xx, [`Error::Http`] otherwise.
-    async fn post(
-        &self,
-        url: &str,
-        body: Vec<u8>,
-        sse: bool,
-        whole_call_timeout: bool,
-    ) -> Result<catena_http::Response> {
-        let during = format!("POST {url}{}", if sse { "?alt=sse" } else { "" });
+    async fn post(&self, url: &str, body: Vec<u8>, sse: bool) -> Result<catena_http::Response> {
         let mut target = reqwest::Url::parse(url).map_err(|e| Error::Transport {
             provider: self.provider.clone(),
-            message: format!("{during}: not a valid URL ({e}); check the model name"),
+            message: format!("POST {url}: not a valid URL ({e}); check the model name"),
             source: None,
         })?;
         if sse {
             target.query_pairs_mut().append_pair("alt", "sse");
         }
+        let shown = target.to_string();
         if let (GeminiAuth::ApiKeyQuery, Some(key)) = (self.auth, &self.api_key) {
             target.query_pairs_mut().append_pair("key", key.expose());
         }
-        let accept = if sse { "text/event-stream" } else { "application/json" };
-        let mut request =
-            self.http.reqwest().post(target).header(CONTENT_TYPE, "application/json").header(ACCEPT, accept).body(body);
-        if whole_call_timeout {
-            request = request.timeout(self.timeout);
-        }
-        let request = request.build().map_err(|e| self.transport_error(e.into(), &during))?;
-        let mut response = self.http.execute(request).await.map_err(|e| self.transport_error(e, &during))?;
-        let status = response.status();
-        if status.is_success() {
+        let (accept, answer) =
+            if sse { ("text/event-stream", Answer::Streamed) } else { ("application/json", Answer::Whole) };
+        let request = self
+            .http
+            .reqwest()
+            .post(target)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, accept)
+            .body(body)
+            .build()
+            .map_err(|e| self.transport_error(e.into(), &shown))?;
+        let response = self
+            .http
+            .execute_within(request, self.deadlines, answer)
+            .await
+            .map_err(|e| self.transport_error(e, &shown))?;
+        if response.status().is_success() {
             return Ok(response);
         }
-        let header_retry = crate::openai::parse_retry_after(response.headers(), SystemTime::now());
-        // Read at most MAX_ERROR_BODY bytes: a huge error body is cut, never held whole.
-        let mut bytes = Vec::new();
-        let mut cut = false;
-        let mut read_error = None;
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = MAX_ERROR_BODY - bytes.len();
-                    bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if chunk.len() > room {
-                        cut = true;
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    read_error = Some(e);
-                    break;
-                }
+        let mut error = crate::transport::http_error(response, &self.provider, &self.secrets).await;
+        // Google says how long to wait in the body (RetryInfo) when it sends no Retry-After.
+        if let Error::Http { body, retry_after: retry_after @ None, .. } = &mut error {
+            if let Some((_, _, Some(delay))) = wire::error_summary(body.as_bytes()) {
+                *retry_after = Some(delay);
             }
         }
-        let mut retry_after = header_retry;
-        let described = match wire::error_summary(&bytes) {
-            Some((_, summary, retry_info)) => {
-                retry_after = retry_after.or(retry_info);
-                summary
-            }
-            None if bytes.is_empty() => match read_error {
-                Some(e) => format!("(the error body could not be read: {e})"),
-                None => "(empty body)".to_string(),
-            },
-            None => {
-                let mut shown = wire::preview(&bytes, 500);
-                if cut && bytes.len() <= 500 {
-                    shown.push_str("...");
-                } else if cut {
-                    shown.push_str(" (cut: the body is larger than 64 KiB)");
-                }
-                shown
-            }
-        };
-        let status = status.as_u16();
-        let vertex = matches!(self.api, GeminiApi::Vertex { .. });
-        let body = format!("{described} ({})", wire::hint_for_status(status, vertex));
-        Err(self.redact_error(Error::Http { provider: self.provider.clone(), status, body, retry_after }))
+        Err(error)
     }
 
     /// POSTs a JSON body and reads the whole 2xx answer.
     async fn post_json(&self, url: &str, body: Vec<u8>) -> Result<bytes::Bytes> {
-        let response = self.post(url, body, false, true).await?;
-        response.bytes().await.map_err(|e| self.transport_error(e, &format!("reading the answer of POST {url}")))
+        let response = self.post(url, body, false).await?;
+        response.bytes().await.map_err(|e| self.transport_error(e, url))
     }
 }
 
@@ -739,7 +687,7 @@ impl fmt::Debug for GeminiClient {
             .field("model", &i.model)
             .field("api_key", &i.api_key)
             .field("headers", &i.header_names)
-            .field("timeout", &i.timeout)
+            .field("deadlines", &i.deadlines)
             .field("io_runtime", &i.http.io_runtime())
             .field("capabilities", &i.capabilities)
             .finish()
@@ -870,14 +818,11 @@ impl Llm for GeminiClient {
         let (model, body) = self.prepare(&request, true)?;
         let inner = &self.inner;
         let url = inner.model_url(&model, "streamGenerateContent");
-        let response = inner.post(&url, body, true, false).await?;
+        let response = inner.post(&url, body, true).await?;
         let content_type =
             response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
         if content_type.starts_with("application/json") {
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| inner.transport_error(e, &format!("reading the answer of POST {url}")))?;
+            let bytes = response.bytes().await.map_err(|e| inner.transport_error(e, &url))?;
             let chunks = stream::chunks_of_document(inner, &bytes, model).map_err(|e| inner.redact_error(e))?;
             return Ok(Box::pin(futures::stream::iter(chunks)));
         }

@@ -188,7 +188,7 @@ impl Stream for GeminiStream {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(bytes))) => this.feed(&bytes),
                 Poll::Ready(Some(Err(e))) => {
-                    let error = this.inner.transport_error(e, "the event stream");
+                    let error = this.inner.transport_error(e, &this.inner.base_url);
                     this.finish_with(Some(error));
                 }
                 Poll::Ready(None) => this.end_of_body(),

@@ -782,13 +782,10 @@ pub(crate) fn decode_fragment(provider: &str, body: &[u8]) -> Result<(Fragment, 
     let raw: Value =
         serde_json::from_slice(body).map_err(|e| decode_error(provider, "response is not JSON", e, body))?;
     if raw.get("error").is_some() {
-        if let Some((status, summary, retry_after)) = error_summary(body) {
-            return Err(Error::Http {
-                provider: provider.to_string(),
-                status,
-                body: format!("error inside the answer: {summary} ({})", hint_for_status(status, false)),
-                retry_after,
-            });
+        if let Some((status, _, retry_after)) = error_summary(body) {
+            // The error object as the server sent it (`Error::Http`'s Display summarises it).
+            let body = String::from_utf8_lossy(body).into_owned();
+            return Err(Error::Http { provider: provider.to_string(), status, body, retry_after });
         }
     }
     if !raw.is_object() {
@@ -994,25 +991,6 @@ pub(crate) fn error_summary(body: &[u8]) -> Option<(u16, String, Option<std::tim
 fn parse_duration(text: &str) -> Option<std::time::Duration> {
     let seconds: f64 = text.strip_suffix('s')?.parse().ok()?;
     (seconds.is_finite() && seconds >= 0.0).then(|| std::time::Duration::from_secs_f64(seconds.min(1e9)))
-}
-
-/// What to do about an HTTP error status (`vertex`: the client speaks to Vertex AI, whose token is a bearer one).
-pub(crate) fn hint_for_status(status: u16, vertex: bool) -> &'static str {
-    match status {
-        401 | 403 if vertex => {
-            "check the access token (GeminiBuilder::api_key, for example `gcloud auth print-access-token`) and that \
-             it may use Vertex AI in this project and location"
-        }
-        401 => "check the API key (GEMINI_API_KEY or GeminiBuilder::api_key)",
-        403 => "the API key lacks permission for this model or feature (GEMINI_API_KEY or GeminiBuilder::api_key)",
-        404 => "check the model name, the base URL and the API (Gemini API or Vertex AI) the client is built for",
-        413 => "the request is too large: shorten the conversation or the images",
-        429 => "rate limited or out of quota: wait (see Retry-After) and retry",
-        400 | 422 => "the server rejected the request: see its message",
-        503 => "the model is overloaded: retry later",
-        500..=599 => "a server error: retry later",
-        _ => "see the server's message",
-    }
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ mod wire;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use catena_core::{
     async_trait, Capabilities, ChatChunk, ChatRequest, ChatResponse, ChatStream, ConstraintSupport, Embedder, Error,
@@ -92,6 +92,8 @@ use catena_core::{
 use catena_http::HttpClient;
 pub use catena_http::IoRuntime;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+
+use crate::transport::{Answer, Deadlines, Secrets, DEFAULT_DEADLINES};
 use serde_json::Value;
 
 pub use crate::openai::ApiKey;
@@ -101,13 +103,6 @@ pub const OLLAMA_HOST: &str = "http://127.0.0.1:11434";
 
 /// The port a host given without one (`OLLAMA_HOST=my-server`) gets: Ollama's, 11434.
 pub const DEFAULT_PORT: u16 = 11434;
-
-/// The timeout a builder starts with (see [`OllamaBuilder::timeout`]): 300 seconds (loading a model into memory
-/// is part of the first request).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// How much of an error body is read at most; the rest is dropped with the connection.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// How long Ollama keeps the model in memory after a request (`keep_alive`; see [`OllamaBuilder::keep_alive`]).
 ///
@@ -138,7 +133,7 @@ impl KeepAlive {
 }
 
 /// Configures an [`OllamaClient`]. Start with [`OllamaClient::builder`] ([`OLLAMA_HOST`], no key, no model, no
-/// `keep_alive`, [`DEFAULT_TIMEOUT`]) or [`OllamaBuilder::from_env`].
+/// `keep_alive`, [`DEFAULT_DEADLINES`]) or [`OllamaBuilder::from_env`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -161,7 +156,7 @@ pub struct OllamaBuilder {
     api_key: Option<ApiKey>,
     model: Option<String>,
     keep_alive: Option<KeepAlive>,
-    timeout: Duration,
+    deadlines: Deadlines,
     headers: Vec<(String, String)>,
     io_runtime: IoRuntime,
 }
@@ -173,7 +168,7 @@ impl fmt::Debug for OllamaBuilder {
             .field("api_key", &self.api_key)
             .field("model", &self.model)
             .field("keep_alive", &self.keep_alive)
-            .field("timeout", &self.timeout)
+            .field("deadlines", &self.deadlines)
             .field("headers", &self.headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>())
             .field("io_runtime", &self.io_runtime)
             .finish()
@@ -230,7 +225,7 @@ fn is_hosted_ollama(url: &str) -> bool {
 }
 
 impl OllamaBuilder {
-    /// [`OLLAMA_HOST`], no key, no model, no `keep_alive` (the server's default, 5 minutes), [`DEFAULT_TIMEOUT`],
+    /// [`OLLAMA_HOST`], no key, no model, no `keep_alive` (the server's default, 5 minutes), [`DEFAULT_DEADLINES`],
     /// no extra headers, connections on [`IoRuntime::detect`]'s choice.
     pub fn new() -> Self {
         OllamaBuilder {
@@ -238,7 +233,7 @@ impl OllamaBuilder {
             api_key: None,
             model: None,
             keep_alive: None,
-            timeout: DEFAULT_TIMEOUT,
+            deadlines: DEFAULT_DEADLINES,
             headers: Vec::new(),
             io_runtime: IoRuntime::detect(),
         }
@@ -294,11 +289,20 @@ impl OllamaBuilder {
         self
     }
 
-    /// The longest a call may take: the whole of a `chat` or embedding request, connecting, and the silence
-    /// between two streamed chunks (a stream as a whole may take longer). Exceeding it gives
-    /// [`Error::Timeout`].
+    /// The longest a call may take, from sending the request to the end of the answer (streamed or not): sets
+    /// the total deadline to `timeout` and lowers the other [`deadlines`](Self::deadlines) to it when they are
+    /// longer. Passing it gives [`Error::Deadline`] naming the endpoint and the deadline.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.deadlines = crate::transport::with_timeout(self.deadlines, timeout);
+        self
+    }
+
+    /// Every deadline of a call: connecting, the first chunk of a streamed answer (loading the model into memory
+    /// is part of a first request), the silence between two chunks, and the whole call (default
+    /// [`DEFAULT_DEADLINES`]; `None` for no limit of a kind). Passing one gives [`Error::Deadline`] naming the
+    /// endpoint and the deadline, which a retry layer may retry.
+    pub fn deadlines(mut self, deadlines: Deadlines) -> Self {
+        self.deadlines = deadlines;
         self
     }
 
@@ -320,7 +324,7 @@ impl OllamaBuilder {
     ///
     /// # Errors
     /// [`Error::Config`] when the host is not an `http(s)` URL, `ollama.com` is used without a key (naming
-    /// `OLLAMA_API_KEY`), a header name or value or the key is not valid in a header, or the timeout is 0.
+    /// `OLLAMA_API_KEY`), a header name or value or the key is not valid in a header, or a deadline is 0.
     pub fn build(self) -> Result<OllamaClient> {
         let host = normalize_host(&self.host);
         let hint = "pass a URL such as http://127.0.0.1:11434, or host:port";
@@ -342,11 +346,14 @@ impl OllamaBuilder {
                  OLLAMA_HOST (or OllamaBuilder::host) to its address",
             ));
         }
-        if self.timeout.is_zero() {
-            return Err(Error::config("timeout", "is 0", "pass a positive duration to OllamaBuilder::timeout"));
+        crate::transport::check_deadlines(&self.deadlines, "OllamaBuilder")?;
+        let mut secrets = Secrets::new();
+        if let Ok(url) = reqwest::Url::parse(&host) {
+            secrets.add_url(&url);
         }
         let mut headers = HeaderMap::new();
         for (name, value) in &self.headers {
+            secrets.add_header(name, value);
             let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 Error::config(format!("header `{name}`"), "is not a valid header name", "use letters, digits and '-'")
             })?;
@@ -361,6 +368,7 @@ impl OllamaBuilder {
             headers.append(header, value);
         }
         if let Some(key) = &self.api_key {
+            secrets.add(key.expose());
             let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
                 Error::config(
                     "api_key (OLLAMA_API_KEY)",
@@ -371,12 +379,10 @@ impl OllamaBuilder {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(self.timeout)
-            .read_timeout(self.timeout)
-            .build()
-            .map_err(|e| Error::config("HTTP client", format!("could not be built ({e})"), "report this as a bug"))?;
+        let http =
+            self.deadlines.client_builder().default_headers(headers).build().map_err(|e| {
+                Error::config("HTTP client", format!("could not be built ({e})"), "report this as a bug")
+            })?;
         let http = HttpClient::new(http, self.io_runtime).map_err(|e| {
             Error::config(
                 "io_runtime",
@@ -384,7 +390,7 @@ impl OllamaBuilder {
                 "use IoRuntime::Caller",
             )
         })?;
-        let provider = format!("ollama at {host}");
+        let provider = format!("ollama at {}", crate::transport::display_url(&host));
         let native = Some(Strategy::Native);
         let capabilities = Capabilities {
             backend: provider.clone(),
@@ -409,7 +415,8 @@ impl OllamaBuilder {
                 header_names: self.headers.into_iter().map(|(name, _)| name).collect(),
                 model: self.model,
                 keep_alive: self.keep_alive.map(KeepAlive::to_json),
-                timeout: self.timeout,
+                deadlines: self.deadlines,
+                secrets,
                 capabilities,
             }),
         })
@@ -428,123 +435,61 @@ pub(crate) struct Inner {
     header_names: Vec<String>,
     model: Option<String>,
     keep_alive: Option<Value>,
-    timeout: Duration,
+    deadlines: Deadlines,
+    secrets: Secrets,
     capabilities: Capabilities,
 }
 
 impl Inner {
-    /// `text` with every occurrence of the API key replaced by `[redacted]`.
-    fn redact(&self, text: String) -> String {
-        match &self.api_key {
-            Some(key) if !key.expose().is_empty() && text.contains(key.expose()) => {
-                text.replace(key.expose(), "[redacted]")
-            }
-            _ => text,
-        }
+    /// The error with the client's secrets (key, host password, credential headers) taken out of every text that
+    /// came from the server or the transport.
+    pub(crate) fn redact_error(&self, e: Error) -> Error {
+        self.secrets.redact_error(e)
     }
 
-    /// The error with the API key taken out of every text that came from the server or the transport.
-    pub(crate) fn redact_error(&self, e: Error) -> Error {
-        match e {
-            Error::Http { provider, status, body, retry_after } => {
-                Error::Http { provider, status, body: self.redact(body), retry_after }
-            }
-            Error::Decode { provider, message } => Error::Decode { provider, message: self.redact(message) },
-            Error::Transport { provider, message, source } => {
-                // The source is dropped when its text would show the key.
-                let leaks = source.as_ref().is_some_and(|s| self.redact(s.to_string()) != s.to_string());
-                Error::Transport { provider, message: self.redact(message), source: if leaks { None } else { source } }
-            }
+    /// Maps a failure that has no HTTP status to [`Error::Deadline`] or [`Error::Transport`] naming the endpoint
+    /// (with a hint when no connection could be made).
+    pub(crate) fn transport_error(&self, e: catena_http::Error, url: &str) -> Error {
+        let refused = e.is_connect() && e.deadline().is_none();
+        match crate::transport::transport_error(e, &self.provider, "ollama", url, &self.secrets) {
+            Error::Transport { provider, message, source } if refused => Error::Transport {
+                provider,
+                message: format!(
+                    "{message} (is Ollama running there? start it with `ollama serve`, or set OLLAMA_HOST)"
+                ),
+                source,
+            },
             other => other,
         }
     }
 
-    /// Maps a failure that has no HTTP status to [`Error::Timeout`] or [`Error::Transport`] naming the host.
-    pub(crate) fn transport_error(&self, e: catena_http::Error) -> Error {
-        if e.is_timeout() {
-            return Error::Timeout(self.timeout);
-        }
-        let hint = if e.is_connect() {
-            " (is Ollama running there? start it with `ollama serve`, or set OLLAMA_HOST)"
-        } else {
-            ""
-        };
-        Error::Transport {
-            provider: self.provider.clone(),
-            message: format!("POST {}: {e}{hint}", self.host),
-            source: Some(Box::new(e)),
-        }
-    }
-
-    /// POSTs the body; returns the response when its status is 2xx, [`Error::Http`] otherwise (`model` names the
-    /// model in the advice).
+    /// POSTs the body under the client's deadlines; returns the response when its status is 2xx, [`Error::Http`]
+    /// (the body read up to 1 MiB) otherwise.
     async fn post(
         &self,
         url: &str,
         body: Vec<u8>,
         accept: &'static str,
-        whole_call_timeout: bool,
-        model: &str,
+        answer: Answer,
     ) -> Result<catena_http::Response> {
-        let mut request =
-            self.http.reqwest().post(url).header(CONTENT_TYPE, "application/json").header(ACCEPT, accept).body(body);
-        if whole_call_timeout {
-            request = request.timeout(self.timeout);
-        }
-        let request = request.build().map_err(|e| self.redact_error(self.transport_error(e.into())))?;
-        let mut response = self.http.execute(request).await.map_err(|e| self.redact_error(self.transport_error(e)))?;
-        let status = response.status();
-        if status.is_success() {
+        let request = self
+            .http
+            .reqwest()
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, accept)
+            .body(body)
+            .build()
+            .map_err(|e| self.transport_error(e.into(), url))?;
+        let response = self
+            .http
+            .execute_within(request, self.deadlines, answer)
+            .await
+            .map_err(|e| self.transport_error(e, url))?;
+        if response.status().is_success() {
             return Ok(response);
         }
-        let retry_after = crate::openai::parse_retry_after(response.headers(), SystemTime::now());
-        // Read at most MAX_ERROR_BODY bytes: a huge error body is cut, never held whole.
-        let mut bytes = Vec::new();
-        let mut cut = false;
-        let mut read_error = None;
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = MAX_ERROR_BODY - bytes.len();
-                    bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if chunk.len() > room {
-                        cut = true;
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    read_error = Some(e);
-                    break;
-                }
-            }
-        }
-        let status = status.as_u16();
-        let (described, hint) = match wire::error_summary(&bytes) {
-            Some(summary) => {
-                let hint = wire::hint_for(status, &summary, model);
-                (summary, hint)
-            }
-            None => {
-                let shown = if bytes.is_empty() {
-                    match read_error {
-                        Some(e) => format!("(the error body could not be read: {e})"),
-                        None => "(empty body)".to_string(),
-                    }
-                } else {
-                    let mut shown = wire::preview(&bytes, 500);
-                    if cut && bytes.len() <= 500 {
-                        shown.push_str("...");
-                    } else if cut {
-                        shown.push_str(" (cut: the body is larger than 64 KiB)");
-                    }
-                    shown
-                };
-                (shown, wire::hint_for(status, "", model))
-            }
-        };
-        let body = format!("{described} ({hint})");
-        Err(self.redact_error(Error::Http { provider: self.provider.clone(), status, body, retry_after }))
+        Err(crate::transport::http_error(response, &self.provider, &self.secrets).await)
     }
 
     /// The request's model, else the client's.
@@ -579,7 +524,7 @@ impl fmt::Debug for OllamaClient {
             .field("api_key", &i.api_key)
             .field("keep_alive", &i.keep_alive)
             .field("headers", &i.header_names)
-            .field("timeout", &i.timeout)
+            .field("deadlines", &i.deadlines)
             .field("io_runtime", &i.http.io_runtime())
             .field("capabilities", &i.capabilities)
             .finish()
@@ -673,8 +618,8 @@ impl OllamaClient {
             keep_alive: inner.keep_alive.as_ref(),
         };
         let response =
-            inner.post(&inner.embed_url, serde_json::to_vec(&body)?, "application/json", true, model).await?;
-        let bytes = response.bytes().await.map_err(|e| inner.redact_error(inner.transport_error(e)))?;
+            inner.post(&inner.embed_url, serde_json::to_vec(&body)?, "application/json", Answer::Whole).await?;
+        let bytes = response.bytes().await.map_err(|e| inner.transport_error(e, &inner.embed_url))?;
         let answer: wire::EmbedAnswer = serde_json::from_slice(&bytes).map_err(|e| {
             inner.redact_error(wire::decode_error(&inner.provider, "response is not an Ollama embed answer", e, &bytes))
         })?;
@@ -715,13 +660,13 @@ impl Llm for OllamaClient {
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
         let (body, model) = self.prepare(&request, false)?;
         let inner = &self.inner;
-        let response = inner.post(&inner.chat_url, body, "application/json", true, &model).await?;
+        let response = inner.post(&inner.chat_url, body, "application/json", Answer::Whole).await?;
         if is_ndjson(&response) {
             // A server that streams although asked not to: the lines folded, as a stream would be.
             let lines = stream::OllamaStream::new(response.bytes_stream(), inner.clone(), model);
             return catena_core::collect_stream(Box::pin(lines)).await;
         }
-        let bytes = response.bytes().await.map_err(|e| inner.redact_error(inner.transport_error(e)))?;
+        let bytes = response.bytes().await.map_err(|e| inner.transport_error(e, &inner.chat_url))?;
         wire::decode_chat(&inner.provider, &bytes, &model).map_err(|e| inner.redact_error(e))
     }
 
@@ -734,10 +679,10 @@ impl Llm for OllamaClient {
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
         let (body, model) = self.prepare(&request, true)?;
         let inner = &self.inner;
-        let response = inner.post(&inner.chat_url, body, "application/x-ndjson", false, &model).await?;
+        let response = inner.post(&inner.chat_url, body, "application/x-ndjson", Answer::Streamed).await?;
         if content_type(&response).starts_with("application/json") {
             // One whole answer (a server or proxy that does not stream): the answer as one chunk.
-            let bytes = response.bytes().await.map_err(|e| inner.redact_error(inner.transport_error(e)))?;
+            let bytes = response.bytes().await.map_err(|e| inner.transport_error(e, &inner.chat_url))?;
             let item = wire::decode_chat(&inner.provider, &bytes, &model)
                 .map(ChatChunk::from)
                 .map_err(|e| inner.redact_error(e));
@@ -869,7 +814,7 @@ mod tests {
         let err = OllamaClient::builder().host("ftp://x").build().unwrap_err().to_string();
         assert!(err.contains("OLLAMA_HOST"), "{err}");
         let err = OllamaClient::builder().timeout(Duration::ZERO).build().unwrap_err().to_string();
-        assert!(err.contains("timeout"), "{err}");
+        assert!(err.contains("deadlines"), "{err}");
         let err = OllamaClient::builder().api_key("a\nb").build().unwrap_err().to_string();
         assert!(err.contains("OLLAMA_API_KEY") && !err.contains("a\nb"), "{err}");
         let ok = OllamaClient::builder().build().unwrap();

@@ -191,7 +191,7 @@ impl Stream for OllamaStream {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(bytes))) => this.feed(&bytes),
                 Poll::Ready(Some(Err(e))) => {
-                    let error = this.inner.transport_error(e);
+                    let error = this.inner.transport_error(e, &this.inner.chat_url);
                     this.finish_with(Some(error));
                 }
                 Poll::Ready(None) => this.end_of_body(),
