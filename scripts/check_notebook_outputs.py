@@ -189,7 +189,16 @@ def check_providers(nb, out):
     ok, total = one(r"^Concurrent calls: (\d+) of (\d+) answered", out, "the concurrent calls")
     expect(ok == total == "8", f"concurrent calls: {ok} of {total} answered")
     expect(re.search(r"^Server stopped$", out, flags=re.MULTILINE) is not None, "the server was not stopped")
-    return f"answered (Paris), streamed in {deltas} deltas identically, 8 of 8 concurrent calls, on the dedicated I/O thread"
+    formats = re.findall(r"^(OpenAI|Anthropic|Gemini|Azure OpenAI): \[echo\].*$\n^  question arrived: (\w+), usage (.+), streamed == plain: (\w+)$",
+                         out, flags=re.MULTILINE)
+    expect(len(formats) == 4, f"expected four wire formats answering, found {len(formats)}: {formats}")
+    for name, arrived, usage, same in formats:
+        expect(arrived == "true", f"{name}: the question did not arrive")
+        expect(usage != "none", f"{name}: no usage")
+        expect(same == "true", f"{name}: the streamed answer differs from the plain one")
+    expect(re.search(r"^llm-katan stopped$", out, flags=re.MULTILINE) is not None, "llm-katan was not stopped")
+    return (f"answered (Paris), streamed in {deltas} deltas identically, 8 of 8 concurrent calls, on the dedicated I/O "
+            "thread; one conversation through the OpenAI, Anthropic, Gemini and Azure formats on llm-katan")
 
 
 def check_agents(nb, out):

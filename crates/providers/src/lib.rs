@@ -12,6 +12,10 @@
 pub mod openai;
 pub mod transport;
 
+#[cfg(all(any(test, feature = "fuzzing"), feature = "anthropic", feature = "gemini", feature = "ollama"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use transport::{Answer, Deadlines, DEFAULT_DEADLINES};
 
 #[cfg(feature = "anthropic")]

@@ -167,9 +167,9 @@ async fn rate_limit_after_one_request_is_a_retryable_429() {
         } else {
             client.chat(request.clone()).await.unwrap_err()
         };
-        let Error::Http { status, body, retry_after, .. } = &err else { panic!("{err:?}") };
+        let Error::Http { status, retry_after, .. } = &err else { panic!("{err:?}") };
         assert_eq!(*status, 429);
-        assert!(body.starts_with("rate_limit_error: rate limit exceeded"), "{body}");
+        assert!(err.to_string().contains("HTTP 429: rate_limit_error: rate limit exceeded"), "{err}");
         assert_eq!(*retry_after, None, "llm-katan sends no Retry-After");
         assert!(err.is_retryable());
     }
@@ -180,7 +180,8 @@ async fn server_errors_and_timeouts_are_retryable_5xx() {
     let failing = Katan::start("anthropic", &["--error-rate", "1.0"]);
     let err = client(&failing).chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap_err();
     assert!(
-        matches!(&err, Error::Http { status: 500, body, .. } if body.starts_with("api_error: internal server error")),
+        matches!(&err, Error::Http { status: 500, .. })
+            && err.to_string().contains("HTTP 500: api_error: internal server error"),
         "{err}"
     );
     assert!(err.is_retryable());
@@ -190,7 +191,7 @@ async fn server_errors_and_timeouts_are_retryable_5xx() {
     client.chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap();
     let err = client.chat_stream(ChatRequest::new(vec![Message::user("hi")])).await.err().unwrap();
     assert!(
-        matches!(&err, Error::Http { status: 504, body, .. } if body.contains("upstream request timeout")),
+        matches!(&err, Error::Http { status: 504, .. }) && err.to_string().contains("upstream request timeout"),
         "{err}"
     );
     assert!(err.is_retryable());
@@ -205,7 +206,7 @@ async fn a_401_that_echoes_the_key_is_redacted() {
     assert!(matches!(err, Error::Http { status: 401, .. }), "{shown}");
     assert!(!shown.contains(KEY), "the key leaked: {shown}");
     assert!(shown.contains("authentication_error: invalid API key for anthropic: got '[redacted]'"), "{shown}");
-    assert!(shown.contains("ANTHROPIC_API_KEY"), "{shown}");
+    assert!(shown.contains("check the API key"), "{shown}");
 
     let right =
         AnthropicClient::builder().base_url(katan.base_url()).api_key("the-right-key").model("m").build().unwrap();

@@ -459,6 +459,13 @@ impl fmt::Display for AnthropicClient {
 }
 
 impl AnthropicClient {
+    /// The chat stream this client makes of a response body (`chunks`), for the fuzz targets and property tests.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn stream_of(&self, chunks: Vec<bytes::Bytes>) -> ChatStream {
+        let body = futures::stream::iter(chunks.into_iter().map(Ok));
+        Box::pin(stream::AnthropicStream::new(body, self.inner.clone(), None))
+    }
+
     /// A builder with Anthropic's URL; see [`AnthropicBuilder`].
     pub fn builder() -> AnthropicBuilder {
         AnthropicBuilder::new()

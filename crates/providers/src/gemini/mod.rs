@@ -706,6 +706,13 @@ impl fmt::Display for GeminiClient {
 }
 
 impl GeminiClient {
+    /// The chat stream this client makes of a response body (`chunks`), for the fuzz targets and property tests.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn stream_of(&self, chunks: Vec<bytes::Bytes>) -> ChatStream {
+        let body = futures::stream::iter(chunks.into_iter().map(Ok));
+        Box::pin(stream::GeminiStream::new(body, self.inner.clone(), "m".to_string()))
+    }
+
     /// A builder for the Gemini API; see [`GeminiBuilder`].
     pub fn builder() -> GeminiBuilder {
         GeminiBuilder::new()

@@ -543,6 +543,13 @@ impl fmt::Display for OllamaClient {
 }
 
 impl OllamaClient {
+    /// The chat stream this client makes of a response body (`chunks`), for the fuzz targets and property tests.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn stream_of(&self, chunks: Vec<bytes::Bytes>) -> ChatStream {
+        let body = futures::stream::iter(chunks.into_iter().map(Ok));
+        Box::pin(stream::OllamaStream::new(body, self.inner.clone(), "m".to_string()))
+    }
+
     /// A builder for a local Ollama; see [`OllamaBuilder`].
     pub fn builder() -> OllamaBuilder {
         OllamaBuilder::new()

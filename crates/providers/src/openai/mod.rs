@@ -964,6 +964,12 @@ struct Prepared {
 }
 
 impl OpenAiClient {
+    /// The chat stream this client makes of a response body (`chunks`), for the fuzz targets and property tests.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn stream_of(&self, chunks: Vec<bytes::Bytes>) -> ChatStream {
+        Box::pin(SseChatStream::new(futures::stream::iter(chunks.into_iter().map(Ok)), self.inner.clone()))
+    }
+
     /// A builder with OpenAI's URL, [`Compat::OpenAi`] and [`DEFAULT_DEADLINES`]; see [`OpenAiBuilder`].
     pub fn builder() -> OpenAiBuilder {
         OpenAiBuilder::new()
