@@ -73,7 +73,7 @@ def main():
     from google import genai
     from google.genai import types
 
-    gclient = genai.Client(api_key="bench", http_options=types.HttpOptions(base_url=args.base_url))
+    gclient = genai.Client(api_key="bench", http_options=types.HttpOptions(base_url=args.base_url, api_version="v1beta"))
     config = types.GenerateContentConfig(max_output_tokens=256)
 
     def gemini_chat():

@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use catena_core::Error;
 pub use catena_http::{Answer, Deadlines};
+use catena_http::{HttpClient, IoRuntime};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// The deadlines a provider's builder starts with, chosen for a model on a slow machine as much as for a hosted
 /// API:
@@ -220,6 +222,47 @@ pub(crate) async fn http_error(mut response: catena_http::Response, provider: &s
         body.push_str(&note);
     }
     secrets.redact_error(Error::Http { provider: provider.to_string(), status, body, retry_after })
+}
+
+/// The extra headers a builder was given, checked and marked sensitive (never printed); the values of
+/// credential-looking ones join `secrets`.
+///
+/// # Errors
+/// [`Error::Config`] naming a header whose name or value is not valid HTTP.
+pub(crate) fn header_map(headers: &[(String, String)], secrets: &mut Secrets) -> catena_core::Result<HeaderMap> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        secrets.add_header(name, value);
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            Error::config(format!("header `{name}`"), "is not a valid header name", "use letters, digits and '-'")
+        })?;
+        let mut value = HeaderValue::from_str(value).map_err(|_| {
+            Error::config(
+                format!("header `{name}`"),
+                "has a value with characters not allowed in HTTP headers",
+                "use visible ASCII characters",
+            )
+        })?;
+        value.set_sensitive(true);
+        map.append(header, value);
+    }
+    Ok(map)
+}
+
+/// The HTTP client of a provider: `headers` on every request, the connect deadline of `deadlines`, connections
+/// where `io` says.
+///
+/// # Errors
+/// [`Error::Config`] when the client or its I/O thread cannot be made.
+pub(crate) fn http_client(headers: HeaderMap, deadlines: &Deadlines, io: IoRuntime) -> catena_core::Result<HttpClient> {
+    let client = deadlines
+        .client_builder()
+        .default_headers(headers)
+        .build()
+        .map_err(|e| Error::config("HTTP client", format!("could not be built ({e})"), "report this as a bug"))?;
+    HttpClient::new(client, io).map_err(|e| {
+        Error::config("io_runtime", format!("could not start the client's I/O thread ({e})"), "use IoRuntime::Caller")
+    })
 }
 
 /// The media type of a response (`text/event-stream`, `application/json`, ...), lowercased, without parameters.

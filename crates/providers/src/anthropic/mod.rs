@@ -88,7 +88,7 @@ use catena_core::{
 };
 use catena_http::HttpClient;
 pub use catena_http::IoRuntime;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 
 use self::wire::StructuredOutput;
 pub use self::wire::STRUCTURED_OUTPUT_TOOL;
@@ -300,22 +300,7 @@ impl AnthropicBuilder {
         }
         let mut secrets = Secrets::new();
         secrets.add_url(&parsed);
-        let mut headers = HeaderMap::new();
-        for (name, value) in &self.headers {
-            secrets.add_header(name, value);
-            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                Error::config(format!("header `{name}`"), "is not a valid header name", "use letters, digits and '-'")
-            })?;
-            let mut value = HeaderValue::from_str(value).map_err(|_| {
-                Error::config(
-                    format!("header `{name}`"),
-                    "has a value with characters not allowed in HTTP headers",
-                    "use visible ASCII characters",
-                )
-            })?;
-            value.set_sensitive(true);
-            headers.append(header, value);
-        }
+        let mut headers = crate::transport::header_map(&self.headers, &mut secrets)?;
         headers.insert("anthropic-version", HeaderValue::from_static(ANTHROPIC_VERSION));
         if let Some(key) = &self.api_key {
             secrets.add(key.expose());
@@ -329,17 +314,7 @@ impl AnthropicBuilder {
             value.set_sensitive(true);
             headers.insert("x-api-key", value);
         }
-        let http =
-            self.deadlines.client_builder().default_headers(headers).build().map_err(|e| {
-                Error::config("HTTP client", format!("could not be built ({e})"), "report this as a bug")
-            })?;
-        let http = HttpClient::new(http, self.io_runtime).map_err(|e| {
-            Error::config(
-                "io_runtime",
-                format!("could not start the client's I/O thread ({e})"),
-                "use IoRuntime::Caller",
-            )
-        })?;
+        let http = crate::transport::http_client(headers, &self.deadlines, self.io_runtime)?;
         let provider = format!("anthropic at {}", crate::transport::display_url(&base_url));
         let native = Some(Strategy::Native);
         let capabilities = Capabilities {

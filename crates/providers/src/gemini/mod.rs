@@ -129,7 +129,7 @@ use catena_core::{
 };
 use catena_http::HttpClient;
 pub use catena_http::IoRuntime;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 
 use crate::transport::{Answer, Deadlines, Secrets, DEFAULT_DEADLINES};
 
@@ -466,22 +466,7 @@ impl GeminiBuilder {
         });
         let mut secrets = Secrets::new();
         secrets.add_url(&parsed);
-        let mut headers = HeaderMap::new();
-        for (name, value) in &self.headers {
-            secrets.add_header(name, value);
-            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                Error::config(format!("header `{name}`"), "is not a valid header name", "use letters, digits and '-'")
-            })?;
-            let mut value = HeaderValue::from_str(value).map_err(|_| {
-                Error::config(
-                    format!("header `{name}`"),
-                    "has a value with characters not allowed in HTTP headers",
-                    "use visible ASCII characters",
-                )
-            })?;
-            value.set_sensitive(true);
-            headers.append(header, value);
-        }
+        let mut headers = crate::transport::header_map(&self.headers, &mut secrets)?;
         if let Some(key) = &self.api_key {
             let bad_key = || {
                 Error::config(
@@ -505,17 +490,7 @@ impl GeminiBuilder {
                 GeminiAuth::ApiKeyQuery => {}
             }
         }
-        let http =
-            self.deadlines.client_builder().default_headers(headers).build().map_err(|e| {
-                Error::config("HTTP client", format!("could not be built ({e})"), "report this as a bug")
-            })?;
-        let http = HttpClient::new(http, self.io_runtime).map_err(|e| {
-            Error::config(
-                "io_runtime",
-                format!("could not start the client's I/O thread ({e})"),
-                "use IoRuntime::Caller",
-            )
-        })?;
+        let http = crate::transport::http_client(headers, &self.deadlines, self.io_runtime)?;
         let provider = format!("gemini at {}", crate::transport::display_url(&base_url));
         let native = Some(Strategy::Native);
         let capabilities = Capabilities {

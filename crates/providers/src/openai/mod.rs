@@ -49,7 +49,7 @@ use catena_core::{
 };
 use catena_http::HttpClient;
 pub use catena_http::IoRuntime;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 
 use self::stream::SseChatStream;
 pub use self::wire::openai_strict_schema;
@@ -736,22 +736,7 @@ impl OpenAiBuilder {
         }
         let mut secrets = Secrets::new();
         secrets.add_url(&parsed);
-        let mut headers = HeaderMap::new();
-        for (name, value) in &self.headers {
-            secrets.add_header(name, value);
-            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                Error::config(format!("header `{name}`"), "is not a valid header name", "use letters, digits and '-'")
-            })?;
-            let mut value = HeaderValue::from_str(value).map_err(|_| {
-                Error::config(
-                    format!("header `{name}`"),
-                    "has a value with characters not allowed in HTTP headers",
-                    "use visible ASCII characters",
-                )
-            })?;
-            value.set_sensitive(true);
-            headers.append(header, value);
-        }
+        let mut headers = crate::transport::header_map(&self.headers, &mut secrets)?;
         let bad_key = |setting: &str| {
             Error::config(
                 setting,
@@ -783,17 +768,7 @@ impl OpenAiBuilder {
             }
             (None, None) => {}
         }
-        let http =
-            self.deadlines.client_builder().default_headers(headers).build().map_err(|e| {
-                Error::config("HTTP client", format!("could not be built ({e})"), "report this as a bug")
-            })?;
-        let http = HttpClient::new(http, self.io_runtime).map_err(|e| {
-            Error::config(
-                "io_runtime",
-                format!("could not start the client's I/O thread ({e})"),
-                "use IoRuntime::Caller",
-            )
-        })?;
+        let http = crate::transport::http_client(headers, &self.deadlines, self.io_runtime)?;
         let system = self.compat.system();
         let shown_url = crate::transport::display_url(&base_url);
         let capabilities = self.capabilities.unwrap_or_else(|| Capabilities {
