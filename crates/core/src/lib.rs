@@ -38,8 +38,8 @@ pub use embed::{BatchedEmbedder, Embedder};
 pub use error::{Deadline, Error, Result};
 pub use llm::{collect_stream, Capabilities, ChatStream, ConstraintSupport, Llm, Strategy};
 pub use message::{
-    ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ContentPart, FinishReason, Message, Role, ToolCall,
-    ToolCallDelta, ToolChoice, ToolDefinition, Usage,
+    ChatChunk, ChatRequest, ChatResponse, ChatResponseBuilder, ContentPart, FinishReason, Message, Reasoning,
+    ReasoningDelta, Role, ToolCall, ToolCallDelta, ToolChoice, ToolDefinition, Usage,
 };
 pub use prompt::*;
 pub use rag::{RagChain, RagEvent};

@@ -92,6 +92,52 @@ pub struct Message {
     /// For [`Role::Tool`] messages: the id of the call this answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// The model's reasoning blocks before this answer (assistant messages of reasoning models), kept so that a
+    /// conversation sends them back as they came: Anthropic requires its signed thinking blocks back in a tool
+    /// loop. Never part of [`Message::text`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasoning: Vec<Reasoning>,
+}
+
+/// One block of a model's reasoning ("extended thinking"), as the provider sent it.
+///
+/// ```
+/// use catena_core::{ChatChunk, ChatResponseBuilder, Reasoning, ReasoningDelta};
+/// let mut b = ChatResponseBuilder::default();
+/// b.push(&ChatChunk { reasoning: vec![ReasoningDelta { index: 0, text: "Let me ".into(), ..Default::default() }], ..Default::default() });
+/// b.push(&ChatChunk { reasoning: vec![ReasoningDelta { index: 0, text: "think.".into(), signature: Some("sig".into()), ..Default::default() }], ..Default::default() });
+/// let message = b.finish().message;
+/// assert_eq!(message.reasoning, vec![Reasoning { text: "Let me think.".into(), signature: Some("sig".into()), redacted: None }]);
+/// assert_eq!(message.text(), "");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Reasoning {
+    /// The reasoning text (empty for a redacted block).
+    #[serde(default)]
+    pub text: String,
+    /// The provider's signature over the block, to be sent back unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// An encrypted block the provider sent instead of text (Anthropic's `redacted_thinking`), to be sent back
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<String>,
+}
+
+/// A fragment of a reasoning block in a stream; `index` ties the fragments of one block together.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReasoningDelta {
+    /// Which reasoning block (0-based, in order of appearance) this fragment belongs to.
+    pub index: usize,
+    /// A piece of the reasoning text, to be appended.
+    #[serde(default)]
+    pub text: String,
+    /// The block's signature, when this fragment carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The block's encrypted content, for a redacted block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<String>,
 }
 
 impl Message {
@@ -102,6 +148,7 @@ impl Message {
             content: vec![ContentPart::Text { text: text.into() }],
             tool_calls: Vec::new(),
             tool_call_id: None,
+            reasoning: Vec::new(),
         }
     }
     /// A system message.
@@ -401,6 +448,9 @@ pub struct ChatChunk {
     pub model: Option<String>,
     /// The raw provider payload of this chunk.
     pub raw: Option<Value>,
+    /// Reasoning fragments (thinking blocks of reasoning models).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasoning: Vec<ReasoningDelta>,
 }
 
 impl From<ChatResponse> for ChatChunk {
@@ -421,6 +471,13 @@ impl From<ChatResponse> for ChatChunk {
                     name: Some(call.name),
                     arguments: call.arguments,
                 })
+                .collect(),
+            reasoning: response
+                .message
+                .reasoning
+                .into_iter()
+                .enumerate()
+                .map(|(index, r)| ReasoningDelta { index, text: r.text, signature: r.signature, redacted: r.redacted })
                 .collect(),
             usage: response.usage,
             finish_reason: response.finish_reason,
@@ -443,6 +500,7 @@ impl From<ChatResponse> for ChatChunk {
 pub struct ChatResponseBuilder {
     text: String,
     tool_calls: Vec<ToolCall>,
+    reasoning: Vec<Reasoning>,
     usage: Option<Usage>,
     finish_reason: Option<FinishReason>,
     model: String,
@@ -473,6 +531,19 @@ impl ChatResponseBuilder {
             }
             call.arguments.push_str(&d.arguments);
         }
+        for d in &chunk.reasoning {
+            while self.reasoning.len() <= d.index {
+                self.reasoning.push(Reasoning::default());
+            }
+            let block = &mut self.reasoning[d.index];
+            block.text.push_str(&d.text);
+            if d.signature.is_some() {
+                block.signature.clone_from(&d.signature);
+            }
+            if d.redacted.is_some() {
+                block.redacted.clone_from(&d.redacted);
+            }
+        }
         if let Some(u) = chunk.usage {
             self.usage = Some(u);
         }
@@ -498,6 +569,7 @@ impl ChatResponseBuilder {
     pub fn finish(self) -> ChatResponse {
         let mut message = Message::assistant(self.text);
         message.tool_calls = self.tool_calls;
+        message.reasoning = self.reasoning;
         ChatResponse {
             message,
             finish_reason: self.finish_reason,

@@ -1354,6 +1354,7 @@ impl Llm for LocalLlm {
                 finish_reason: response.finish_reason,
                 model: Some(model),
                 raw: None,
+                reasoning: Vec::new(),
             };
             return Ok(Box::pin(futures::stream::once(async move { Ok(chunk) })));
         }

@@ -10,11 +10,11 @@
 
 use std::time::Duration;
 
-use catena_core::Deadline;
 use catena_core::{
     collect_stream, ChatChunk, ChatRequest, ChatResponse, Constraint, Error, FinishReason, Llm, Message, ToolCall,
     ToolChoice, ToolDefinition, Usage,
 };
+use catena_core::{Deadline, Reasoning};
 use catena_providers::anthropic::{thinking, AnthropicClient, Thinking, STRUCTURED_OUTPUT_TOOL};
 use catena_providers::Deadlines;
 use catena_test_support::anthropic_wire::{AnthropicServer, Reply};
@@ -281,6 +281,12 @@ async fn thinking_is_kept_in_raw_and_left_out_of_the_text() {
         signature: "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds...".into(),
     }];
     assert_eq!(thinking(&whole), expected);
+    let reasoning = vec![Reasoning {
+        text: expected[0].thinking.clone(),
+        signature: Some(expected[0].signature.clone()),
+        redacted: None,
+    }];
+    assert_eq!(whole.message.reasoning, reasoning);
     for cuts in CUTS {
         server.set_reply(Reply::Events { body: sse(THINKING_STREAM), cuts: cuts.to_vec() });
         let folded = fold(&client, request.clone()).await;
@@ -289,7 +295,62 @@ async fn thinking_is_kept_in_raw_and_left_out_of_the_text() {
         assert!(raw.iter().any(|e| e["delta"]["type"] == "thinking_delta"));
         assert!(raw.iter().any(|e| e["delta"]["signature"] == whole.raw["content"][0]["signature"]));
         assert_eq!(thinking(&folded), expected, "cuts {cuts:?}");
+        assert_eq!(folded.message.reasoning, reasoning, "cuts {cuts:?}");
     }
+}
+
+/// A tool loop with extended thinking: the signed thinking block and a redacted one come back in the assistant
+/// message (`Message::reasoning`), chat and stream alike, and go back to the server first in that turn, unchanged,
+/// as Anthropic requires.
+#[tokio::test]
+async fn thinking_blocks_go_back_in_a_tool_loop() {
+    let message = r#"{"id":"msg_t","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"thinking","thinking":"I need the weather.","signature":"sig-123"},{"type":"redacted_thinking","data":"EmwKAhgBEgy3va3pzix/LafPsn4a"},{"type":"tool_use","id":"toolu_1","name":"weather","input":{"city":"Oslo"}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":50,"output_tokens":30}}"#;
+    let stream = sse(&[
+        r#"{"type":"message_start","message":{"id":"msg_t","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":50,"output_tokens":1}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"I need "}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"the weather."}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"sig-123"}}"#,
+        r#"{"type":"content_block_stop","index":0}"#,
+        r#"{"type":"content_block_start","index":1,"content_block":{"type":"redacted_thinking","data":"EmwKAhgBEgy3va3pzix/LafPsn4a"}}"#,
+        r#"{"type":"content_block_stop","index":1}"#,
+        r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_1","name":"weather","input":{}}}"#,
+        r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Oslo\"}"}}"#,
+        r#"{"type":"content_block_stop","index":2}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":30}}"#,
+        r#"{"type":"message_stop"}"#,
+    ]);
+    let server = AnthropicServer::start(Reply::Json(message.into())).await;
+    let client = client(&server);
+    let question = vec![Message::user("Weather in Oslo?")];
+    let whole = client.chat(ChatRequest::new(question.clone())).await.unwrap();
+    let expected = vec![
+        Reasoning { text: "I need the weather.".into(), signature: Some("sig-123".into()), redacted: None },
+        Reasoning { text: String::new(), signature: None, redacted: Some("EmwKAhgBEgy3va3pzix/LafPsn4a".into()) },
+    ];
+    assert_eq!(whole.message.reasoning, expected);
+    assert_eq!(whole.text(), "");
+    server.set_reply(Reply::Events { body: stream, cuts: vec![7, 31] });
+    let folded = fold(&client, ChatRequest::new(question.clone())).await;
+    assert_eq!(folded.message.reasoning, expected);
+    assert_eq!(folded.message.tool_calls, whole.message.tool_calls);
+
+    // The next turn sends the assistant message back, thinking first.
+    server.set_reply(Reply::Json(TOOL_MESSAGE.into()));
+    let mut next = question;
+    next.push(folded.message.clone());
+    next.push(Message::tool_result("toolu_1", "12 degrees"));
+    client.chat(ChatRequest::new(next)).await.unwrap();
+    let sent = server.last().body;
+    assert_eq!(
+        sent["messages"][1]["content"],
+        json!([
+            {"type": "thinking", "thinking": "I need the weather.", "signature": "sig-123"},
+            {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4a"},
+            {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Oslo"}}
+        ]),
+        "{sent}"
+    );
 }
 
 #[tokio::test]

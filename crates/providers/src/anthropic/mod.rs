@@ -19,10 +19,11 @@
 //! In answers, `text` blocks are concatenated into the message text and `tool_use` blocks become
 //! [`ToolCall`](catena_core::ToolCall)s whose `arguments` is the input's JSON text without whitespace outside
 //! strings (key order and escapes as the server wrote them: the same text whether the input came whole or as
-//! `input_json_delta` fragments of a stream). `thinking` blocks (with their `signature`), `redacted_thinking` and
-//! server-tool blocks are kept in [`ChatResponse::raw`](catena_core::ChatResponse::raw) only (the response JSON;
-//! for a folded stream, the array of event payloads), where [`thinking`] reads them; sending thinking back in a
-//! later turn is not supported.
+//! `input_json_delta` fragments of a stream). `thinking` blocks (with their `signature`) and `redacted_thinking`
+//! blocks become the message's [`reasoning`](catena_core::Message::reasoning) (streamed as
+//! [`ReasoningDelta`](catena_core::ReasoningDelta)s: `thinking_delta` and `signature_delta` per block), and an
+//! assistant message's reasoning goes back first in its turn, unchanged, as Anthropic requires in a tool loop with
+//! extended thinking. Server-tool blocks are kept in [`ChatResponse::raw`](catena_core::ChatResponse::raw) only.
 //!
 //! `stop_reason` becomes a [`FinishReason`](catena_core::FinishReason): `end_turn` and `stop_sequence` ->
 //! `Stop`, `max_tokens` and `model_context_window_exceeded` -> `Length`, `tool_use` -> `ToolCalls`, `refusal` ->

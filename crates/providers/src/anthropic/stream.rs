@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use catena_core::{ChatChunk, Error, Result, ToolCallDelta};
+use catena_core::{ChatChunk, Error, ReasoningDelta, Result, ToolCallDelta};
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::Value;
@@ -31,7 +31,9 @@ enum Block {
     ToolUse { call: usize, json: String, minifier: JsonMinifier },
     /// The synthetic structured-output tool: its input is the answer's text.
     Structured { how: StructuredOutput, json: String, minifier: JsonMinifier },
-    /// Thinking, redacted thinking, server tools, text under a structured-output request: in `raw` only.
+    /// A thinking or redacted thinking block, the `reasoning`-th of the answer.
+    Thinking { reasoning: usize },
+    /// Server tools, text under a structured-output request: in `raw` only.
     Ignored,
     /// Its `content_block_stop` came.
     Stopped,
@@ -66,6 +68,15 @@ struct StartBlock {
     name: Option<String>,
     #[serde(default)]
     text: Option<String>,
+    /// A thinking block's text, when it starts with some.
+    #[serde(default)]
+    thinking: Option<String>,
+    /// A thinking block's signature, when it starts with one.
+    #[serde(default)]
+    signature: Option<String>,
+    /// A redacted thinking block's encrypted content.
+    #[serde(default)]
+    data: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +93,10 @@ struct Delta {
     text: Option<String>,
     #[serde(default)]
     partial_json: Option<String>,
+    #[serde(default)]
+    thinking: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +136,8 @@ pub(crate) struct StreamDecoder {
     structured: Option<StructuredOutput>,
     blocks: HashMap<u64, Block>,
     tool_calls: usize,
+    /// Reasoning blocks so far.
+    reasoning: usize,
     usage: WireUsage,
     saw_usage: bool,
 }
@@ -132,6 +149,7 @@ impl StreamDecoder {
             structured,
             blocks: HashMap::new(),
             tool_calls: 0,
+            reasoning: 0,
             usage: WireUsage::default(),
             saw_usage: false,
         }
@@ -211,6 +229,18 @@ impl StreamDecoder {
                         chunk.text = start.content_block.text.filter(|t| !t.is_empty());
                         Block::Text
                     }
+                    ("thinking" | "redacted_thinking", _) => {
+                        let reasoning = self.reasoning;
+                        self.reasoning += 1;
+                        let b = start.content_block;
+                        chunk.reasoning.push(ReasoningDelta {
+                            index: reasoning,
+                            text: b.thinking.unwrap_or_default(),
+                            signature: b.signature.filter(|s| !s.is_empty()),
+                            redacted: b.data,
+                        });
+                        Block::Thinking { reasoning }
+                    }
                     _ => Block::Ignored,
                 };
                 self.blocks.insert(start.index, block);
@@ -230,6 +260,16 @@ impl StreamDecoder {
                 match (delta.delta.kind.as_str(), block) {
                     ("text_delta", Block::Text) => chunk.text = delta.delta.text.filter(|t| !t.is_empty()),
                     ("text_delta", Block::Ignored) => {}
+                    ("thinking_delta", Block::Thinking { reasoning }) => chunk.reasoning.push(ReasoningDelta {
+                        index: *reasoning,
+                        text: delta.delta.thinking.unwrap_or_default(),
+                        ..ReasoningDelta::default()
+                    }),
+                    ("signature_delta", Block::Thinking { reasoning }) => chunk.reasoning.push(ReasoningDelta {
+                        index: *reasoning,
+                        signature: delta.delta.signature.filter(|s| !s.is_empty()),
+                        ..ReasoningDelta::default()
+                    }),
                     ("input_json_delta", Block::ToolUse { call, json, minifier }) => {
                         let before = json.len();
                         minifier.push(delta.delta.partial_json.as_deref().unwrap_or_default(), json);
@@ -298,7 +338,7 @@ impl StreamDecoder {
                             data,
                         ))
                     }
-                    Block::Text | Block::Ignored => {}
+                    Block::Text | Block::Thinking { .. } | Block::Ignored => {}
                 }
             }
             "message_delta" => {

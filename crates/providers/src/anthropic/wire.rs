@@ -2,8 +2,8 @@
 //! streaming decoder shares with the non-streaming one (usage, stop reasons, canonical tool-input text).
 
 use catena_core::{
-    ChatRequest, ChatResponse, Constraint, ContentPart, Error, FinishReason, Message, Result, Role, ToolCall,
-    ToolChoice, Usage,
+    ChatRequest, ChatResponse, Constraint, ContentPart, Error, FinishReason, Message, Reasoning, Result, Role,
+    ToolCall, ToolChoice, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -56,6 +56,8 @@ enum Content {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Block {
+    Thinking { thinking: String, signature: String },
+    RedactedThinking { data: String },
     Text { text: String },
     Image { source: ImageSource },
     ToolUse { id: String, name: String, input: Box<RawValue> },
@@ -273,10 +275,18 @@ fn image_source(url: &str, i: usize) -> Result<ImageSource> {
 
 /// Assistant content: text parts as text blocks, then one `tool_use` block per tool call.
 fn encode_assistant(m: &Message, i: usize) -> Result<Content> {
-    if m.tool_calls.is_empty() {
+    if m.tool_calls.is_empty() && m.reasoning.is_empty() {
         return encode_content(m, i);
     }
-    let mut blocks = Vec::new();
+    // Thinking blocks go back first, as they came (Anthropic checks their signatures in a tool loop).
+    let mut blocks: Vec<Block> = m
+        .reasoning
+        .iter()
+        .map(|r| match &r.redacted {
+            Some(data) => Block::RedactedThinking { data: data.clone() },
+            None => Block::Thinking { thinking: r.text.clone(), signature: r.signature.clone().unwrap_or_default() },
+        })
+        .collect();
     for part in &m.content {
         match part {
             ContentPart::Text { text } if text.is_empty() => {}
@@ -439,6 +449,19 @@ struct TextBlock {
 }
 
 #[derive(Deserialize)]
+struct ThinkingBlock {
+    #[serde(default)]
+    thinking: String,
+    #[serde(default)]
+    signature: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RedactedBlock {
+    data: String,
+}
+
+#[derive(Deserialize)]
 struct ToolUseBlock {
     id: String,
     name: String,
@@ -476,6 +499,7 @@ pub(crate) fn decode_message(
     let mut text = String::new();
     let mut tool_calls = Vec::new();
     let mut answer: Option<String> = None;
+    let mut reasoning = Vec::new();
     for (i, block) in message.content.iter().enumerate() {
         let bad = |e: serde_json::Error| decode_error(provider, &format!("content block {i} is malformed"), e, body);
         let kind = serde_json::from_str::<BlockType>(block.get()).map_err(bad)?.kind;
@@ -495,7 +519,19 @@ pub(crate) fn decode_message(
                     _ => tool_calls.push(ToolCall { id: call.id, name: call.name, arguments }),
                 }
             }
-            // Thinking (with its signature), redacted thinking, server tools' blocks: kept in `raw` only.
+            "thinking" => {
+                let block: ThinkingBlock = serde_json::from_str(block.get()).map_err(bad)?;
+                reasoning.push(Reasoning {
+                    text: block.thinking,
+                    signature: block.signature.filter(|s| !s.is_empty()),
+                    redacted: None,
+                });
+            }
+            "redacted_thinking" => {
+                let block: RedactedBlock = serde_json::from_str(block.get()).map_err(bad)?;
+                reasoning.push(Reasoning { redacted: Some(block.data), ..Reasoning::default() });
+            }
+            // Server tools' blocks, citations: kept in `raw` only.
             _ => {}
         }
     }
@@ -505,6 +541,7 @@ pub(crate) fn decode_message(
     }
     let mut out = Message::assistant(text);
     out.tool_calls = tool_calls;
+    out.reasoning = reasoning;
     Ok(ChatResponse {
         message: out,
         finish_reason: message.stop_reason.as_deref().map(|r| finish_reason(r, structured_flag)),
