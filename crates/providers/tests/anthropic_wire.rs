@@ -15,7 +15,7 @@ use catena_core::{
     ToolChoice, ToolDefinition, Usage,
 };
 use catena_core::{Deadline, Reasoning};
-use catena_providers::anthropic::{thinking, AnthropicClient, Thinking, STRUCTURED_OUTPUT_TOOL};
+use catena_providers::anthropic::{thinking, AnthropicClient, PromptCache, Thinking, STRUCTURED_OUTPUT_TOOL};
 use catena_providers::Deadlines;
 use catena_test_support::anthropic_wire::{AnthropicServer, Reply};
 use futures::StreamExt;
@@ -741,4 +741,50 @@ async fn a_client_on_its_own_io_thread_works_the_same() {
     server.set_reply(Reply::Events { body: sse(TOOL_STREAM), cuts: vec![3, 50] });
     assert_eq!(comparable(&fold(&client, request).await), comparable(&whole));
     assert_eq!(server.requests().len(), 2);
+}
+
+/// Prompt caching marks Anthropic's breakpoints where the documentation puts them: the system prompt's last block,
+/// the last tool, and (for whole conversations) the last message's last block; nothing without it.
+#[tokio::test]
+async fn prompt_cache_breakpoints_go_where_anthropic_reads_them() {
+    let server = AnthropicServer::start(Reply::Json(TOOL_MESSAGE.into())).await;
+    let tool = ToolDefinition {
+        name: "weather".into(),
+        description: "The weather in a city.".into(),
+        parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+    };
+    let request = ChatRequest::new(vec![
+        Message::system("You are a weather bot with a very long system prompt."),
+        Message::user("Hi"),
+        Message::assistant("Hello!"),
+        Message::user("Weather in Oslo?"),
+    ])
+    .with_tool(tool);
+    let ephemeral = json!({"type": "ephemeral"});
+    for (mode, last_message_marked) in [(PromptCache::Static, false), (PromptCache::Conversation, true)] {
+        let client = AnthropicClient::builder()
+            .base_url(&server.base_url)
+            .api_key(KEY)
+            .model("claude-sonnet-4-5")
+            .prompt_cache(mode)
+            .build()
+            .unwrap();
+        client.chat(request.clone()).await.unwrap();
+        let body = server.last().body;
+        assert_eq!(
+            body["system"],
+            json!([{"type": "text", "text": "You are a weather bot with a very long system prompt.", "cache_control": ephemeral}]),
+            "{mode:?}"
+        );
+        assert_eq!(body["tools"][0]["cache_control"], ephemeral, "{mode:?}");
+        let last = &body["messages"][2]["content"];
+        if last_message_marked {
+            assert_eq!(last, &json!([{"type": "text", "text": "Weather in Oslo?", "cache_control": ephemeral}]));
+            assert_eq!(body["messages"][0]["content"], "Hi", "only the last message is marked");
+        } else {
+            assert_eq!(last, "Weather in Oslo?");
+        }
+    }
+    client(&server).chat(request).await.unwrap();
+    assert!(!server.last().body.to_string().contains("cache_control"), "no breakpoints by default");
 }

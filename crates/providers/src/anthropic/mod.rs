@@ -106,6 +106,21 @@ pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 /// field in every request; it applies when the [`ChatRequest`] sets none.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
+/// Where an [`AnthropicClient`] marks prompt-cache breakpoints ([`AnthropicBuilder::prompt_cache`]). Anthropic
+/// caches the prompt up to and including a marked block, so a marked prefix that repeats across requests is read
+/// from the cache (cheaper and faster) instead of processed again; prefixes shorter than the model's minimum (1,024
+/// tokens for most models) are not cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PromptCache {
+    /// No breakpoints.
+    #[default]
+    Off,
+    /// The system prompt and the tool definitions: the part of a prompt that repeats across conversations.
+    Static,
+    /// `Static`, and the last message: each turn of a conversation reads the turns before it from the cache.
+    Conversation,
+}
+
 /// Configures an [`AnthropicClient`]. Start with [`AnthropicClient::builder`] ([`ANTHROPIC_BASE_URL`], no key, no
 /// model, [`DEFAULT_MAX_TOKENS`], [`DEFAULT_DEADLINES`]) or [`AnthropicBuilder::from_env`].
 ///
@@ -130,6 +145,7 @@ pub struct AnthropicBuilder {
     api_key: Option<ApiKey>,
     model: Option<String>,
     max_tokens: u32,
+    prompt_cache: PromptCache,
     deadlines: Deadlines,
     headers: Vec<(String, String)>,
     io_runtime: IoRuntime,
@@ -142,6 +158,7 @@ impl fmt::Debug for AnthropicBuilder {
             .field("api_key", &self.api_key)
             .field("model", &self.model)
             .field("max_tokens", &self.max_tokens)
+            .field("prompt_cache", &self.prompt_cache)
             .field("deadlines", &self.deadlines)
             .field("headers", &self.headers.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>())
             .field("io_runtime", &self.io_runtime)
@@ -180,6 +197,7 @@ impl AnthropicBuilder {
             api_key: None,
             model: None,
             max_tokens: DEFAULT_MAX_TOKENS,
+            prompt_cache: PromptCache::Off,
             deadlines: DEFAULT_DEADLINES,
             headers: Vec::new(),
             io_runtime: IoRuntime::detect(),
@@ -224,6 +242,13 @@ impl AnthropicBuilder {
     /// The model used when a request names none (`claude-sonnet-4-5`, ...).
     pub fn model(mut self, model: impl Into<String>) -> Self {
         self.model = Some(model.into());
+        self
+    }
+
+    /// Where requests mark Anthropic's prompt-cache breakpoints (`cache_control: {"type": "ephemeral"}`); default
+    /// [`PromptCache::Off`]. Cached prompt tokens come back in [`Usage::cached_input_tokens`](catena_core::Usage).
+    pub fn prompt_cache(mut self, prompt_cache: PromptCache) -> Self {
+        self.prompt_cache = prompt_cache;
         self
     }
 
@@ -340,6 +365,7 @@ impl AnthropicBuilder {
                 header_names: self.headers.into_iter().map(|(name, _)| name).collect(),
                 model: self.model,
                 max_tokens: self.max_tokens,
+                prompt_cache: self.prompt_cache,
                 deadlines: self.deadlines,
                 secrets,
                 capabilities,
@@ -359,6 +385,7 @@ pub(crate) struct Inner {
     header_names: Vec<String>,
     model: Option<String>,
     max_tokens: u32,
+    prompt_cache: PromptCache,
     deadlines: Deadlines,
     secrets: Secrets,
     capabilities: Capabilities,
@@ -414,6 +441,7 @@ impl fmt::Debug for AnthropicClient {
             .field("base_url", &crate::transport::display_url(&i.base_url))
             .field("model", &i.model)
             .field("max_tokens", &i.max_tokens)
+            .field("prompt_cache", &i.prompt_cache)
             .field("api_key", &i.api_key)
             .field("headers", &i.header_names)
             .field("deadlines", &i.deadlines)
@@ -503,6 +531,11 @@ impl AnthropicClient {
         let max_tokens = request.max_tokens.unwrap_or(inner.max_tokens);
         let (body, structured) =
             wire::encode_request(request, model, max_tokens, streaming, &inner.capabilities.backend)?;
+        if inner.prompt_cache == PromptCache::Off {
+            return Ok((serde_json::to_vec(&body)?, structured));
+        }
+        let mut body = serde_json::to_value(&body)?;
+        wire::mark_cache_breakpoints(&mut body, inner.prompt_cache == PromptCache::Conversation);
         Ok((serde_json::to_vec(&body)?, structured))
     }
 }

@@ -233,6 +233,34 @@ pub(crate) fn encode_request<'a>(
     ))
 }
 
+/// Marks prompt-cache breakpoints in an encoded request: the last block of the system prompt, the last tool, and
+/// with `conversation` the last block of the last message (a string content becomes one text block to carry it).
+pub(crate) fn mark_cache_breakpoints(body: &mut Value, conversation: bool) {
+    fn mark_last(content: &mut Value) {
+        if let Value::String(text) = content {
+            *content = serde_json::json!([{"type": "text", "text": std::mem::take(text)}]);
+        }
+        if let Some(last) = content.as_array_mut().and_then(|blocks| blocks.last_mut()) {
+            if let Some(block) = last.as_object_mut() {
+                block.insert("cache_control".into(), serde_json::json!({"type": "ephemeral"}));
+            }
+        }
+    }
+    if let Some(system) = body.get_mut("system") {
+        mark_last(system);
+    }
+    if let Some(tools) = body.get_mut("tools") {
+        mark_last(tools);
+    }
+    if conversation {
+        if let Some(last) = body.get_mut("messages").and_then(|m| m.as_array_mut()).and_then(|m| m.last_mut()) {
+            if let Some(content) = last.get_mut("content") {
+                mark_last(content);
+            }
+        }
+    }
+}
+
 /// User or tool-result content: one string for a single text part, blocks otherwise.
 fn encode_content(m: &Message, i: usize) -> Result<Content> {
     if let [ContentPart::Text { text }] = m.content.as_slice() {
