@@ -642,11 +642,10 @@ impl Run {
         let mut results = std::mem::take(&mut self.results);
         results.sort_by_key(|(position, _, _)| *position);
         for (_, call, result) in results {
-            let text = match &result {
-                Ok(output) => catena_core::output_text(output),
-                Err(e) => e.to_model_text(),
-            };
-            self.messages.push(Message::tool_result(call.id, text));
+            self.messages.push(match &result {
+                Ok(output) => Message::tool_result(call.id, catena_core::output_text(output)),
+                Err(e) => Message::tool_error(call.id, e.to_model_text()),
+            });
         }
     }
 }

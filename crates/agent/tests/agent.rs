@@ -177,6 +177,9 @@ async fn bad_calls_go_back_to_the_model_as_errors_it_can_correct() {
     assert_eq!(results[3], "error: the tool failed: disk on fire");
     assert_eq!(results[4], "error: the tool failed: the tool panicked: tool bug: /y");
     assert_eq!(results[5], "error: the tool did not finish within 100 ms");
+    // Every failure is marked as one on the message (Anthropic's `is_error`).
+    let flags: Vec<bool> = answer.messages.iter().filter(|m| m.role == Role::Tool).map(|m| m.is_error).collect();
+    assert!(flags.iter().all(|&failed| failed), "{flags:?}");
     // Tool schemas are closed: an invented field is reported, not silently ignored.
     assert!(
         results[6].contains("Additional properties are not allowed") && results[6].contains("'c'"),

@@ -97,6 +97,10 @@ pub struct Message {
     /// loop. Never part of [`Message::text`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasoning: Vec<Reasoning>,
+    /// For [`Role::Tool`] messages: the tool failed and the text says why (Anthropic's `tool_result` carries it as
+    /// `is_error`; other formats have only the text).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
 }
 
 /// One block of a model's reasoning ("extended thinking"), as the provider sent it.
@@ -149,6 +153,7 @@ impl Message {
             tool_calls: Vec::new(),
             tool_call_id: None,
             reasoning: Vec::new(),
+            is_error: false,
         }
     }
     /// A system message.
@@ -184,6 +189,12 @@ impl Message {
     pub fn tool_result(tool_call_id: impl Into<String>, text: impl Into<String>) -> Self {
         let mut m = Self::new(Role::Tool, text);
         m.tool_call_id = Some(tool_call_id.into());
+        m
+    }
+    /// A tool result saying why the call with id `tool_call_id` failed ([`Message::is_error`] set).
+    pub fn tool_error(tool_call_id: impl Into<String>, text: impl Into<String>) -> Self {
+        let mut m = Self::tool_result(tool_call_id, text);
+        m.is_error = true;
         m
     }
     /// All text parts, concatenated.

@@ -339,9 +339,14 @@ async fn thinking_blocks_go_back_in_a_tool_loop() {
     server.set_reply(Reply::Json(TOOL_MESSAGE.into()));
     let mut next = question;
     next.push(folded.message.clone());
-    next.push(Message::tool_result("toolu_1", "12 degrees"));
+    next.push(Message::tool_error("toolu_1", "the weather service is down"));
     client.chat(ChatRequest::new(next)).await.unwrap();
     let sent = server.last().body;
+    assert_eq!(
+        sent["messages"][2]["content"],
+        json!([{"type": "tool_result", "tool_use_id": "toolu_1", "content": "the weather service is down", "is_error": true}]),
+        "{sent}"
+    );
     assert_eq!(
         sent["messages"][1]["content"],
         json!([

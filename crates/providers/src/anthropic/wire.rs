@@ -56,12 +56,30 @@ enum Content {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Block {
-    Thinking { thinking: String, signature: String },
-    RedactedThinking { data: String },
-    Text { text: String },
-    Image { source: ImageSource },
-    ToolUse { id: String, name: String, input: Box<RawValue> },
-    ToolResult { tool_use_id: String, content: Content },
+    Thinking {
+        thinking: String,
+        signature: String,
+    },
+    RedactedThinking {
+        data: String,
+    },
+    Text {
+        text: String,
+    },
+    Image {
+        source: ImageSource,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        input: Box<RawValue>,
+    },
+    ToolResult {
+        tool_use_id: String,
+        content: Content,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        is_error: bool,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -176,7 +194,11 @@ pub(crate) fn encode_request<'a>(
                         "message {i} is a tool result without `tool_call_id`; build it with Message::tool_result"
                     ))
                 })?;
-                tool_results.push(Block::ToolResult { tool_use_id: id, content: encode_content(m, i)? });
+                tool_results.push(Block::ToolResult {
+                    tool_use_id: id,
+                    content: encode_content(m, i)?,
+                    is_error: m.is_error,
+                });
             }
             Role::User => {
                 flush(&mut tool_results, &mut messages);
