@@ -72,7 +72,7 @@ fn weather_tool() -> ToolDefinition {
 }
 
 // A plain answer, as the reference's generateContent example has it (text, safety ratings, usage, model).
-const PLAIN: &str = r#"{"candidates":[{"content":{"parts":[{"text":"Once upon a time, in a town called Ærøskøbing ☃, lived a girl with a magic backpack."}],"role":"model"},"finishReason":"STOP","index":0,"safetyRatings":[{"category":"HARM_CATEGORY_SEXUALLY_EXPLICIT","probability":"NEGLIGIBLE"},{"category":"HARM_CATEGORY_HATE_SPEECH","probability":"NEGLIGIBLE"},{"category":"HARM_CATEGORY_HARASSMENT","probability":"NEGLIGIBLE"},{"category":"HARM_CATEGORY_DANGEROUS_CONTENT","probability":"NEGLIGIBLE"}]}],"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":21,"totalTokenCount":29,"promptTokensDetails":[{"modality":"TEXT","tokenCount":8}]},"modelVersion":"gemini-2.5-flash","responseId":"mBHzaM2xJ9-ekdUPu4fT-Qc"}"#;
+const PLAIN: &str = r#"{"candidates":[{"content":{"parts":[{"text":"Once upon a time, in a town called Ærøskøbing ☃, lived a girl with a magic backpack.","thoughtSignature":"AY89a18iOcFus5wr5bW5xN6zZ4aUiCyhgmg6HE2YjtYDV/dwZ5oZlZHeTmiUKv34qq0="}],"role":"model"},"finishReason":"STOP","index":0,"safetyRatings":[{"category":"HARM_CATEGORY_SEXUALLY_EXPLICIT","probability":"NEGLIGIBLE"},{"category":"HARM_CATEGORY_HATE_SPEECH","probability":"NEGLIGIBLE"},{"category":"HARM_CATEGORY_HARASSMENT","probability":"NEGLIGIBLE"},{"category":"HARM_CATEGORY_DANGEROUS_CONTENT","probability":"NEGLIGIBLE"}]}],"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":21,"totalTokenCount":29,"promptTokensDetails":[{"modality":"TEXT","tokenCount":8}]},"modelVersion":"gemini-2.5-flash","responseId":"mBHzaM2xJ9-ekdUPu4fT-Qc"}"#;
 
 // The same answer streamed: usage in every event (cumulative), the final event with an empty text part carrying the
 // answer's thought signature and the finishReason.
@@ -788,4 +788,26 @@ async fn a_client_on_its_own_io_thread_works_the_same() {
     server.set_reply(Reply::Events { body: sse(CALLS_STREAM), cuts: vec![3, 50] });
     assert_eq!(comparable(&fold(&client, request).await), comparable(&whole));
     assert_eq!(server.requests().len(), 2);
+}
+
+/// A thought signature that came on the answer's text (the last streamed event's empty text part, or the text part
+/// of a whole answer) is kept in `Message::reasoning` and goes back on the text part of that turn.
+#[tokio::test]
+async fn a_text_parts_thought_signature_goes_back_on_its_part() {
+    let server = GeminiServer::start(Reply::Events { body: sse(PLAIN_STREAM), cuts: vec![11] }).await;
+    let client = client(&server);
+    let question = vec![Message::user("story")];
+    let folded = fold(&client, ChatRequest::new(question.clone())).await;
+    let signature = "AY89a18iOcFus5wr5bW5xN6zZ4aUiCyhgmg6HE2YjtYDV/dwZ5oZlZHeTmiUKv34qq0=";
+    assert_eq!(folded.message.reasoning.len(), 1);
+    assert_eq!(folded.message.reasoning[0].signature.as_deref(), Some(signature));
+    server.set_reply(Reply::Json(PLAIN.into()));
+    let mut next = question;
+    next.push(folded.message.clone());
+    next.push(Message::user("and then?"));
+    client.chat(ChatRequest::new(next)).await.unwrap();
+    let sent = server.last().body;
+    assert_eq!(sent["contents"][1]["role"], "model", "{sent}");
+    assert_eq!(sent["contents"][1]["parts"][0]["thoughtSignature"], signature, "{sent}");
+    assert_eq!(sent["contents"][1]["parts"][0]["text"], folded.text(), "{sent}");
 }

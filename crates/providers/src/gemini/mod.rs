@@ -27,7 +27,9 @@
 //! | `temperature`, `top_p`, `max_tokens`, `stop`, `seed` | `generationConfig` `temperature`, `topP`, `maxOutputTokens`, `stopSequences`, `seed` (a 32-bit integer: a larger seed is [`Error::InvalidInput`]); `candidateCount` is always 1 |
 //!
 //! In answers, the first candidate's `text` parts are concatenated into the message text (thought summaries,
-//! parts with `"thought": true`, are left out) and its `functionCall` parts become
+//! parts with `"thought": true`, go to the message's [`reasoning`](catena_core::Message::reasoning) instead, with
+//! the thought signature of a text part, which goes back on the text part of that turn) and its `functionCall`
+//! parts become
 //! [`ToolCall`](catena_core::ToolCall)s whose `arguments` is the `args` object as compact JSON text. Gemini sends
 //! whole calls, never argument fragments, so a stream has one [`ToolCallDelta`](catena_core::ToolCallDelta) per
 //! call.
@@ -125,7 +127,7 @@ use std::time::Duration;
 
 use catena_core::{
     async_trait, Capabilities, ChatRequest, ChatResponse, ChatStream, ConstraintSupport, Embedder, Error, Llm, Message,
-    Result, Strategy, ToolCall, ToolChoice,
+    Reasoning, Result, Strategy, ToolCall, ToolChoice,
 };
 use catena_http::HttpClient;
 pub use catena_http::IoRuntime;
@@ -821,6 +823,10 @@ fn response(
 ) -> ChatResponse {
     let mut message = Message::assistant(fragment.text);
     message.tool_calls = wire::tool_calls(&fragment.calls, 0);
+    if !fragment.thoughts.is_empty() || fragment.text_signature.is_some() {
+        message.reasoning =
+            vec![Reasoning { text: fragment.thoughts, signature: fragment.text_signature, redacted: None }];
+    }
     ChatResponse { message, finish_reason, usage: fragment.usage, model: fragment.model.unwrap_or(model), raw }
 }
 

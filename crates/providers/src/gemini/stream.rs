@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use catena_core::{ChatChunk, Error, Result, ToolCallDelta};
+use catena_core::{ChatChunk, Error, ReasoningDelta, Result, ToolCallDelta};
 use futures::Stream;
 
 use super::wire::{decode_fragment, finish_reason, tool_calls};
@@ -62,6 +62,14 @@ impl StreamDecoder {
             raw: Some(raw),
             ..ChatChunk::default()
         };
+        if !fragment.thoughts.is_empty() || fragment.text_signature.is_some() {
+            chunk.reasoning.push(ReasoningDelta {
+                index: 0,
+                text: fragment.thoughts,
+                signature: fragment.text_signature,
+                redacted: None,
+            });
+        }
         if let Some(reason) = fragment.finish_reason {
             chunk.finish_reason = Some(finish_reason(&reason, self.calls > 0));
             self.finished = true;

@@ -380,6 +380,12 @@ fn image_part(url: &str, i: usize) -> Result<Part> {
 fn encode_assistant(m: &Message, i: usize) -> Result<Vec<Part>> {
     let mut parts: Vec<Part> =
         encode_parts(m, i)?.into_iter().filter(|p| p.text.as_deref() != Some("") || m.tool_calls.is_empty()).collect();
+    // A signature that came on the answer's text goes back on its (first) text part.
+    if let Some(signature) = m.reasoning.iter().find_map(|r| r.signature.as_ref()) {
+        if let Some(part) = parts.iter_mut().find(|p| p.text.as_deref().is_some_and(|t| !t.is_empty())) {
+            part.thought_signature = Some(signature.clone());
+        }
+    }
     for call in &m.tool_calls {
         let arguments = if call.arguments.trim().is_empty() { "{}" } else { call.arguments.as_str() };
         let args = match serde_json::from_str::<Value>(arguments) {
@@ -733,6 +739,10 @@ pub(crate) struct DecodedCall {
 pub(crate) struct Fragment {
     /// The text of the first candidate's non-thought parts.
     pub(crate) text: String,
+    /// The text of thought-summary parts (`"thought": true`).
+    pub(crate) thoughts: String,
+    /// A thought signature on a text part (Gemini asks for it back on that part).
+    pub(crate) text_signature: Option<String>,
     pub(crate) calls: Vec<DecodedCall>,
     pub(crate) finish_reason: Option<String>,
     pub(crate) usage: Option<Usage>,
@@ -846,9 +856,14 @@ pub(crate) fn decode_fragment(provider: &str, body: &[u8]) -> Result<(Fragment, 
                     signature: part.thought_signature.clone().filter(|s| !s.is_empty()),
                 });
             } else if let Some(text) = &part.text {
-                // Thought summaries (`"thought": true`) stay in `raw`.
-                if part.thought != Some(true) {
+                // Thought summaries (`"thought": true`) are reasoning, not answer text.
+                if part.thought == Some(true) {
+                    fragment.thoughts.push_str(text);
+                } else {
                     fragment.text.push_str(text);
+                    if let Some(signature) = part.thought_signature.as_ref().filter(|s| !s.is_empty()) {
+                        fragment.text_signature = Some(signature.clone());
+                    }
                 }
             }
         }
