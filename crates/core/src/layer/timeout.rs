@@ -1,6 +1,7 @@
 //! Deadlines on calls: [`Timeouts`], [`TimeoutLayer`] and the [`Timeout`] wrapper.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -70,7 +71,7 @@ impl TimeoutLayer {
 impl<S> tower_layer::Layer<S> for TimeoutLayer {
     type Service = Timeout<S>;
     fn layer(&self, inner: S) -> Timeout<S> {
-        Timeout { inner, timeouts: self.timeouts }
+        Timeout { inner, timeouts: self.timeouts, backend: std::sync::OnceLock::new() }
     }
 }
 
@@ -79,6 +80,8 @@ impl<S> tower_layer::Layer<S> for TimeoutLayer {
 pub struct Timeout<S> {
     inner: S,
     timeouts: Timeouts,
+    /// The wrapped backend's name for errors, read from its capabilities once (not on every call).
+    backend: std::sync::OnceLock<Arc<str>>,
 }
 
 impl<S> Timeout<S> {
@@ -116,7 +119,8 @@ impl<S: Llm> Llm for Timeout<S> {
         self.inner.default_model()
     }
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
-        self.total("chat", || self.inner.capabilities().backend, self.inner.chat(request)).await
+        let backend = || self.backend.get_or_init(|| self.inner.capabilities().backend.into()).to_string();
+        self.total("chat", backend, self.inner.chat(request)).await
     }
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
         let start = Instant::now();
@@ -124,11 +128,11 @@ impl<S: Llm> Llm for Timeout<S> {
         let first_deadline = self.timeouts.first_chunk.map(|d| (start + d, d, Deadline::FirstChunk));
         // Opening the stream counts against the first-chunk and total deadlines.
         let open_deadline = [total_deadline, first_deadline].into_iter().flatten().min_by_key(|(at, _, _)| *at);
-        let endpoint = self.inner.capabilities().backend;
+        let endpoint = self.backend.get_or_init(|| self.inner.capabilities().backend.into()).clone();
         let inner = match open_deadline {
             Some((at, limit, deadline)) => match tokio::time::timeout_at(at, self.inner.chat_stream(request)).await {
                 Ok(r) => r?,
-                Err(_) => return Err(Error::Deadline { endpoint, deadline, limit }),
+                Err(_) => return Err(Error::Deadline { endpoint: endpoint.to_string(), deadline, limit }),
             },
             None => self.inner.chat_stream(request).await?,
         };
@@ -166,7 +170,7 @@ impl<S: Retriever> Retriever for Timeout<S> {
 /// [`Error::Deadline`] and ends (the inner stream is dropped, which cancels the request).
 struct DeadlineStream {
     inner: Option<ChatStream>,
-    endpoint: String,
+    endpoint: Arc<str>,
     total: Option<Armed>,
     idle: Option<Duration>,
     /// The deadline of the next chunk, the limit it stands for and its kind.
@@ -179,7 +183,7 @@ type Armed = (Instant, Duration, Deadline);
 impl DeadlineStream {
     fn new(
         inner: ChatStream,
-        endpoint: String,
+        endpoint: Arc<str>,
         total: Option<Armed>,
         first: Option<Armed>,
         idle: Option<Duration>,
@@ -227,7 +231,7 @@ impl Stream for DeadlineStream {
                     Poll::Ready(()) => {
                         self.inner = None;
                         tracing::warn!(limit_ms = limit.as_millis() as u64, "chat stream timed out");
-                        let endpoint = std::mem::take(&mut self.endpoint);
+                        let endpoint = self.endpoint.to_string();
                         Poll::Ready(Some(Err(Error::Deadline { endpoint, deadline, limit })))
                     }
                     Poll::Pending => Poll::Pending,
