@@ -411,7 +411,19 @@ async fn call(llm: Arc<dyn Llm>, streaming: bool) -> Outcome {
 }
 
 /// Checks one outcome; `Err` says what is wrong.
-fn check(outcome: &Outcome, expect: Expect, expected_kind: Option<&str>) -> Result<String, String> {
+/// The path a transport or deadline error must name: the endpoint the call went to.
+fn endpoint_path(provider: &str, streaming: bool) -> &'static str {
+    match (provider, streaming) {
+        ("openai", _) => "/chat/completions",
+        ("anthropic", _) => "/v1/messages",
+        ("gemini", false) => ":generateContent",
+        ("gemini", true) => ":streamGenerateContent",
+        ("ollama", _) => "/api/chat",
+        _ => "",
+    }
+}
+
+fn check(outcome: &Outcome, expect: Expect, expected_kind: Option<&str>, path: &str) -> Result<String, String> {
     match (outcome, expect) {
         (Outcome::Hung, _) => Err("hung".into()),
         (Outcome::Panicked(p), _) => Err(format!("panicked: {p}")),
@@ -440,6 +452,15 @@ fn check(outcome: &Outcome, expect: Expect, expected_kind: Option<&str>) -> Resu
                 if body.len() > (1 << 20) + 200 {
                     return Err(format!("an error body of {} bytes was kept", body.len()));
                 }
+            }
+            // A deadline names its endpoint; a transport error that names one names the right one.
+            let named = match last {
+                Error::Deadline { endpoint, .. } => Some(endpoint.as_str()),
+                Error::Transport { message, .. } if message.contains("http://") => Some(message.as_str()),
+                _ => None,
+            };
+            if let Some(named) = named.filter(|n| !n.contains(path)) {
+                return Err(format!("the error does not name the endpoint ({path}): {named}"));
             }
             let kind = kind(e);
             match expected_kind {
@@ -489,7 +510,12 @@ async fn every_provider_survives_every_fault() {
         let llm = client(dialect.name, &server.base_url, &fault, io);
         let t = Instant::now();
         let outcome = call(llm, streaming).await;
-        let verdict = check(&outcome, expectation(&fault, streaming), expected_kind(&fault, streaming));
+        let verdict = check(
+            &outcome,
+            expectation(&fault, streaming),
+            expected_kind(&fault, streaming),
+            endpoint_path(dialect.name, streaming),
+        );
         (dialect.name, fault, streaming, io, verdict, t.elapsed(), server.requests())
     };
     // The small ones all at once (the slow ones, waiting out deadlines and Retry-After, overlap), then the 50 MB

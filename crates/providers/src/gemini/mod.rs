@@ -687,7 +687,7 @@ impl GeminiClient {
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn stream_of(&self, chunks: Vec<bytes::Bytes>) -> ChatStream {
         let body = futures::stream::iter(chunks.into_iter().map(Ok));
-        Box::pin(stream::GeminiStream::new(body, self.inner.clone(), "m".to_string()))
+        Box::pin(stream::GeminiStream::new(body, self.inner.clone(), "m".to_string(), self.inner.base_url.clone()))
     }
 
     /// A builder for the Gemini API; see [`GeminiBuilder`].
@@ -810,7 +810,7 @@ impl Llm for GeminiClient {
             let chunks = stream::chunks_of_document(inner, &bytes, model).map_err(|e| inner.redact_error(e))?;
             return Ok(Box::pin(futures::stream::iter(chunks)));
         }
-        Ok(Box::pin(stream::GeminiStream::new(response.bytes_stream(), inner.clone(), model)))
+        Ok(Box::pin(stream::GeminiStream::new(response.bytes_stream(), inner.clone(), model, url)))
     }
 }
 

@@ -95,6 +95,8 @@ pub(crate) struct GeminiStream {
     finished: bool,
     decoder: StreamDecoder,
     inner: Arc<Inner>,
+    /// The stream's endpoint (without the key), named by transport errors.
+    url: String,
 }
 
 impl GeminiStream {
@@ -102,8 +104,10 @@ impl GeminiStream {
         body: impl Stream<Item = std::result::Result<Bytes, catena_http::Error>> + Send + 'static,
         inner: Arc<Inner>,
         model: String,
+        url: String,
     ) -> Self {
         GeminiStream {
+            url,
             body: Box::pin(body),
             parser: SseParser::default(),
             events: Vec::new(),
@@ -196,7 +200,7 @@ impl Stream for GeminiStream {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(bytes))) => this.feed(&bytes),
                 Poll::Ready(Some(Err(e))) => {
-                    let error = this.inner.transport_error(e, &this.inner.base_url);
+                    let error = this.inner.transport_error(e, &this.url);
                     this.finish_with(Some(error));
                 }
                 Poll::Ready(None) => this.end_of_body(),

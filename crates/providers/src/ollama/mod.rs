@@ -51,10 +51,11 @@
 //!
 //! # Errors
 //!
-//! Non-2xx answers are [`Error::Http`] with the status, `Retry-After` and, as the body, Ollama's
-//! `{"error": "..."}` message (any other body as a preview of at most 500 characters; never more than 64 KiB of
-//! it is read), followed by what to do (for a model that is not on the server: `ollama pull <model>`). An
-//! `{"error": "..."}` line inside a stream is an [`Error::Http`] with status 500. The API key never appears in
+//! Non-2xx answers are [`Error::Http`] with the status, `Retry-After` and the body (read up to 1 MiB); its
+//! Display is one line: Ollama's `{"error": "..."}` message and what the status means. An `{"error": "..."}`
+//! document inside a 200 answer (a whole answer, or a line of a stream) is an [`Error::Http`] too, the document as
+//! its body: status 404 when Ollama says the model is not found (pull it on the server: `ollama pull <model>`),
+//! else 500 (retryable). The API key never appears in
 //! errors, `Debug` or `Display` output, even when a server echoes it back: every occurrence is replaced by
 //! `[redacted]`.
 //!
@@ -522,7 +523,7 @@ impl OllamaClient {
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn stream_of(&self, chunks: Vec<bytes::Bytes>) -> ChatStream {
         let body = futures::stream::iter(chunks.into_iter().map(Ok));
-        Box::pin(stream::OllamaStream::new(body, self.inner.clone(), "m".to_string()))
+        Box::pin(stream::OllamaStream::new(body, self.inner.clone()))
     }
 
     /// A builder for a local Ollama; see [`OllamaBuilder`].
@@ -572,13 +573,13 @@ impl OllamaClient {
     }
 
     /// Checks the request, resolves the model, and encodes the body.
-    fn prepare(&self, request: &ChatRequest, streaming: bool) -> Result<(Vec<u8>, String)> {
+    fn prepare(&self, request: &ChatRequest, streaming: bool) -> Result<Vec<u8>> {
         let inner = &self.inner;
         inner.capabilities.check(request, streaming)?;
         let model = inner.model_for(request.model.as_deref())?;
         let body =
             wire::encode_chat(request, model, streaming, inner.keep_alive.as_ref(), &inner.capabilities.backend)?;
-        Ok((serde_json::to_vec(&body)?, model.to_string()))
+        Ok(serde_json::to_vec(&body)?)
     }
 
     /// One `/api/embed` call; `count` is the number of inputs, `expected` the vector length every answer must
@@ -640,16 +641,16 @@ impl Llm for OllamaClient {
     /// arguments that are not objects); [`Error::Http`] for non-2xx answers and `{"error": ...}` bodies;
     /// [`Error::Transport`] / [`Error::Timeout`] when no answer came; [`Error::Decode`] for unexpected bodies.
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse> {
-        let (body, model) = self.prepare(&request, false)?;
+        let body = self.prepare(&request, false)?;
         let inner = &self.inner;
         let response = inner.post(&inner.chat_url, body, "application/json", Answer::Whole).await?;
         if is_ndjson(&response) {
             // A server that streams although asked not to: the lines folded, as a stream would be.
-            let lines = stream::OllamaStream::new(response.bytes_stream(), inner.clone(), model);
+            let lines = stream::OllamaStream::new(response.bytes_stream(), inner.clone());
             return catena_core::collect_stream(Box::pin(lines)).await;
         }
         let bytes = response.bytes().await.map_err(|e| inner.transport_error(e, &inner.chat_url))?;
-        wire::decode_chat(&inner.provider, &bytes, &model).map_err(|e| inner.redact_error(e))
+        wire::decode_chat(&inner.provider, &bytes).map_err(|e| inner.redact_error(e))
     }
 
     /// Sends the request (`"stream": true`) and streams the answer. The stream owns a clone of the client;
@@ -659,18 +660,17 @@ impl Llm for OllamaClient {
     /// As `chat`, for everything up to the response headers; later failures (an `{"error": ...}` line, a stream
     /// that ends before its `done` line, malformed lines, a line over 16 MiB) are items of the stream.
     async fn chat_stream(&self, request: ChatRequest) -> Result<ChatStream> {
-        let (body, model) = self.prepare(&request, true)?;
+        let body = self.prepare(&request, true)?;
         let inner = &self.inner;
         let response = inner.post(&inner.chat_url, body, "application/x-ndjson", Answer::Streamed).await?;
         if content_type(&response).starts_with("application/json") {
             // One whole answer (a server or proxy that does not stream): the answer as one chunk.
             let bytes = response.bytes().await.map_err(|e| inner.transport_error(e, &inner.chat_url))?;
-            let item = wire::decode_chat(&inner.provider, &bytes, &model)
-                .map(ChatChunk::from)
-                .map_err(|e| inner.redact_error(e));
+            let item =
+                wire::decode_chat(&inner.provider, &bytes).map(ChatChunk::from).map_err(|e| inner.redact_error(e));
             return Ok(Box::pin(futures::stream::iter([item])));
         }
-        Ok(Box::pin(stream::OllamaStream::new(response.bytes_stream(), inner.clone(), model)))
+        Ok(Box::pin(stream::OllamaStream::new(response.bytes_stream(), inner.clone())))
     }
 }
 

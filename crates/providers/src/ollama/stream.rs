@@ -16,7 +16,7 @@ use futures::Stream;
 use serde_json::Value;
 
 use super::ndjson::LineSplitter;
-use super::wire::{error_summary, finish_reason, hint_for, tool_calls, ChatObject};
+use super::wire::{error_summary, finish_reason, tool_calls, ChatObject};
 use super::Inner;
 
 /// What one line means for the stream.
@@ -32,13 +32,12 @@ pub(crate) enum Decoded {
 #[derive(Debug)]
 pub(crate) struct LineDecoder {
     provider: String,
-    model: String,
     tool_calls: usize,
 }
 
 impl LineDecoder {
-    pub(crate) fn new(provider: String, model: String) -> Self {
-        LineDecoder { provider, model, tool_calls: 0 }
+    pub(crate) fn new(provider: String) -> Self {
+        LineDecoder { provider, tool_calls: 0 }
     }
 
     /// Decodes one line.
@@ -50,12 +49,7 @@ impl LineDecoder {
         let bad = |what: &str, e: &dyn std::fmt::Display| super::wire::decode_error(&self.provider, what, e, line);
         let raw: Value = serde_json::from_slice(line).map_err(|e| bad("stream line is not JSON", &e))?;
         if let Some(summary) = raw.get("error").filter(|e| !e.is_null()).and_then(|_| error_summary(line)) {
-            return Err(Error::Http {
-                provider: self.provider.clone(),
-                status: 500,
-                body: format!("error inside the stream: {summary} ({})", hint_for(500, &summary, &self.model)),
-                retry_after: None,
-            });
+            return Err(super::wire::in_body_error(&self.provider, &summary, line));
         }
         let object: ChatObject =
             serde_json::from_value(raw.clone()).map_err(|e| bad("stream line is not an Ollama chat object", &e))?;
@@ -102,7 +96,6 @@ impl OllamaStream {
     pub(crate) fn new(
         body: impl Stream<Item = std::result::Result<Bytes, catena_http::Error>> + Send + 'static,
         inner: Arc<Inner>,
-        model: String,
     ) -> Self {
         OllamaStream {
             body: Box::pin(body),
@@ -110,7 +103,7 @@ impl OllamaStream {
             lines: Vec::new(),
             queue: VecDeque::new(),
             finished: false,
-            decoder: LineDecoder::new(inner.provider.clone(), model),
+            decoder: LineDecoder::new(inner.provider.clone()),
             inner,
         }
     }
@@ -207,7 +200,7 @@ mod tests {
 
     #[test]
     fn lines_decode_to_chunks_and_the_done_line_ends_the_answer() {
-        let mut d = LineDecoder::new("ollama".into(), "m".into());
+        let mut d = LineDecoder::new("ollama".into());
         let Decoded::Chunk(c) = d
             .decode(br#"{"model":"m","message":{"role":"assistant","content":"Hi","images":null},"done":false}"#)
             .unwrap()

@@ -416,16 +416,11 @@ pub(crate) fn decode_error(provider: &str, what: &str, e: impl std::fmt::Display
 /// # Errors
 /// [`Error::Http`] when the body is Ollama's `{"error": "..."}`; [`Error::Decode`] when it is not an answer
 /// object or a tool call's arguments are not an object.
-pub(crate) fn decode_chat(provider: &str, body: &[u8], model: &str) -> Result<ChatResponse> {
+pub(crate) fn decode_chat(provider: &str, body: &[u8]) -> Result<ChatResponse> {
     let raw: Value =
         serde_json::from_slice(body).map_err(|e| decode_error(provider, "response is not JSON", e, body))?;
     if let Some(summary) = error_summary(body) {
-        return Err(Error::Http {
-            provider: provider.to_string(),
-            status: 500,
-            body: format!("{summary} ({})", hint_for(500, &summary, model)),
-            retry_after: None,
-        });
+        return Err(in_body_error(provider, &summary, body));
     }
     let object: ChatObject = serde_json::from_value(raw.clone())
         .map_err(|e| decode_error(provider, "response is not an Ollama chat answer", e, body))?;
@@ -486,23 +481,18 @@ pub(crate) fn error_summary(body: &[u8]) -> Option<String> {
     Some(shown)
 }
 
-/// What to do about an error status (and Ollama's message, which says more than the status).
-pub(crate) fn hint_for(status: u16, message: &str, model: &str) -> String {
-    let lower = message.to_ascii_lowercase();
-    if lower.contains("not found") && (lower.contains("model") || status == 404) {
-        return format!(
-            "the model is not on the server: run `ollama pull {model}` there, or check the name (`ollama list`)"
-        );
-    }
-    match status {
-        401 | 403 => "check the API key (OLLAMA_API_KEY or OllamaBuilder::api_key)".into(),
-        404 => "check the host (OLLAMA_HOST) and the model name; the client posts to <host>/api/chat".into(),
-        413 => "the request is too large: shorten the conversation or the images".into(),
-        429 => "rate limited: wait (see Retry-After) and retry".into(),
-        400 | 422 => "the server rejected the request: see its message".into(),
-        503 => "the server is busy (too many queued requests): retry later".into(),
-        500..=599 => "a server error: retry later, and see the server's log".into(),
-        _ => "see the server's message".into(),
+/// The [`Error::Http`] for an `{"error": "..."}` document that came inside a 200 answer (a whole answer or a stream
+/// line). The document is kept as the body, so the error's one-line Display shows Ollama's message and one hint;
+/// the status is 404 when Ollama says the model is not there (its meaning: pull the model or fix the name), and
+/// 500 otherwise (a server-side failure, retryable).
+pub(crate) fn in_body_error(provider: &str, summary: &str, document: &[u8]) -> Error {
+    let lower = summary.to_ascii_lowercase();
+    let status = if lower.contains("model") && lower.contains("not found") { 404 } else { 500 };
+    Error::Http {
+        provider: provider.to_string(),
+        status,
+        body: String::from_utf8_lossy(document).trim().to_string(),
+        retry_after: None,
     }
 }
 
@@ -617,7 +607,15 @@ mod tests {
     fn error_bodies_and_hints() {
         let summary = error_summary(br#"{"error":"model \"llama9\" not found, try pulling it first"}"#).unwrap();
         assert_eq!(summary, "model \"llama9\" not found, try pulling it first");
-        assert!(hint_for(404, &summary, "llama9").contains("ollama pull llama9"));
+        let err = in_body_error("ollama", &summary, br#"{"error":"model \"llama9\" not found, try pulling it first"}"#);
+        // One hint: the status's, after Ollama's own message.
+        assert_eq!(
+            err.to_string(),
+            "ollama returned HTTP 404: model \"llama9\" not found, try pulling it first (check the base URL and the \
+             model name; a local server may need the model pulled first)"
+        );
+        let err = in_body_error("ollama", "unexpected EOF", br#"{"error":"unexpected EOF"}"#);
+        assert_eq!(err.to_string(), "ollama returned HTTP 500: unexpected EOF (server error: retry later)");
         assert_eq!(error_summary(br#"{"error":{"message":"m"}}"#).unwrap(), "m");
         assert_eq!(error_summary(b"not json"), None);
         assert_eq!(error_summary(br#"{"model":"x"}"#), None);
