@@ -47,6 +47,10 @@ pub use catena_mcp as mcp;
 #[cfg(feature = "index")]
 pub use catena_index as index;
 
+/// Runs recorded into an embedded SQLite trace store, and OpenTelemetry export (`catena-trace`).
+#[cfg(feature = "trace")]
+pub use catena_trace as trace;
+
 /// Vector stores (`catena-vectorstores`).
 #[cfg(feature = "vectorstores")]
 pub use catena_vectorstores as vectorstores;

@@ -41,6 +41,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "otlp")]
+pub mod otlp;
 mod price;
 mod recorder;
 mod run;
