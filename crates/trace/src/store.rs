@@ -381,3 +381,106 @@ impl RunSink for TraceStore {
         self.insert(runs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{RunKind, RunStatus, TokenUsage};
+    use std::time::UNIX_EPOCH;
+
+    fn run(trace: u128, id: u64, parent: Option<u64>, name: &str, at_s: u64) -> Run {
+        Run {
+            trace_id: TraceId(trace),
+            id: RunId(id),
+            parent_id: parent.map(RunId),
+            name: name.into(),
+            kind: RunKind::Span,
+            start: UNIX_EPOCH + Duration::from_secs(at_s),
+            duration: Duration::from_millis(5),
+            status: RunStatus::Ok,
+            provider: None,
+            model: None,
+            usage: None,
+            cost: Cost::NoUsage,
+            time_to_first_chunk: None,
+            finish_reason: None,
+            input: None,
+            output: None,
+            tags: Vec::new(),
+            attributes: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn call(trace: u128, id: u64, parent: u64, model: &str, cost: Cost, at_s: u64) -> Run {
+        Run {
+            kind: RunKind::Llm,
+            model: Some(model.into()),
+            usage: Some(TokenUsage { input: 100, output: 10, cached_input: None }),
+            cost,
+            ..run(trace, id, Some(parent), "chat", at_s)
+        }
+    }
+
+    #[test]
+    fn filters_and_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = TraceStore::open(dir.path().join("t.db")).unwrap();
+        let mut a = run(1, 1, None, "Answer question", 100);
+        a.tags = vec!["prod".into()];
+        let mut failed = call(2, 21, 20, "claude-sonnet-4", Cost::Unpriced, 201);
+        failed.status = RunStatus::Error { kind: Some("429".into()), message: Some("rate limited".into()) };
+        store
+            .insert(&[
+                call(1, 11, 1, "gpt-4o", Cost::Usd(0.5), 101),
+                call(1, 12, 1, "gpt-4o-mini", Cost::Usd(0.25), 102),
+                a,
+                failed,
+                run(2, 20, None, "summarise", 200),
+            ])
+            .unwrap();
+        let all = store.traces(&TraceQuery::default()).unwrap();
+        assert_eq!(all.iter().map(|t| t.root.name.as_str()).collect::<Vec<_>>(), ["summarise", "Answer question"]);
+        let first = &all[1];
+        assert_eq!((first.runs, first.input_tokens, first.output_tokens), (3, 200, 20));
+        assert!((first.cost_usd - 0.75).abs() < 1e-9 && first.unpriced_calls == 0 && !first.failed);
+        assert_eq!(first.models, ["gpt-4o", "gpt-4o-mini"]);
+        assert!(all[0].failed && all[0].unpriced_calls == 1);
+
+        let q = |f: fn(&mut TraceQuery)| {
+            let mut query = TraceQuery::default();
+            f(&mut query);
+            store.traces(&query).unwrap().into_iter().map(|t| t.root.name).collect::<Vec<_>>()
+        };
+        assert_eq!(q(|q| q.name = Some("ANSWER".into())), ["Answer question"]);
+        assert_eq!(q(|q| q.model = Some("claude-sonnet-4".into())), ["summarise"]);
+        assert_eq!(q(|q| q.failed = Some(false)), ["Answer question"]);
+        assert_eq!(q(|q| q.tag = Some("prod".into())), ["Answer question"]);
+        assert_eq!(q(|q| q.since = Some(UNIX_EPOCH + Duration::from_secs(150))), ["summarise"]);
+        assert_eq!(q(|q| q.until = Some(UNIX_EPOCH + Duration::from_secs(150))), ["Answer question"]);
+        assert_eq!(q(|q| q.limit = Some(1)), ["summarise"]);
+
+        let totals = store.totals(&TraceQuery::default()).unwrap();
+        assert_eq!((totals.traces, totals.input_tokens, totals.output_tokens, totals.unpriced_calls), (2, 300, 30, 1));
+        assert!((totals.cost_usd - 0.75).abs() < 1e-9);
+
+        // Runs come back whole, parents first.
+        let tree = store.trace(TraceId(1)).unwrap();
+        assert_eq!(tree.iter().map(|r| r.id.0).collect::<Vec<_>>(), [1, 11, 12]);
+        assert_eq!(store.run(RunId(21)).unwrap().unwrap().status, RunStatus::Error {
+            kind: Some("429".into()),
+            message: Some("rate limited".into())
+        });
+        assert_eq!(store.delete_before(UNIX_EPOCH + Duration::from_secs(150)).unwrap(), 3);
+        assert_eq!(store.traces(&TraceQuery::default()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.db");
+        Connection::open(&file).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        let err = TraceStore::open(&file).unwrap_err().to_string();
+        assert!(err.contains("schema 99") && err.contains("upgrade catena"), "{err}");
+    }
+}
