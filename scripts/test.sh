@@ -36,11 +36,12 @@ bash .ci/setup-mcp.sh   # real MCP peers: mcp-server-time (PyPI), server-everyth
 bash .ci/setup-katan.sh   # llm-katan (PyPI, own venv): real Anthropic- and Gemini-format servers for those providers' tests
 bash .ci/setup-litellm.sh   # LiteLLM's proxy (PyPI, own venv): Anthropic-format /v1/messages in front of llama.cpp
 bash .ci/setup-ollama-proxy.sh   # ollama-proxy-plus (PyPI, own venv): Ollama's /api/chat in front of llm-katan
+bash .ci/setup-phoenix.sh   # Arize Phoenix (PyPI, own venv): the OTLP trace backend of catena-trace's otlp export tests
 CATENA_EMBED_MODEL="$(bash .ci/fetch-minilm.sh)"
 export CATENA_EMBED_MODEL
 unset CATENA_LLM_MODEL   # the SmolLM2 tests use the default model that scripts/setup.sh installed
 
-cargo test --workspace --features local,constrain,chroma,qdrant,mcp,anthropic,gemini,ollama "$@"
+cargo test --workspace --features local,constrain,chroma,qdrant,mcp,anthropic,gemini,ollama,otlp "$@"
 
 notebook_build="${CATENA_NOTEBOOK_BUILD_DIR:-$CATENA_CACHE_DIR/evcxr-build}"
 # Extra arguments select tests (a filter, a package): then only those run, not the notebooks.

@@ -26,6 +26,7 @@ pub mod llama;
 pub mod mcp;
 pub mod ollama_proxy;
 pub mod ollama_wire;
+pub mod phoenix;
 pub mod qdrant;
 pub mod spans;
 pub mod vectorstore;

@@ -467,10 +467,10 @@ mod tests {
         // Runs come back whole, parents first.
         let tree = store.trace(TraceId(1)).unwrap();
         assert_eq!(tree.iter().map(|r| r.id.0).collect::<Vec<_>>(), [1, 11, 12]);
-        assert_eq!(store.run(RunId(21)).unwrap().unwrap().status, RunStatus::Error {
-            kind: Some("429".into()),
-            message: Some("rate limited".into())
-        });
+        assert_eq!(
+            store.run(RunId(21)).unwrap().unwrap().status,
+            RunStatus::Error { kind: Some("429".into()), message: Some("rate limited".into()) }
+        );
         assert_eq!(store.delete_before(UNIX_EPOCH + Duration::from_secs(150)).unwrap(), 3);
         assert_eq!(store.traces(&TraceQuery::default()).unwrap().len(), 1);
     }

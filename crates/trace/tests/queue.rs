@@ -16,9 +16,12 @@ enum Mode {
     Fail,
 }
 
+/// The mode and the names of the runs stored so far, with the condition variable a stuck sink waits on.
+type State = Arc<(Mutex<(Mode, Vec<String>)>, Condvar)>;
+
 #[derive(Clone)]
 struct Controlled {
-    state: Arc<(Mutex<(Mode, Vec<String>)>, Condvar)>,
+    state: State,
 }
 
 impl Controlled {
