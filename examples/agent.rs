@@ -21,6 +21,8 @@
 mod common;
 #[path = "common/llm.rs"]
 mod llm;
+#[path = "common/trace.rs"]
+mod traces;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -126,8 +128,10 @@ fn calculate(c: Calculation) -> std::result::Result<f64, String> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let tracing = traces::init()?;
     let args = Args::parse();
     let llm = choose_llm(&args)?;
+    let llm = tracing.llm(llm);
 
     let mut tools = ToolBox::new().with(tool_fn(
         "calculate",

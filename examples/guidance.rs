@@ -13,6 +13,8 @@
 
 #[path = "common/llm.rs"]
 mod llm;
+#[path = "common/trace.rs"]
+mod traces;
 
 use anyhow::Result;
 use catena::guidance::{Program, RunOptions};
@@ -60,8 +62,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let tracing = traces::init()?;
     let args = Args::parse();
     let llm = llm::choose_llm(args.model.as_deref(), &args.server)?;
+    let llm = tracing.llm(llm);
     let program = Program::new(TEMPLATE)?;
     let tag_schema = serde_json::json!({
         "type": "array",

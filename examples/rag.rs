@@ -17,6 +17,9 @@
 //! enable answers. The model's own sampling settings are used (see `LocalLlmOptions::sampling`); `--temperature`
 //! and `--seed` override them.
 //!
+//! `CATENA_TRACE_DB=<file>` records the run (the chain, the retrieval, the model call with its messages, tokens and
+//! timings) into that SQLite trace store; `cargo run -p catena-studio -- --db <file>` shows it.
+//!
 //! `--retrieval hybrid` fuses BM25 keyword search with the dense search by reciprocal rank fusion: the SQLite
 //! index's own FTS5 table; on Qdrant its sparse BM25 vector, fused by the server in one call; for the in-memory
 //! store and Chroma a BM25 index built in memory from the indexed chunks.
@@ -30,6 +33,8 @@
 mod common;
 #[path = "common/llm.rs"]
 mod llm;
+#[path = "common/trace.rs"]
+mod traces;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -134,10 +139,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let tracing = traces::init()?;
     let args = Args::parse();
     if args.k == 0 {
         bail!("--k must be at least 1");
@@ -180,6 +182,7 @@ async fn main() -> Result<()> {
         None => retriever,
         Some(encoder) => Arc::new(RerankingRetriever::new(retriever, Arc::new(encoder), args.k)),
     };
+    let retriever = tracing.retriever(retriever);
     let llm = match args.retrieve_only {
         true => None,
         false => match choose_llm(&args)? {
@@ -190,6 +193,7 @@ async fn main() -> Result<()> {
             },
         },
     };
+    let llm = llm.map(|llm| tracing.llm(llm));
     let mut request = ChatRequest::default().with_max_tokens(args.max_tokens);
     request.temperature = args.temperature;
     request.seed = args.seed;

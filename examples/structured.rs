@@ -14,6 +14,8 @@
 
 #[path = "common/llm.rs"]
 mod llm;
+#[path = "common/trace.rs"]
+mod traces;
 
 use anyhow::Result;
 use catena::structured::{LlmStructuredExt, RepairPolicy};
@@ -65,8 +67,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let tracing = traces::init()?;
     let args = Args::parse();
     let llm = llm::choose_llm(args.model.as_deref(), &args.server)?;
+    let llm = tracing.llm(llm);
     let request = ChatRequest::new(vec![
         Message::system("Extract the person the user's text is about. Use null for what the text does not say."),
         Message::user(args.text.clone()),

@@ -339,11 +339,28 @@ fn agent() {
     // Greedy decoding: the same run every time (a 135M model's sampled tool arguments can ramble to the token
     // limit, which makes the call unparseable).
     let greedy = ["--temperature", "0"];
-    let run = run_example(
+    let traces = tempfile::tempdir().expect("a folder");
+    let db = traces.path().join("traces.db");
+    let (run, status) = run_example_with(
         "agent",
         &[&greedy[..], &["--first-call", "calculate", "--max-model-calls", "3", "What is 12 times 7?"]].concat(),
+        &[("CATENA_TRACE_DB", db.to_str().expect("a UTF-8 path"))],
     );
+    assert!(status.success(), "agent failed:\n{}\n{}", run.stdout, run.stderr);
     assert!(run.line("-> calculate(").contains("\"op\""), "{}", run.stdout);
+    // Recorded: the agent's run, its model calls and its tool execution, in one tree.
+    {
+        use catena::trace::{RunKind, TraceQuery, TraceStore};
+        let store = TraceStore::open(&db).expect("the trace store the example wrote");
+        let listed = store.traces(&TraceQuery::default()).expect("traces");
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        let runs = store.trace(listed[0].root.trace_id).expect("runs");
+        assert_eq!(runs[0].kind, RunKind::Agent, "{runs:#?}");
+        let tool = runs.iter().find(|r| r.kind == RunKind::Tool).expect("a tool run");
+        assert_eq!(tool.name, "calculate");
+        assert!(runs.iter().filter(|r| r.kind == RunKind::Llm).count() >= 2, "{runs:#?}");
+        assert!(runs[1..].iter().all(|r| r.trace_id == runs[0].trace_id && r.parent_id.is_some()));
+    }
     assert!(!run.line("<- calculate [").is_empty());
     let _answer = run.line("answer:");
     assert!(run.line("(").contains("tool calls"));
@@ -420,6 +437,34 @@ fn rag_through_every_provider_and_a_deadline() {
         );
         assert!(run.stdout.contains("box.md"), "rag --provider {provider} printed no sources:\n{}", run.stdout);
     }
+
+    // CATENA_TRACE_DB: the run is recorded, a tree of the chain, its retrieval and its model call.
+    let traces = tempfile::tempdir().expect("a folder");
+    let db = traces.path().join("traces.db");
+    let (run, status) = run_example_with(
+        "rag",
+        &["--docs", &docs, "--provider", "openai", question],
+        &[
+            ("OPENAI_BASE_URL", openai_base.as_str()),
+            ("CATENA_COMPAT", "generic"),
+            ("CATENA_MODEL", "echo"),
+            ("CATENA_TRACE_DB", db.to_str().expect("a UTF-8 path")),
+        ],
+    );
+    assert!(status.success(), "rag with CATENA_TRACE_DB failed:\n{}\n{}", run.stdout, run.stderr);
+    let store = catena::trace::TraceStore::open(&db).expect("the trace store the example wrote");
+    let listed = store.traces(&catena::trace::TraceQuery::default()).expect("traces");
+    assert_eq!(listed.len(), 1, "one question, one trace: {listed:?}");
+    let runs = store.trace(listed[0].root.trace_id).expect("the trace's runs");
+    let kinds: Vec<_> = runs.iter().map(|r| r.kind).collect();
+    use catena::trace::RunKind;
+    assert_eq!(kinds[0], RunKind::Chain, "{runs:#?}");
+    assert!(kinds.contains(&RunKind::Retrieval) && kinds.contains(&RunKind::Llm), "{kinds:?}");
+    let call = runs.iter().find(|r| r.kind == RunKind::Llm).expect("a model call");
+    assert!(call.input.as_ref().is_some_and(|i| i.to_string().contains(question)), "{:?}", call.input);
+    assert!(call.usage.is_some_and(|u| u.input > 0), "{:?}", call.usage);
+    assert_eq!(call.parent_id, Some(runs[0].id));
+    assert_eq!(runs.iter().find(|r| r.kind == RunKind::Retrieval).and_then(|r| r.input.clone()), Some(question.into()));
 
     // Ollama's own API: ollama-proxy-plus (a real server of /api/chat) in front of llm-katan.
     #[cfg(feature = "ollama")]
