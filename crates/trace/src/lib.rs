@@ -41,6 +41,7 @@
 //! # Ok(()) }
 //! ```
 
+mod datasets;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 mod price;
@@ -48,6 +49,10 @@ mod recorder;
 mod run;
 mod store;
 
+pub use datasets::{
+    ComparedExample, Comparison, Dataset, EvaluatorSummary, Example, ExampleId, Experiment, ExperimentDetail,
+    ExperimentId, ExperimentResult, ExperimentSummary, Score,
+};
 pub use price::{Cost, Price, PriceTable, BUILTIN_PRICES_AS_OF};
 pub use recorder::{RecorderConfig, RecorderHandle, RecorderStats, RunRecorder, RunSink};
 pub use run::{FieldValue, ParseIdError, Run, RunEvent, RunId, RunKind, RunStatus, TokenUsage, TraceId};

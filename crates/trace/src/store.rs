@@ -49,7 +49,7 @@ CREATE INDEX IF NOT EXISTS roots_by_start ON runs (start_ns) WHERE parent_id IS 
 /// ```
 #[derive(Debug)]
 pub struct TraceStore {
-    connection: Connection,
+    pub(crate) connection: Connection,
     path: PathBuf,
 }
 
@@ -142,6 +142,7 @@ impl TraceStore {
             ));
         }
         connection.execute_batch(SCHEMA).map_err(err)?;
+        crate::datasets::create_schema(&connection).map_err(err)?;
         connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err)?;
         Ok(TraceStore { connection, path })
     }
