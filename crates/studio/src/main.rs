@@ -10,7 +10,10 @@
 //! errors. The same data is served as JSON under `/api/` (`/api/traces?...`, `/api/traces/<trace id>`).
 //! Nothing is loaded from the network: the page's style is served by the binary itself.
 
+mod datasets;
 mod pages;
+mod playground;
+mod providers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,13 +40,21 @@ struct Args {
 async fn main() -> Result<()> {
     let args = Args::parse();
     // Opening creates the file and its schema, so a studio started before the first run shows an empty list.
-    catena_trace::TraceStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
+    let store = catena_trace::TraceStore::open(&args.db).with_context(|| format!("opening {}", args.db.display()))?;
+    // The studio's own runs (playground reruns, evaluations) go into the same store.
+    let (recorder, handle) = catena_trace::RunRecorder::new(store, catena_trace::RecorderConfig::default())?;
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(recorder))
+            .context("installing the studio's recorder")?;
+    }
+    let handle = std::sync::Arc::new(handle);
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.host, args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{} (pass --port to pick another)", args.host, args.port))?;
     let address = listener.local_addr()?;
     println!("catena studio: http://{address}/ (runs from {})", args.db.display());
-    axum::serve(listener, pages::router(args.db))
+    axum::serve(listener, pages::router(args.db, Some(handle.clone())))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -15,26 +15,50 @@ use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
 const STYLE: &str = include_str!("style.css");
+/// The playground's, datasets' and experiments' components.
+const APP_STYLE: &str = include_str!("app.css");
 
+/// What every handler shares.
 #[derive(Clone)]
-struct Studio {
-    db: Arc<PathBuf>,
+pub(crate) struct Studio {
+    /// The trace store's file.
+    pub(crate) db: Arc<PathBuf>,
+    /// The studio's own recorder (playground reruns and evaluations are recorded into the same store).
+    pub(crate) recorder: Option<Arc<catena_trace::RecorderHandle>>,
 }
 
-/// The studio's routes over the trace store in `db`.
-pub fn router(db: PathBuf) -> Router {
+impl Studio {
+    /// Writes what the studio itself recorded so far, so that a page shows it.
+    pub(crate) fn flush(&self) {
+        if let Some(r) = &self.recorder {
+            r.flush(Duration::from_secs(10));
+        }
+    }
+}
+
+/// The studio's routes over the trace store in `db`; `recorder` is the handle of the recorder writing the
+/// studio's own runs into it.
+pub fn router(db: PathBuf, recorder: Option<Arc<catena_trace::RecorderHandle>>) -> Router {
     Router::new()
         .route("/", get(runs_page))
         .route("/traces/{id}", get(trace_page))
+        .route("/playground/{run}", get(crate::playground::page).post(crate::playground::rerun))
+        .route("/datasets", get(crate::datasets::list))
+        .route("/datasets/add", axum::routing::post(crate::datasets::add))
+        .route("/datasets/{name}", get(crate::datasets::page))
+        .route("/datasets/{name}/run", axum::routing::post(crate::datasets::run))
+        .route("/experiments/{id}", get(crate::datasets::experiment))
+        .route("/compare", get(crate::datasets::compare))
         .route("/api/traces", get(traces_json))
         .route("/api/traces/{id}", get(trace_json))
         .route("/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE) }))
+        .route("/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_STYLE) }))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(Studio { db: Arc::new(db) })
+        .with_state(Studio { db: Arc::new(db), recorder })
 }
 
-/// A failure shown as a page (or JSON) with its status.
-struct Failure(StatusCode, String);
+/// A failure shown as a page with its status.
+pub(crate) struct Failure(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -44,7 +68,7 @@ impl IntoResponse for Failure {
 }
 
 /// Runs `f` on the store, on a blocking thread (SQLite is synchronous).
-async fn with_store<T: Send + 'static>(
+pub(crate) async fn with_store<T: Send + 'static>(
     studio: &Studio,
     f: impl FnOnce(&TraceStore) -> catena_core::Result<T> + Send + 'static,
 ) -> Result<T, Failure> {
@@ -153,7 +177,7 @@ fn unix_ms(t: SystemTime) -> u128 {
 }
 
 /// `2026-12-05 21:03:04` (UTC).
-fn timestamp(t: SystemTime) -> String {
+pub(crate) fn timestamp(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rest) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -169,7 +193,7 @@ fn timestamp(t: SystemTime) -> String {
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
-fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
     if ms < 1.0 {
         format!("{ms:.2} ms")
@@ -180,7 +204,7 @@ fn duration(d: Duration) -> String {
     }
 }
 
-fn usd(x: f64) -> String {
+pub(crate) fn usd(x: f64) -> String {
     if x == 0.0 {
         "$0".into()
     } else if x < 0.01 {
@@ -190,7 +214,7 @@ fn usd(x: f64) -> String {
     }
 }
 
-fn cost_of(cost: &Cost) -> String {
+pub(crate) fn cost_of(cost: &Cost) -> String {
     match cost {
         Cost::Usd(x) => usd(*x),
         Cost::Free => "free (local)".into(),
@@ -199,7 +223,7 @@ fn cost_of(cost: &Cost) -> String {
     }
 }
 
-fn layout(title: &str, body: Markup) -> Markup {
+pub(crate) fn layout(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -208,11 +232,12 @@ fn layout(title: &str, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · catena studio" }
                 link rel="stylesheet" href="/style.css";
+                link rel="stylesheet" href="/app.css";
             }
             body {
                 header.top {
                     a.brand href="/" { span.logo { "◆" } " catena studio" }
-                    nav { a href="/" { "Runs" } }
+                    nav { a href="/" { "Runs" } " " a href="/datasets" { "Datasets" } }
                 }
                 main { (body) }
             }
@@ -220,7 +245,7 @@ fn layout(title: &str, body: Markup) -> Markup {
     }
 }
 
-fn status_pill(failed: bool) -> Markup {
+pub(crate) fn status_pill(failed: bool) -> Markup {
     if failed {
         html! { span.pill.error { "error" } }
     } else {
@@ -228,7 +253,7 @@ fn status_pill(failed: bool) -> Markup {
     }
 }
 
-fn kind_badge(kind: RunKind) -> Markup {
+pub(crate) fn kind_badge(kind: RunKind) -> Markup {
     html! { span class={ "kind kind-" (kind.as_str()) } { (kind.as_str()) } }
 }
 
@@ -331,7 +356,7 @@ fn tree_order(runs: &[Run]) -> Vec<(usize, &Run)> {
     out
 }
 
-fn pretty(value: &serde_json::Value) -> String {
+pub(crate) fn pretty(value: &serde_json::Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
 
@@ -359,6 +384,16 @@ fn run_detail(run: &Run) -> Markup {
                 div.error-box {
                     strong { "Error" @if let Some(k) = kind { " (" (k) ")" } }
                     @if let Some(m) = message { pre { (m) } }
+                }
+            }
+            @if run.kind == RunKind::Llm && run.input.is_some() {
+                div.actions {
+                    a.button data-testid="open-playground" href={ "/playground/" (run.id) } { "Open in playground" }
+                }
+                form.inline method="post" action="/datasets/add" data-testid="add-to-dataset" {
+                    input type="hidden" name="run" value=(run.id);
+                    input type="text" name="dataset" placeholder="Dataset name" required;
+                    button.secondary type="submit" { "Add to dataset" }
                 }
             }
             @if let Some(input) = &run.input { h4 { "Input" } pre.json { (pretty(input)) } }

@@ -1,35 +1,13 @@
 //! The studio binary serving a real trace store: the runs list with its filters and totals, a trace's tree and
 //! details, and the JSON API, over HTTP on 127.0.0.1.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, SystemTime};
 
+use common::{get, start};
+
 use catena_trace::{Cost, FieldValue, Run, RunId, RunKind, RunStatus, TokenUsage, TraceId, TraceStore};
-
-struct Studio {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Studio {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(db: &std::path::Path) -> Studio {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_catena-studio"))
-        .args(["--db", db.to_str().unwrap(), "--port", "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the studio starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address is printed").to_string();
-    Studio { child, base: base.trim_end_matches('/').to_string() }
-}
 
 fn run(trace: u128, id: u64, parent: Option<u64>, name: &str, kind: RunKind, offset_ms: u64, ms: u64) -> Run {
     Run {
@@ -55,11 +33,6 @@ fn run(trace: u128, id: u64, parent: Option<u64>, name: &str, kind: RunKind, off
     }
 }
 
-fn get(url: &str) -> (u16, String) {
-    let response = reqwest::blocking::get(url).expect("the studio answers");
-    (response.status().as_u16(), response.text().unwrap())
-}
-
 #[test]
 fn runs_list_trace_tree_and_api() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,7 +56,7 @@ fn runs_list_trace_tree_and_api() {
         .insert(&[run(1, 11, Some(10), "retrieval", RunKind::Retrieval, 10, 280), call, root, failed_call, failed_root])
         .unwrap();
     drop(store);
-    let studio = start(&db);
+    let studio = start(&db, &[]);
 
     let (status, page) = get(&format!("{}/", studio.base));
     assert_eq!(status, 200);
