@@ -37,6 +37,7 @@ bash .ci/setup-katan.sh   # llm-katan (PyPI, own venv): real Anthropic- and Gemi
 bash .ci/setup-litellm.sh   # LiteLLM's proxy (PyPI, own venv): Anthropic-format /v1/messages in front of llama.cpp
 bash .ci/setup-ollama-proxy.sh   # ollama-proxy-plus (PyPI, own venv): Ollama's /api/chat in front of llm-katan
 bash .ci/setup-phoenix.sh   # Arize Phoenix (PyPI, own venv): the OTLP trace backend of catena-trace's otlp export tests
+bash .ci/setup-browser.sh   # chromium + playwright-core (npm): the studio's browser test
 CATENA_EMBED_MODEL="$(bash .ci/fetch-minilm.sh)"
 export CATENA_EMBED_MODEL
 unset CATENA_LLM_MODEL   # the SmolLM2 tests use the default model that scripts/setup.sh installed

@@ -464,7 +464,15 @@ fn rag_through_every_provider_and_a_deadline() {
     assert!(call.input.as_ref().is_some_and(|i| i.to_string().contains(question)), "{:?}", call.input);
     assert!(call.usage.is_some_and(|u| u.input > 0), "{:?}", call.usage);
     assert_eq!(call.parent_id, Some(runs[0].id));
-    assert_eq!(runs.iter().find(|r| r.kind == RunKind::Retrieval).and_then(|r| r.input.clone()), Some(question.into()));
+    let retrieval = runs.iter().find(|r| r.kind == RunKind::Retrieval).expect("a retrieval");
+    assert_eq!(retrieval.input, Some(question.into()));
+    // The ranked results: ids, scores and sources.
+    let results = retrieval.output.as_ref().and_then(|o| o.as_array()).expect("the retrieval's results");
+    assert!(
+        !results.is_empty() && results.iter().all(|r| r["score"].is_number() && r["id"].is_string()),
+        "{results:?}"
+    );
+    assert!(results.iter().any(|r| r["source"].as_str().is_some_and(|s| s.ends_with("box.md"))), "{results:?}");
 
     // Ollama's own API: ollama-proxy-plus (a real server of /api/chat) in front of llm-katan.
     #[cfg(feature = "ollama")]

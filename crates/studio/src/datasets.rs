@@ -29,6 +29,14 @@ const EVALUATORS: [(&str, &str); 5] = [
     ("llm_judge", "LLM as judge"),
 ];
 
+/// A long text in a table cell: its start, the whole on a click.
+fn cell(text: String) -> Markup {
+    if text.chars().count() <= 300 {
+        return html! { (text) };
+    }
+    html! { details { summary { (crate::pages::shorten(&text, 280)) } (text) } }
+}
+
 fn bad(message: impl Into<String>) -> Failure {
     Failure(StatusCode::BAD_REQUEST, message.into())
 }
@@ -94,11 +102,13 @@ pub(crate) async fn list(State(studio): State<Studio>) -> Result<Html<String>, F
 }
 
 fn score_cell(score: &Score) -> Markup {
-    let title = score.error.clone().or_else(|| score.comment.clone()).unwrap_or_default();
+    let title =
+        format!("{}: {}", score.evaluator, score.error.clone().or_else(|| score.comment.clone()).unwrap_or_default());
     html! {
         span class={ "score " (if score.passed { "pass" } else { "fail" }) } data-testid="score" title=(title) {
-            @if score.error.is_some() { "error" } @else { (format!("{:.2}", score.value)) }
+            (score.evaluator) " " @if score.error.is_some() { "error" } @else { (format!("{:.2}", score.value)) }
         }
+        @if let Some(e) = &score.error { span.score-error { (crate::pages::shorten(e, 240)) } }
     }
 }
 
@@ -129,8 +139,8 @@ pub(crate) async fn page(State(studio): State<Studio>, Path(name): Path<String>)
             thead { tr { th { "#" } th { "Input" } th { "Reference output" } th { "From" } } }
             tbody { @for e in &examples { tr data-testid="example" {
                 td.muted { (e.id) }
-                td.cell-text { (text_of(&e.input)) }
-                td.cell-text { (e.reference.as_ref().map(text_of).unwrap_or_default()) }
+                td.cell-text { (cell(text_of(&e.input))) }
+                td.cell-text { (cell(e.reference.as_ref().map(text_of).unwrap_or_default())) }
                 td { @if let Some(r) = e.source_run { a href={ "/playground/" (r) } { "run" } } }
             } } }
         }
@@ -158,6 +168,8 @@ pub(crate) async fn page(State(studio): State<Studio>, Path(name): Path<String>)
                 }
                 label.field { "Model" }
                 input type="text" name="model" placeholder="the provider's default";
+                label.field { "Max tokens" }
+                input type="text" name="max_tokens" value="256";
             }
             fieldset {
                 label.field { "Experiment name" }
@@ -216,7 +228,13 @@ pub(crate) async fn run(
     let provider_name = field("provider");
     let provider = Provider::parse(&provider_name).ok_or_else(|| bad(format!("unknown provider `{provider_name}`")))?;
     let model = Some(field("model")).filter(|m| !m.is_empty());
-    let llm: Arc<dyn Llm> = provider.client(model.as_deref()).map_err(|e| bad(e.to_string()))?;
+    let untraced: Arc<dyn Llm> = provider.client(model.as_deref()).map_err(|e| bad(e.to_string()))?;
+    // The task's and the judge's calls are recorded like any run (with their messages).
+    let llm: Arc<dyn Llm> = Arc::new(untraced.layer(TelemetryLayer::new().record_content(true)));
+    let max_tokens: Option<u32> = match field("max_tokens") {
+        m if m.is_empty() => None,
+        m => Some(m.parse().map_err(|e| bad(format!("max tokens: {e}")))?),
+    };
     let target = format!("{}/{}", provider.name(), llm.default_model().unwrap_or_else(|| "default".into()));
     let mut evaluators: Vec<Box<dyn Evaluator>> = Vec::new();
     for (_, chosen) in form.iter().filter(|(k, _)| k == "evaluator") {
@@ -236,8 +254,8 @@ pub(crate) async fn run(
         return Err(bad("choose at least one evaluator"));
     }
     let experiment_name = Some(field("name")).filter(|n| !n.is_empty()).unwrap_or_else(|| "experiment".into());
-    let traced: Arc<dyn Llm> = Arc::new(llm.layer(TelemetryLayer::new().record_content(true)));
-    let task = llm_task(traced, ChatRequest::default());
+    let template = ChatRequest { max_tokens, ..ChatRequest::default() };
+    let task = llm_task(llm, template);
     let span = tracing::info_span!(
         "evaluation",
         otel.name = %format_args!("evaluation {experiment_name}"),
@@ -260,7 +278,7 @@ fn result_row(r: Option<&ExperimentResult>) -> Markup {
             Some(r) => {
                 td.cell-text {
                     @if let Some(e) = &r.error { span.pill.error { "failed" } " " (e) }
-                    @else { (r.output.as_ref().map(text_of).unwrap_or_default()) }
+                    @else { (cell(r.output.as_ref().map(text_of).unwrap_or_default())) }
                 }
                 td { @for s in &r.scores { (score_cell(s)) " " } br; span.muted { (duration(r.latency)) } }
             }
@@ -294,7 +312,10 @@ pub(crate) async fn experiment(State(studio): State<Studio>, Path(id): Path<i64>
             @for s in &x.summary.scores {
                 div.stat {
                     span.value { @match s.mean { Some(m) => (format!("{m:.2}")), None => "—" } }
-                    span.label { (s.evaluator) @if let Some(p) = s.pass_rate { " · " (format!("{:.0}", p * 100.0)) "% pass" } }
+                    span.label {
+                        (s.evaluator) @if let Some(p) = s.pass_rate { " · " (format!("{:.0}", p * 100.0)) "% pass" }
+                        @if s.errors > 0 { " · " (s.errors) " failed to score" }
+                    }
                 }
             }
         }
@@ -303,8 +324,8 @@ pub(crate) async fn experiment(State(studio): State<Studio>, Path(id): Path<i64>
             tbody { @for r in &detail.results {
                 @let example = examples.iter().find(|e| e.id == r.example);
                 tr {
-                    td.cell-text { (example.map(|e| text_of(&e.input)).unwrap_or_default()) }
-                    td.cell-text { (example.and_then(|e| e.reference.as_ref()).map(text_of).unwrap_or_default()) }
+                    td.cell-text { (cell(example.map(|e| text_of(&e.input)).unwrap_or_default())) }
+                    td.cell-text { (cell(example.and_then(|e| e.reference.as_ref()).map(text_of).unwrap_or_default())) }
                     (result_row(Some(r)))
                 }
             } }
@@ -335,8 +356,8 @@ pub(crate) async fn compare(State(studio): State<Studio>, Query(pair): Query<Pai
         table.runs {
             thead { tr { th { "Input" } th { "Reference" } th { "A output" } th { "A scores" } th { "B output" } th { "B scores" } } }
             tbody { @for e in &comparison.examples { tr {
-                td.cell-text { (e.input.as_ref().map(text_of).unwrap_or_default()) }
-                td.cell-text { (e.reference.as_ref().map(text_of).unwrap_or_default()) }
+                td.cell-text { (cell(e.input.as_ref().map(text_of).unwrap_or_default())) }
+                td.cell-text { (cell(e.reference.as_ref().map(text_of).unwrap_or_default())) }
                 (result_row(e.a.as_ref()))
                 (result_row(e.b.as_ref()))
             } } }

@@ -356,6 +356,54 @@ fn tree_order(runs: &[Run]) -> Vec<(usize, &Run)> {
     out
 }
 
+/// A recorded input or output: chat messages as a conversation, a retrieval's results as a ranked table, any
+/// other value as JSON; the raw JSON is always one click away.
+pub(crate) fn value_view(value: &serde_json::Value) -> Markup {
+    let raw = html! { details.raw { summary { "Raw JSON" } pre.json { (pretty(value)) } } };
+    if let Ok(messages) = serde_json::from_value::<Vec<catena_core::Message>>(value.clone()) {
+        return html! {
+            div.conversation {
+                @for m in &messages {
+                    div class={ "bubble bubble-" (m.role) } {
+                        span class={ "role role-" (m.role) } { (m.role) }
+                        @let text = m.text();
+                        @if !text.is_empty() { div.text { (text) } }
+                        @for call in &m.tool_calls { div.call { code { (call.name) "(" (call.arguments) ")" } } }
+                        @if let Some(id) = &m.tool_call_id { div.muted { "answers " code { (id) } } }
+                    }
+                }
+            }
+            (raw)
+        };
+    }
+    if let Some(results) = value.as_array().filter(|r| !r.is_empty() && r.iter().all(|x| x.get("score").is_some())) {
+        return html! {
+            table.results {
+                thead { tr { th.num { "#" } th.num { "Score" } th { "Source" } th { "Id" } } }
+                tbody { @for (i, r) in results.iter().enumerate() {
+                    tr {
+                        td.num { (i + 1) }
+                        td.num { (r["score"].as_f64().map(|x| format!("{x:.4}")).unwrap_or_default()) }
+                        td { (r["source"].as_str().unwrap_or("")) }
+                        td { code { (r["id"].as_str().unwrap_or("")) } }
+                    }
+                    @if let Some(text) = r["content"].as_str() { tr.snippet { td {} td colspan="3" { (text) } } }
+                } }
+            }
+            (raw)
+        };
+    }
+    html! { pre.json { (pretty(value)) } }
+}
+
+/// At most `max` characters of `text`, with an ellipsis when cut.
+pub(crate) fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 pub(crate) fn pretty(value: &serde_json::Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
@@ -396,8 +444,8 @@ fn run_detail(run: &Run) -> Markup {
                     button.secondary type="submit" { "Add to dataset" }
                 }
             }
-            @if let Some(input) = &run.input { h4 { "Input" } pre.json { (pretty(input)) } }
-            @if let Some(output) = &run.output { h4 { "Output" } pre.json { (pretty(output)) } }
+            @if let Some(input) = &run.input { h4 { "Input" } (value_view(input)) }
+            @if let Some(output) = &run.output { h4 { "Output" } (value_view(output)) }
             @if !run.events.is_empty() {
                 h4 { "Events" }
                 ul.events {
@@ -437,6 +485,7 @@ async fn trace_page(State(studio): State<Studio>, Path(id): Path<String>) -> Res
         })
         .sum();
     let failed = runs.iter().any(|r| r.status.is_error());
+    let unpriced = runs.iter().filter(|r| r.cost == Cost::Unpriced).count();
     let body = html! {
         section.title-row {
             h1 { (root.name) " " (status_pill(failed)) }
@@ -447,7 +496,10 @@ async fn trace_page(State(studio): State<Studio>, Path(id): Path<String>) -> Res
             div.stat { span.value { (runs.len()) } span.label { "runs" } }
             div.stat { span.value { (llm.len()) } span.label { "model calls" } }
             div.stat { span.value { (tokens_in) " / " (tokens_out) } span.label { "tokens in / out" } }
-            div.stat { span.value { (usd(cost)) } span.label { "cost" } }
+            div.stat {
+                span.value { (usd(cost)) @if unpriced > 0 { "+" } }
+                span.label { "cost" @if unpriced > 0 { " (" (unpriced) " unpriced)" } }
+            }
         }
         section.waterfall {
             div.scale { span { "0" } span { (duration(Duration::from_secs_f64(span))) } }

@@ -705,6 +705,24 @@ fn shape(span: &mut SpanData, capture_content: bool) {
             }
             continue;
         }
+        if key == "catena.retrieval.results" && !capture_content {
+            // Ids, scores and sources are metadata; the documents' texts are content.
+            let text = kv.value.as_str();
+            let stripped = match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(serde_json::Value::Array(mut results)) => {
+                    for r in &mut results {
+                        if let Some(o) = r.as_object_mut() {
+                            o.remove("content");
+                        }
+                    }
+                    serde_json::Value::Array(results).to_string()
+                }
+                // Not catena's shape: dropped rather than risk exporting content.
+                _ => continue,
+            };
+            span.attributes.push(KeyValue::new(kv.key.clone(), stripped));
+            continue;
+        }
         let value = match (&kv.value, key) {
             (Value::String(s), k) if k.starts_with("gen_ai.usage.") || INTEGER_KEYS.contains(&k) => {
                 s.as_str().trim().parse::<i64>().map(Value::I64).unwrap_or_else(|_| kv.value.clone())
@@ -991,6 +1009,21 @@ mod tests {
         shape(&mut r, true);
         let kv = &r.events[0].attributes[0];
         assert_eq!((kv.key.as_str(), kv.value.as_str()), ("gen_ai.retrieval.query.text", "ownership".into()));
+    }
+
+    #[test]
+    fn retrieval_results_keep_ids_and_scores_and_lose_texts_without_capture() {
+        let results = r#"[{"id":"d1","score":0.9,"source":"a.md","content":"secret text"}]"#;
+        let mut s = span("retrieval", vec![KeyValue::new("catena.retrieval.results", results)]);
+        shape(&mut s, false);
+        let kept = get(&s, "catena.retrieval.results").expect("ids and scores stay").as_str().into_owned();
+        assert!(kept.contains("d1") && kept.contains("0.9") && !kept.contains("secret"), "{kept}");
+        let mut odd = span("retrieval", vec![KeyValue::new("catena.retrieval.results", "not json")]);
+        shape(&mut odd, false);
+        assert!(get(&odd, "catena.retrieval.results").is_none(), "an unknown shape is dropped");
+        let mut captured = span("retrieval", vec![KeyValue::new("catena.retrieval.results", results)]);
+        shape(&mut captured, true);
+        assert!(get(&captured, "catena.retrieval.results").unwrap().as_str().contains("secret text"));
     }
 
     #[test]

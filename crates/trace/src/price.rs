@@ -96,6 +96,13 @@ const BUILTIN: &[(&str, Price)] = &[
     ("gemini-2.5-flash-lite", Price::per_million(0.10, 0.40).cached(0.025)),
     ("gemini-2.0-flash", Price::per_million(0.10, 0.40).cached(0.025)),
     ("gemini-2.0-flash-lite", Price::per_million(0.075, 0.30)),
+    // Open-weight embedding models people run themselves (catena's LocalEmbedder, sentence-transformers):
+    // nothing to pay per token.
+    ("all-MiniLM", Price::per_million(0.0, 0.0)),
+    ("all-mpnet", Price::per_million(0.0, 0.0)),
+    ("bge", Price::per_million(0.0, 0.0)),
+    ("e5", Price::per_million(0.0, 0.0)),
+    ("multilingual-e5", Price::per_million(0.0, 0.0)),
     // Mistral
     ("mistral-large", Price::per_million(2.0, 6.0)),
     ("mistral-medium", Price::per_million(0.40, 2.0)),
@@ -137,14 +144,14 @@ impl PriceTable {
     /// `vllm`) as free.
     pub fn builtin() -> Self {
         PriceTable {
-            models: BUILTIN.iter().map(|(m, p)| (m.to_string(), *p)).collect(),
+            models: BUILTIN.iter().map(|(m, p)| (m.to_ascii_lowercase(), *p)).collect(),
             free_providers: BUILTIN_FREE.iter().map(|p| p.to_string()).collect(),
         }
     }
 
-    /// Adds (or replaces) the price of the models named `prefix` or `prefix-...`.
+    /// Adds (or replaces) the price of the models named `prefix` or `prefix-...` (case-insensitive).
     pub fn with_model(mut self, prefix: impl Into<String>, price: Price) -> Self {
-        let prefix = prefix.into();
+        let prefix = prefix.into().to_ascii_lowercase();
         self.models.retain(|(m, _)| *m != prefix);
         self.models.push((prefix, price));
         self
@@ -199,6 +206,8 @@ mod tests {
         assert_eq!(t.price("gemini-2.5-flash-lite").unwrap().output_per_million, 0.40);
         assert!(t.price("gpt-4oo").is_none(), "a prefix must end at a boundary");
         assert!(t.price("o3x").is_none());
+        assert_eq!(t.price("all-MiniLM-L6-v2").unwrap().input_per_million, 0.0);
+        assert_eq!(t.price("bge-small-en-v1.5").unwrap().input_per_million, 0.0);
     }
 
     #[test]

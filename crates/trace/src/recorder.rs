@@ -148,6 +148,23 @@ impl RunRecorder {
         Ok((recorder, RecorderHandle { queue: Some(queue), counters, writer: Some(writer) }))
     }
 
+    /// Installs this recorder as the process's global `tracing` subscriber (a registry with only this layer), for
+    /// programs and notebooks that have no subscriber of their own. With a log or an exporter too, build the
+    /// subscriber yourself: `tracing_subscriber::registry().with(recorder).with(...)`.
+    ///
+    /// # Errors
+    /// [`catena_core::Error::Config`] when a global subscriber is already installed.
+    pub fn install_global(self) -> catena_core::Result<()> {
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(self)).map_err(|e| {
+            catena_core::Error::config(
+                "the global tracing subscriber",
+                format!("is already set ({e})"),
+                "add the RunRecorder as a layer of the subscriber you install instead",
+            )
+        })
+    }
+
     fn send(&self, run: Run) {
         if self.counters.closed.load(Ordering::Relaxed) {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -411,7 +428,8 @@ fn number(fields: &[(&'static str, FieldValue)], name: &str) -> Option<u64> {
 }
 
 /// Fields that become [`Run::input`] / [`Run::output`] instead of attributes.
-const CONTENT_FIELDS: [&str; 3] = ["gen_ai.input.messages", "gen_ai.output.messages", "catena.retrieval.query"];
+const CONTENT_FIELDS: [&str; 4] =
+    ["gen_ai.input.messages", "gen_ai.output.messages", "catena.retrieval.query", "catena.retrieval.results"];
 
 fn finish(open: OpenRun, prices: &PriceTable) -> Run {
     let OpenRun { trace_id, id, parent_id, span_name, start, clock, fields, mut events, dropped_events } = open;
@@ -452,7 +470,7 @@ fn finish(open: OpenRun, prices: &PriceTable) -> Run {
     let json =
         |name: &str| text(&fields, name).map(|s| serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)));
     let input = json("gen_ai.input.messages").or_else(|| text(&fields, "catena.retrieval.query").map(Into::into));
-    let output = json("gen_ai.output.messages");
+    let output = json("gen_ai.output.messages").or_else(|| json("catena.retrieval.results"));
     let tags = text(&fields, "catena.tags")
         .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
         .unwrap_or_default();

@@ -303,7 +303,8 @@ pub struct Run {
     pub finish_reason: Option<String>,
     /// What went in: the messages of a model call (when content recording is on), a retrieval's query.
     pub input: Option<serde_json::Value>,
-    /// What came out: the answer message of a model call (when content recording is on).
+    /// What came out: the answer message of a model call (when content recording is on), a retrieval's ranked
+    /// `[{id, score, source}]` (with each document's `content` when content recording is on).
     pub output: Option<serde_json::Value>,
     /// Tags (`catena.tags`, comma-separated on the span), for filtering.
     pub tags: Vec<String>,

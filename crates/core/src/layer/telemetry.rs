@@ -37,6 +37,8 @@ use crate::retriever::Retriever;
 /// | `catena.stream.outcome` | streams: `completed`, `failed` or `dropped` |
 /// | `error.type` | the error kind when the call failed |
 /// | `gen_ai.input.messages`, `gen_ai.output.messages` | JSON, only with [`TelemetryLayer::record_content`] |
+/// | `catena.retrieval.query` | retrievals: the query, only with [`TelemetryLayer::record_content`] |
+/// | `catena.retrieval.documents`, `.top_score`, `.results` | retrievals: how many documents, the best score, and JSON `[{id, score, source}]` in rank order (each with its `content` only with [`TelemetryLayer::record_content`]) |
 ///
 /// Providers write no spans of their own: wrap them in this layer (outermost, so that one span covers retries,
 /// fallbacks and cache hits) and every backend reports the same schema.
@@ -367,6 +369,7 @@ impl<S: Retriever> Retriever for Telemetry<S> {
             catena.retrieval.query = Empty,
             catena.retrieval.documents = Empty,
             catena.retrieval.top_score = Empty,
+            catena.retrieval.results = Empty,
             catena.latency_ms = Empty,
             error.type = Empty,
         );
@@ -380,6 +383,26 @@ impl<S: Retriever> Retriever for Telemetry<S> {
                 span.record("catena.retrieval.documents", docs.len() as u64);
                 if let Some(d) = docs.first() {
                     span.record("catena.retrieval.top_score", f64::from(d.score));
+                }
+                if !span.is_disabled() {
+                    // The ranked ids, scores and sources (the texts only with content recording).
+                    let results: Vec<serde_json::Value> = docs
+                        .iter()
+                        .map(|d| {
+                            let mut r = serde_json::json!({
+                                "id": d.document.id,
+                                "score": d.score,
+                                "source": d.document.source(),
+                            });
+                            if self.record_content {
+                                r["content"] = d.document.content.clone().into();
+                            }
+                            r
+                        })
+                        .collect();
+                    if let Ok(json) = serde_json::to_string(&results) {
+                        span.record("catena.retrieval.results", json);
+                    }
                 }
             }
             Err(e) => record_error(&span, e),
