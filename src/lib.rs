@@ -51,6 +51,11 @@ pub use catena_index as index;
 #[cfg(feature = "trace")]
 pub use catena_trace as trace;
 
+/// Evaluations: evaluators (exact match, regex, JSON Schema, embedding similarity, LLM as judge) and experiments
+/// over datasets of the trace store (`catena-eval`).
+#[cfg(feature = "eval")]
+pub use catena_eval as eval;
+
 /// Vector stores (`catena-vectorstores`).
 #[cfg(feature = "vectorstores")]
 pub use catena_vectorstores as vectorstores;
