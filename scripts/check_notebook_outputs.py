@@ -222,7 +222,55 @@ def check_agents(nb, out):
     return f"tool calls on SmolLM2, typed events, approval (edit, reject) through saved state, memory {sent}/{total} messages"
 
 
-CHECKS = {"agents": check_agents, "providers": check_providers, "rag": check_rag, "structured_output": check_structured_output, "vector_stores": check_vector_stores}
+def check_tracing(nb, out):
+    questions = re.findall(r'^\s*"(.+)"\.to_string\(\),$', source_of(nb), flags=re.MULTILINE)
+    expect(len(questions) == 3, f"expected the notebook to ask 3 questions, found {questions}")
+    recorded, written, dropped = one(r"^Recorder: (\d+) runs recorded, (\d+) written, (\d+) dropped$", out, "the recorder stats")
+    expect(int(recorded) > 0 and written == recorded and dropped == "0", f"recorder: {recorded} recorded, {written} written, {dropped} dropped")
+    db = one(r"^Trace store: (\S+\.db)$", out, "the trace store path")
+    expect(one(r"^Browse the same runs in the studio: cargo run -p catena-studio -- --db (\S+)$", out, "the studio command") == db,
+           "the studio command names another file")
+    n, tokens_in, tokens_out, unpriced = one(r"^Totals: (\d+) traces, (\d+) tokens in, (\d+) tokens out, \$0\.0+ \((\d+) unpriced calls\)$",
+                                             out, "the totals (free)")
+    expect(n == "3" and int(tokens_in) > 0 and int(tokens_out) > 0 and unpriced == "0",
+           f"totals: {n} traces, {tokens_in}/{tokens_out} tokens, {unpriced} unpriced")
+
+    traces = re.findall(r"^ *(\d+) +([\d.]+) +(\d+) +(\d+) +(\d+) +(free|\$[\d.]+\+?) +(.+)$", out, flags=re.MULTILINE)
+    expect(len(traces) == 3, f"expected 3 rows in the trace table, found {len(traces)}")
+    expect([t[6] for t in traces] == questions, f"traces {[t[6] for t in traces]} are not the questions {questions}, in order")
+    expect(sum(int(t[3]) for t in traces) == int(tokens_in) and sum(int(t[4]) for t in traces) == int(tokens_out),
+           "the trace rows do not add up to the totals")
+    steps = re.findall(r"^ *(\d+) +(\d+) +(\d+|-) +(\w+) +([\d.]+) +(\d+|-) +(\d+|-) +\|[^|]*\| +(\S.*)$", out, flags=re.MULTILINE)
+    latencies = []
+    for number, latency, runs, t_in, t_out, cost, question in traces:
+        rows = [s for s in steps if s[0] == number]
+        what = f"trace {number} ({question})"
+        expect(float(latency) > 0 and 0 < int(t_in) and 0 < int(t_out) <= 48, f"{what}: latency {latency} ms, tokens {t_in}/{t_out}")
+        expect(cost == "free", f"{what}: cost {cost}, a local model is free")
+        expect(len(rows) == int(runs), f"{what}: {len(rows)} step rows, the trace has {runs} runs")
+        expect([int(r[1]) for r in rows] == list(range(1, len(rows) + 1)), f"{what}: steps are not numbered 1..{len(rows)}")
+        expect(rows[0][2] == "-" and rows[0][7] == "question" and float(rows[0][4]) == float(latency),
+               f"{what}: the first step is not the question span: {rows[0]}")
+        for r in rows[1:]:
+            expect(r[2] != "-" and 1 <= int(r[2]) < int(r[1]), f"{what}: step {r[1]} has no parent before it in the trace ({r[2]})")
+            expect(float(r[4]) <= float(latency), f"{what}: step {r[1]} ({r[4]} ms) outlasts its trace ({latency} ms)")
+        by_kind = {k: [r for r in rows if r[3] == k] for k in ("retrieval", "llm", "chain")}
+        expect(len(by_kind["retrieval"]) == 1 and len(by_kind["llm"]) == 1, f"{what}: expected one retrieval and one llm step: {rows}")
+        retrieval, llm = by_kind["retrieval"][0], by_kind["llm"][0]
+        parent = rows[int(llm[2]) - 1]
+        expect(parent[3] == "chain" and parent[7].strip() == "rag", f"{what}: the llm step's parent is {parent}, not the rag chain")
+        expect(rows[int(retrieval[2]) - 1][3] == "chain", f"{what}: the retrieval's parent is not the chain")
+        expect((llm[5], llm[6]) == (t_in, t_out), f"{what}: the llm step has tokens {llm[5]}/{llm[6]}, the trace {t_in}/{t_out}")
+        for r in [rows[0], parent, retrieval, llm]:
+            expect(float(r[4]) > 0, f"{what}: step {r[1]} ({r[3]}) has latency {r[4]} ms")
+        latencies += [float(retrieval[4]), float(llm[4])]
+    expect(re.search(r"^All checks passed: 3 traces", out, flags=re.MULTILINE) is not None, "the assertion cell did not finish")
+    expect(re.search(r"^Cleaned up$", out, flags=re.MULTILINE) is not None, "the clean-up cell did not finish")
+    return (f"3 traces of {', '.join(t[2] for t in traces)} runs, each question > rag > retrieval + llm; "
+            f"{tokens_in} tokens in, {tokens_out} out, free; step latencies {min(latencies):.1f}..{max(latencies):.1f} ms")
+
+
+CHECKS = {"agents": check_agents, "providers": check_providers, "rag": check_rag, "structured_output": check_structured_output, "tracing": check_tracing, "vector_stores": check_vector_stores}
 
 
 def main(paths):
