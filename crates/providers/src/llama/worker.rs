@@ -223,15 +223,27 @@ pub(crate) fn run_worker(
     let mut cache: Vec<LlamaToken> = Vec::new();
     while let Some(job) = shared.pool.next_job(index) {
         let span = job.span.clone();
-        let _entered = span.enter();
-        let outcome =
-            std::panic::catch_unwind(AssertUnwindSafe(|| run_job(&shared, &mut ctx, &mut batch, &mut cache, job)));
-        if outcome.is_err() {
-            // The job's sender was dropped with it, so its stream reports the failure. Start from a clean cache.
-            Counters::add(&shared.stats.failed, 1);
-            cache.clear();
-            ctx.clear_kv_cache();
-            tracing::error!("llama.cpp generation panicked; the context was reset");
+        let outcome = {
+            let _entered = span.enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| run_job(&shared, &mut ctx, &mut batch, &mut cache, job)))
+        };
+        match outcome {
+            // The last event goes out only after this thread has let go of the caller's span, so that the span
+            // can close as soon as the caller is done with it (a recorder sees the run end with the call).
+            Ok(last) => {
+                drop(span);
+                if let Some((events, event)) = last {
+                    let _ = events.send(event);
+                }
+            }
+            Err(_) => {
+                // The job's sender was dropped with it, so its stream reports the failure. Start from a clean
+                // cache.
+                Counters::add(&shared.stats.failed, 1);
+                cache.clear();
+                ctx.clear_kv_cache();
+                tracing::error!(parent: &span, "llama.cpp generation panicked; the context was reset");
+            }
         }
         shared.pool.record_cache(index, &cache);
     }
@@ -243,18 +255,21 @@ enum End {
     Cancelled,
 }
 
+/// The last event of a job and where it goes: sent by the caller once the job (and its span) is dropped.
+type LastEvent = (mpsc::UnboundedSender<Result<GenerationEvent>>, Result<GenerationEvent>);
+
 fn run_job(
     shared: &Shared,
     ctx: &mut LlamaContext<'_>,
     batch: &mut LlamaBatch<'_>,
     cache: &mut Vec<LlamaToken>,
     mut job: Job,
-) {
+) -> Option<LastEvent> {
     let stats = &shared.stats;
     Counters::add(&stats.requests, 1);
     if job.events.is_closed() {
         Counters::add(&stats.cancelled, 1);
-        return;
+        return None;
     }
     match generate(shared, ctx, batch, cache, &mut job) {
         Ok(Some(summary)) => {
@@ -267,16 +282,17 @@ fn run_job(
                 elapsed_ms = job.started.elapsed().as_secs_f64() * 1000.0,
                 "local generation finished"
             );
-            let _ = job.events.send(Ok(GenerationEvent::Finished(summary)));
+            Some((job.events, Ok(GenerationEvent::Finished(summary))))
         }
         Ok(None) => {
             Counters::add(&stats.cancelled, 1);
             tracing::debug!("generation cancelled: the stream was dropped");
+            None
         }
         Err(e) => {
             Counters::add(&stats.failed, 1);
             tracing::warn!(error = %e, "generation failed");
-            let _ = job.events.send(Err(e));
+            Some((job.events, Err(e)))
         }
     }
 }
