@@ -167,7 +167,8 @@ async fn main() -> Result<()> {
             "You are a helpful assistant. Use the tools when they help: calculate for arithmetic, search_docs for \
              questions about the documents. Answer briefly.",
         )
-        .with_request(request);
+        .with_request(request)
+        .with_recorded_content(tracing.record_content());
 
     let mut events = agent.stream(args.question.clone().into());
     let mut stdout = std::io::stdout();

@@ -10,6 +10,9 @@
 //! the last step and is `'static`, so it can move into `tokio::spawn`. The model is `CATENA_LLM_MODEL`, else the
 //! offline default SmolLM2-135M-Instruct (`scripts/setup.sh`); feature `constrain` enforces the JSON Schema.
 
+#[path = "common/trace.rs"]
+mod traces;
+
 use std::io::Write;
 use std::sync::Arc;
 
@@ -29,7 +32,9 @@ struct Animal {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let tracing = traces::init()?; // the log, and run recording when CATENA_TRACE_DB is set
     let llm: Arc<dyn Llm> = Arc::new(tokio::task::spawn_blocking(LocalLlm::from_env).await??);
+    let llm = tracing.llm(llm);
     let settings = ChatRequest::default().with_max_tokens(32).with_temperature(0.0);
 
     // prompt -> model (with request settings) -> text

@@ -9,6 +9,9 @@
 //! with `chat` and `chat_stream`; the stream's chunks must fold into the response `chat` returns. No model file
 //! is needed.
 
+#[path = "common/trace.rs"]
+mod traces;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,11 +74,13 @@ impl Llm for Echo {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    // Under layers, as any provider would be: a deadline per attempt, and retries of retryable errors.
+    let tracing = traces::init()?; // the log, and run recording when CATENA_TRACE_DB is set
+                                   // Under layers, as any provider would be: a deadline per attempt, and retries of retryable errors.
     let layered = Echo
         .layer(TimeoutLayer::new(Timeouts::none().with_total(Duration::from_secs(5))))
         .layer(RetryLayer::new(RetryPolicy::new(2)?));
     let llm: Arc<dyn Llm> = Arc::new(layered);
+    let llm = tracing.llm(llm);
     println!("default model: {:?}", llm.default_model());
 
     // In a chain: template -> model -> text.

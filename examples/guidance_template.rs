@@ -10,6 +10,9 @@
 //! program a chain step from its variables to the `Run`. The model is `CATENA_LLM_MODEL`, else the offline
 //! default SmolLM2-135M-Instruct (`scripts/setup.sh`).
 
+#[path = "common/trace.rs"]
+mod traces;
+
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -35,7 +38,9 @@ struct Quiz {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let tracing = traces::init()?; // the log, and run recording when CATENA_TRACE_DB is set
     let llm: Arc<dyn Llm> = Arc::new(tokio::task::spawn_blocking(LocalLlm::from_env).await??);
+    let llm = tracing.llm(llm);
     let program = Program::new(TEMPLATE)?; // syntax and slot arguments are checked here, before any model call
     let options = RunOptions { temperature: Some(0.0), ..RunOptions::default() };
 

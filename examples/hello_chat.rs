@@ -8,15 +8,20 @@
 //! SmolLM2-135M-Instruct at `catena::providers::llama::default_model_path()` (`scripts/setup.sh` installs it).
 //! It prints the answer, then the tokens it used and why it stopped.
 
+#[path = "common/trace.rs"]
+mod traces;
+
 use anyhow::Result;
 use catena::providers::llama::LocalLlm;
 use catena::{ChatRequest, Llm, Message};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    // Loading reads the model file and starts llama.cpp's worker thread: blocking work, done off the runtime.
+    let tracing = traces::init()?; // the log, and run recording when CATENA_TRACE_DB is set
+                                   // Loading reads the model file and starts llama.cpp's worker thread: blocking work, done off the runtime.
     let llm = tokio::task::spawn_blocking(LocalLlm::from_env).await??;
     println!("model: {}", llm.path().display());
+    let llm = tracing.llm(std::sync::Arc::new(llm));
 
     let request = ChatRequest::new(vec![
         Message::system("You are a helpful assistant. Answer in one sentence."),

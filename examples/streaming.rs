@@ -8,6 +8,9 @@
 //! reason and the usage. Folding the chunks with `ChatResponseBuilder` gives the response `chat` would return.
 //! The model is `CATENA_LLM_MODEL`, else the offline default SmolLM2-135M-Instruct (`scripts/setup.sh`).
 
+#[path = "common/trace.rs"]
+mod traces;
+
 use std::io::Write;
 
 use anyhow::Result;
@@ -17,7 +20,9 @@ use futures::StreamExt;
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let tracing = traces::init()?; // the log, and run recording when CATENA_TRACE_DB is set
     let llm = tokio::task::spawn_blocking(LocalLlm::from_env).await??;
+    let llm = tracing.llm(std::sync::Arc::new(llm));
     let request =
         ChatRequest::new(vec![Message::user("Write a haiku about the Rust borrow checker.")]).with_max_tokens(48);
 

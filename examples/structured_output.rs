@@ -10,6 +10,9 @@
 //! elsewhere. `constrained` does the same for any `Constraint` (here a choice). The model is `CATENA_LLM_MODEL`,
 //! else the offline default SmolLM2-135M-Instruct (`scripts/setup.sh`).
 
+#[path = "common/trace.rs"]
+mod traces;
+
 use anyhow::Result;
 use catena::providers::llama::LocalLlm;
 use catena::structured::{LlmStructuredExt, RepairPolicy};
@@ -30,7 +33,9 @@ struct City {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let tracing = traces::init()?; // the log, and run recording when CATENA_TRACE_DB is set
     let llm = tokio::task::spawn_blocking(LocalLlm::from_env).await??;
+    let llm = tracing.llm(std::sync::Arc::new(llm));
 
     let request = ChatRequest::new(vec![
         Message::system("Answer with JSON."),

@@ -353,11 +353,16 @@ fn agent() {
         use catena::trace::{RunKind, TraceQuery, TraceStore};
         let store = TraceStore::open(&db).expect("the trace store the example wrote");
         let listed = store.traces(&TraceQuery::default()).expect("traces");
-        assert_eq!(listed.len(), 1, "{listed:?}");
-        let runs = store.trace(listed[0].root.trace_id).expect("runs");
+        // Loading the model records traces of its own; the question is one agent trace.
+        let agents: Vec<_> = listed.iter().filter(|t| t.root.kind == RunKind::Agent).collect();
+        assert_eq!(agents.len(), 1, "{listed:?}");
+        let runs = store.trace(agents[0].root.trace_id).expect("runs");
         assert_eq!(runs[0].kind, RunKind::Agent, "{runs:#?}");
         let tool = runs.iter().find(|r| r.kind == RunKind::Tool).expect("a tool run");
         assert_eq!(tool.name, "calculate");
+        // Content is recorded with CATENA_TRACE_DB: the tool's arguments and result.
+        assert!(tool.input.as_ref().is_some_and(|a| a.get("op").is_some()), "{:?}", tool.input);
+        assert!(tool.output.is_some(), "{tool:?}");
         assert!(runs.iter().filter(|r| r.kind == RunKind::Llm).count() >= 2, "{runs:#?}");
         assert!(runs[1..].iter().all(|r| r.trace_id == runs[0].trace_id && r.parent_id.is_some()));
     }
@@ -446,6 +451,7 @@ fn rag_through_every_provider_and_a_deadline() {
         &["--docs", &docs, "--provider", "openai", question],
         &[
             ("OPENAI_BASE_URL", openai_base.as_str()),
+            ("OPENAI_API_KEY", "sk-local"),
             ("CATENA_COMPAT", "generic"),
             ("CATENA_MODEL", "echo"),
             ("CATENA_TRACE_DB", db.to_str().expect("a UTF-8 path")),
@@ -454,8 +460,10 @@ fn rag_through_every_provider_and_a_deadline() {
     assert!(status.success(), "rag with CATENA_TRACE_DB failed:\n{}\n{}", run.stdout, run.stderr);
     let store = catena::trace::TraceStore::open(&db).expect("the trace store the example wrote");
     let listed = store.traces(&catena::trace::TraceQuery::default()).expect("traces");
-    assert_eq!(listed.len(), 1, "one question, one trace: {listed:?}");
-    let runs = store.trace(listed[0].root.trace_id).expect("the trace's runs");
+    // Indexing may record traces of its own; the question is one trace under the rag chain.
+    let questions: Vec<_> = listed.iter().filter(|t| t.root.name == "rag").collect();
+    assert_eq!(questions.len(), 1, "one question, one trace: {listed:?}");
+    let runs = store.trace(questions[0].root.trace_id).expect("the trace's runs");
     let kinds: Vec<_> = runs.iter().map(|r| r.kind).collect();
     use catena::trace::RunKind;
     assert_eq!(kinds[0], RunKind::Chain, "{runs:#?}");
@@ -501,7 +509,9 @@ fn rag_through_every_provider_and_a_deadline() {
     assert!(!status.success(), "{}", run.stdout);
     assert!(run.stderr.contains("deadline (2 s) passed") && run.stderr.contains(&silent_url), "{}", run.stderr);
     assert!(run.stderr.contains("all 2 attempts failed"), "{}", run.stderr);
-    // Indexing one chapter takes a few seconds; the two calls at most 2 s each.
-    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    // The messages above show the 2 s deadline fired, twice. The run also ends well before the default first-chunk
+    // deadline (300 s) would have ended even one attempt; the bound is loose because indexing the chapter first
+    // takes from seconds on a quiet machine to minutes beside a cold build (not a speed check).
+    assert!(started.elapsed() < Duration::from_secs(290), "{:?}", started.elapsed());
     drop(silent);
 }

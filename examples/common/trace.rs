@@ -31,6 +31,11 @@ pub fn init() -> Result<Tracing> {
 }
 
 impl Tracing {
+    /// Whether content (messages, queries, tool arguments and results) is recorded.
+    pub fn record_content(&self) -> bool {
+        self.record_content
+    }
+
     /// Whether runs are being recorded.
     pub fn recording(&self) -> bool {
         self.handle.is_some()

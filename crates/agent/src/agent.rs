@@ -241,6 +241,8 @@ struct Inner {
     request: ChatRequest,
     limits: Limits,
     memory: Option<Arc<dyn Memory>>,
+    /// Whether tool spans record the calls' arguments and results.
+    record_content: bool,
 }
 
 impl std::fmt::Debug for Agent {
@@ -286,6 +288,7 @@ impl Agent {
                 request: ChatRequest::default(),
                 limits,
                 memory: None,
+                record_content: false,
             }),
         })
     }
@@ -303,6 +306,7 @@ impl Agent {
                     request: old.request.clone(),
                     limits: old.limits,
                     memory: old.memory.clone(),
+                    record_content: old.record_content,
                 };
                 f(&mut inner);
                 self.inner = Arc::new(inner);
@@ -315,6 +319,13 @@ impl Agent {
     pub fn with_name(self, name: impl Into<String>) -> Self {
         let name = name.into();
         self.edit(|i| i.name = name)
+    }
+
+    /// Also records each tool call's arguments and result on its `execute_tool` span
+    /// (`gen_ai.tool.call.arguments`, `gen_ai.tool.call.result`). They may hold personal data: turn this on
+    /// deliberately, as with `TelemetryLayer::record_content`. Off by default.
+    pub fn with_recorded_content(self, on: bool) -> Self {
+        self.edit(|i| i.record_content = on)
     }
 
     /// Puts `system` first in every new conversation.
@@ -607,6 +618,7 @@ impl Run {
             jobs.push((position, job));
         }
         let tools = &inner.tools;
+        let record_content = inner.record_content;
         let results = &mut self.results;
         futures::stream::iter(jobs)
             .map(move |(position, job)| async move {
@@ -619,8 +631,24 @@ impl Run {
                             gen_ai.operation.name = "execute_tool",
                             gen_ai.tool.name = %call.name,
                             gen_ai.tool.call.id = %call.id,
+                            gen_ai.tool.call.arguments = tracing::field::Empty,
+                            gen_ai.tool.call.result = tracing::field::Empty,
+                            error.type = tracing::field::Empty,
                         );
-                        let result = tools.call(&call).instrument(span).await;
+                        if record_content {
+                            span.record("gen_ai.tool.call.arguments", call.arguments.as_str());
+                        }
+                        let result = tools.call(&call).instrument(span.clone()).await;
+                        match &result {
+                            Ok(value) if record_content => {
+                                span.record("gen_ai.tool.call.result", value.to_string());
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                span.record("error.type", "tool_error");
+                                tracing::warn!(parent: &span, error = %e, "tool call failed");
+                            }
+                        }
                         (call, result)
                     }
                 };

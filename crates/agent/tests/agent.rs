@@ -502,3 +502,26 @@ async fn the_token_window_fits_real_token_counts() {
         }
     }
 }
+
+#[tokio::test]
+async fn tool_spans_carry_arguments_and_results_only_when_asked() {
+    for record in [false, true] {
+        let (captured, _guard) = catena_test_support::spans::start();
+        let server = TestServer::start(Reply::Sequence(vec![
+            calls(vec![("c1", "add", r#"{"a": 2, "b": 3}"#)], ToolStyle::OpenAi),
+            Canned::text("5."),
+        ]))
+        .await;
+        let agent = agent_for(&server, math_tools(), Limits::new(4, 10, 4)).await.with_recorded_content(record);
+        agent.ask("What is 2+3?").await.unwrap();
+        assert_eq!(captured.value("execute_tool", "gen_ai.tool.name"), ["add"], "{}", captured.everything());
+        let arguments = captured.value("execute_tool", "gen_ai.tool.call.arguments");
+        let results = captured.value("execute_tool", "gen_ai.tool.call.result");
+        if record {
+            assert_eq!(arguments, [r#"{"a": 2, "b": 3}"#]);
+            assert_eq!(results, ["5.0"]);
+        } else {
+            assert!(arguments.is_empty() && results.is_empty(), "content is off by default: {arguments:?} {results:?}");
+        }
+    }
+}

@@ -428,8 +428,14 @@ fn number(fields: &[(&'static str, FieldValue)], name: &str) -> Option<u64> {
 }
 
 /// Fields that become [`Run::input`] / [`Run::output`] instead of attributes.
-const CONTENT_FIELDS: [&str; 4] =
-    ["gen_ai.input.messages", "gen_ai.output.messages", "catena.retrieval.query", "catena.retrieval.results"];
+const CONTENT_FIELDS: [&str; 6] = [
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "catena.retrieval.query",
+    "catena.retrieval.results",
+    "gen_ai.tool.call.arguments",
+    "gen_ai.tool.call.result",
+];
 
 fn finish(open: OpenRun, prices: &PriceTable) -> Run {
     let OpenRun { trace_id, id, parent_id, span_name, start, clock, fields, mut events, dropped_events } = open;
@@ -469,8 +475,12 @@ fn finish(open: OpenRun, prices: &PriceTable) -> Run {
     };
     let json =
         |name: &str| text(&fields, name).map(|s| serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)));
-    let input = json("gen_ai.input.messages").or_else(|| text(&fields, "catena.retrieval.query").map(Into::into));
-    let output = json("gen_ai.output.messages").or_else(|| json("catena.retrieval.results"));
+    let input = json("gen_ai.input.messages")
+        .or_else(|| text(&fields, "catena.retrieval.query").map(Into::into))
+        .or_else(|| json("gen_ai.tool.call.arguments"));
+    let output = json("gen_ai.output.messages")
+        .or_else(|| json("catena.retrieval.results"))
+        .or_else(|| json("gen_ai.tool.call.result"));
     let tags = text(&fields, "catena.tags")
         .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
         .unwrap_or_default();

@@ -301,10 +301,11 @@ pub struct Run {
     pub time_to_first_chunk: Option<Duration>,
     /// Why generation stopped (`stop`, `length`, `tool_calls`, ...).
     pub finish_reason: Option<String>,
-    /// What went in: the messages of a model call (when content recording is on), a retrieval's query.
+    /// What went in: the messages of a model call, a retrieval's query, a tool call's arguments (each when content
+    /// recording is on).
     pub input: Option<serde_json::Value>,
-    /// What came out: the answer message of a model call (when content recording is on), a retrieval's ranked
-    /// `[{id, score, source}]` (with each document's `content` when content recording is on).
+    /// What came out: the answer message of a model call and a tool call's result (when content recording is on),
+    /// a retrieval's ranked `[{id, score, source}]` (with each document's `content` when content recording is on).
     pub output: Option<serde_json::Value>,
     /// Tags (`catena.tags`, comma-separated on the span), for filtering.
     pub tags: Vec<String>,
