@@ -11,25 +11,16 @@ use catena_trace::{Cost, FieldValue, Run, RunId, RunKind, RunStatus, TokenUsage,
 
 fn run(trace: u128, id: u64, parent: Option<u64>, name: &str, kind: RunKind, offset_ms: u64, ms: u64) -> Run {
     Run {
-        trace_id: TraceId(trace),
-        id: RunId(id),
-        parent_id: parent.map(RunId),
-        name: name.into(),
-        kind,
-        start: SystemTime::now() - Duration::from_secs(60) + Duration::from_millis(offset_ms),
-        duration: Duration::from_millis(ms),
-        status: RunStatus::Ok,
-        provider: None,
-        model: None,
-        usage: None,
-        cost: Cost::NoUsage,
-        time_to_first_chunk: None,
-        finish_reason: None,
-        input: None,
-        output: None,
-        tags: Vec::new(),
         attributes: vec![("gen_ai.operation.name".into(), FieldValue::Str(kind.as_str().into()))],
-        events: Vec::new(),
+        ..Run::new(
+            TraceId(trace),
+            RunId(id),
+            parent.map(RunId),
+            name,
+            kind,
+            SystemTime::now() - Duration::from_secs(60) + Duration::from_millis(offset_ms),
+            Duration::from_millis(ms),
+        )
     }
 }
 

@@ -750,8 +750,7 @@ impl TraceStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::price::Cost;
-    use crate::run::{RunKind, RunStatus, TraceId};
+    use crate::run::{RunKind, TraceId};
     use serde_json::json;
 
     fn store() -> (tempfile::TempDir, TraceStore) {
@@ -814,25 +813,17 @@ mod tests {
         let messages = json!([{"role": "user", "content": [{"type": "text", "text": "Capital of France?"}]}]);
         let answer = json!([{"role": "assistant", "content": [{"type": "text", "text": "Paris"}]}]);
         let run = Run {
-            trace_id: TraceId(1),
-            id: RunId(7),
-            parent_id: None,
-            name: "chat tiny".into(),
-            kind: RunKind::Llm,
-            start: SystemTime::now(),
-            duration: Duration::from_millis(3),
-            status: RunStatus::Ok,
-            provider: None,
-            model: None,
-            usage: None,
-            cost: Cost::NoUsage,
-            time_to_first_chunk: None,
-            finish_reason: None,
             input: Some(messages.clone()),
             output: Some(answer.clone()),
-            tags: Vec::new(),
-            attributes: Vec::new(),
-            events: Vec::new(),
+            ..Run::new(
+                TraceId(1),
+                RunId(7),
+                None,
+                "chat tiny",
+                RunKind::Llm,
+                SystemTime::now(),
+                Duration::from_millis(3),
+            )
         };
         store.insert(std::slice::from_ref(&run)).unwrap();
         store.create_dataset("saved", "").unwrap();

@@ -316,6 +316,40 @@ pub struct Run {
 }
 
 impl Run {
+    /// A run that finished without error and recorded nothing beyond its place in the tree: no usage, content,
+    /// tags or attributes (set the fields you have). For sinks, imports and tests; the recorder builds its own.
+    pub fn new(
+        trace_id: TraceId,
+        id: RunId,
+        parent_id: Option<RunId>,
+        name: impl Into<String>,
+        kind: RunKind,
+        start: SystemTime,
+        duration: Duration,
+    ) -> Run {
+        Run {
+            trace_id,
+            id,
+            parent_id,
+            name: name.into(),
+            kind,
+            start,
+            duration,
+            status: RunStatus::Ok,
+            provider: None,
+            model: None,
+            usage: None,
+            cost: Cost::NoUsage,
+            time_to_first_chunk: None,
+            finish_reason: None,
+            input: None,
+            output: None,
+            tags: Vec::new(),
+            attributes: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
     /// The attribute named `name`.
     pub fn attribute(&self, name: &str) -> Option<&FieldValue> {
         self.attributes.iter().find(|(k, _)| k == name).map(|(_, v)| v)

@@ -143,7 +143,10 @@ impl TraceStore {
         }
         connection.execute_batch(SCHEMA).map_err(err)?;
         crate::datasets::create_schema(&connection).map_err(err)?;
-        connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err)?;
+        // A write: only when the file is new (every studio request opens the store, beside a writing recorder).
+        if version != SCHEMA_VERSION {
+            connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err)?;
+        }
         Ok(TraceStore { connection, path })
     }
 
@@ -390,27 +393,15 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     fn run(trace: u128, id: u64, parent: Option<u64>, name: &str, at_s: u64) -> Run {
-        Run {
-            trace_id: TraceId(trace),
-            id: RunId(id),
-            parent_id: parent.map(RunId),
-            name: name.into(),
-            kind: RunKind::Span,
-            start: UNIX_EPOCH + Duration::from_secs(at_s),
-            duration: Duration::from_millis(5),
-            status: RunStatus::Ok,
-            provider: None,
-            model: None,
-            usage: None,
-            cost: Cost::NoUsage,
-            time_to_first_chunk: None,
-            finish_reason: None,
-            input: None,
-            output: None,
-            tags: Vec::new(),
-            attributes: Vec::new(),
-            events: Vec::new(),
-        }
+        Run::new(
+            TraceId(trace),
+            RunId(id),
+            parent.map(RunId),
+            name,
+            RunKind::Span,
+            UNIX_EPOCH + Duration::from_secs(at_s),
+            Duration::from_millis(5),
+        )
     }
 
     fn call(trace: u128, id: u64, parent: u64, model: &str, cost: Cost, at_s: u64) -> Run {
