@@ -7,6 +7,10 @@
 //! `CacheLayer` keys each request exactly (backend, model, messages, settings), so any change misses. Here it
 //! sits on a `MemoryCache` (an LRU in memory); `DiskCache::open(dir)?` keeps answers across runs instead. The
 //! model is `CATENA_LLM_MODEL`, else the offline default SmolLM2-135M-Instruct (`scripts/setup.sh`).
+//! `CATENA_TRACE_DB=<file>` records both calls (the second, answered from the cache, takes microseconds).
+
+#[path = "common/trace.rs"]
+mod traces;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -21,10 +25,11 @@ const CAPACITY: NonZeroUsize = NonZeroUsize::new(128).unwrap();
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let tracing = traces::init()?; // the log, and run recording when CATENA_TRACE_DB is set
     let local = tokio::task::spawn_blocking(LocalLlm::from_env).await??;
     let store = Arc::new(MemoryCache::new(CAPACITY));
     // `LocalLlm` is a cheap handle: `local` still counts the requests that reach the model.
-    let llm = local.clone().layer(CacheLayer::shared(store.clone() as Arc<dyn CacheStore>));
+    let llm = tracing.llm(Arc::new(local.clone().layer(CacheLayer::shared(store.clone() as Arc<dyn CacheStore>))));
 
     let request = ChatRequest::new(vec![Message::user("Give me a name for a pet crab.")]).with_max_tokens(32);
     for call in ["first", "second"] {

@@ -207,7 +207,8 @@ async fn main() -> Result<()> {
             }
         }
         Some(llm) => {
-            let rag = RagChain::new(retriever, llm)?.with_request(request);
+            let rag =
+                RagChain::new(retriever, llm)?.with_request(request).with_recorded_content(tracing.record_content());
             let mut events = rag.stream(args.question.clone());
             let mut stdout = std::io::stdout();
             while let Some(event) = events.next().await {

@@ -17,9 +17,12 @@
 //! (or `[n, m]`) with `n` among the numbers of the sources it was given. The last line is
 //! `rag_answers: questions=N non_degenerate=F ended=F cited=F all=F answer_tokens_per_wall_s=T` (answer tokens over
 //! the wall time of whole questions: retrieval and prompt included); with `--min-all F` the run
-//! fails when the fraction of answers passing all three checks is below `F`.
+//! fails when the fraction of answers passing all three checks is below `F`. `CATENA_TRACE_DB=<file>` records every
+//! question's run (chain, retrieval, model call) for the studio.
 
 mod common;
+#[path = "common/trace.rs"]
+mod traces;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -136,6 +139,7 @@ fn judge(text: &str, finish_reason: Option<&FinishReason>, sources: usize) -> Ve
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let tracing = traces::init()?; // the log, and run recording when CATENA_TRACE_DB is set
     let args = Args::parse();
     let mut cases: Vec<Case> = common::read_jsonl(&args.questions)?;
     if let Some(limit) = args.limit {
@@ -149,8 +153,8 @@ async fn main() -> Result<()> {
     let store =
         common::index_markdown(&embedder, &args.docs, args.index.as_ref(), DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_OVERLAP)
             .await?;
-    let retriever = Arc::new(VectorRetriever::new(embedder, store.shared()).with_k(args.k));
-    let llm = load_llm(args.model.as_deref(), args.threads, args.dry)?;
+    let retriever = tracing.retriever(Arc::new(VectorRetriever::new(embedder, store.shared()).with_k(args.k)));
+    let llm = tracing.llm(load_llm(args.model.as_deref(), args.threads, args.dry)?);
     eprintln!("model: {}", llm.default_model().unwrap_or_default());
 
     let (mut non_degenerate, mut ended, mut cited, mut all) = (0usize, 0usize, 0usize, 0usize);
@@ -158,7 +162,9 @@ async fn main() -> Result<()> {
     for (i, case) in cases.iter().enumerate() {
         let request =
             ChatRequest::default().with_max_tokens(args.max_tokens).with_seed(args.seed.wrapping_add(i as u64));
-        let rag = RagChain::new(retriever.clone(), llm.clone())?.with_request(request);
+        let rag = RagChain::new(retriever.clone(), llm.clone())?
+            .with_request(request)
+            .with_recorded_content(tracing.record_content());
         let start = Instant::now();
         let answer = rag.invoke(case.question.clone()).await?;
         seconds += start.elapsed().as_secs_f64();

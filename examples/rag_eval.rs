@@ -8,9 +8,12 @@
 //! The evaluation set (`examples/data/rust_book_eval.jsonl`) holds questions written for this purpose, each with
 //! the chapter file(s) that answer it. Use `--chunk-size`, `--chunk-overlap`, `--mmr-lambda` and `--hybrid` (BM25
 //! and dense search fused by reciprocal rank fusion; needs `--index`, a SQLite file) to compare settings; the
-//! last line is `rag_eval: questions=N recall@K=R mrr@10=M`.
+//! last line is `rag_eval: questions=N recall@K=R mrr@10=M`. `CATENA_TRACE_DB=<file>` records every retrieval (the
+//! ranked ids, scores and sources) for the studio.
 
 mod common;
+#[path = "common/trace.rs"]
+mod traces;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,6 +84,7 @@ fn file_name(source: &str) -> &str {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let tracing = traces::init()?; // the log, and run recording when CATENA_TRACE_DB is set
     let args = Args::parse();
     let cases: Vec<Case> = common::read_jsonl(&args.eval)?;
 
@@ -112,6 +116,7 @@ async fn main() -> Result<()> {
             Arc::new(RerankingRetriever::new(retriever, Arc::new(encoder), depth))
         }
     };
+    let retriever = tracing.retriever(retriever);
 
     let (mut hits, mut rr_sum) = (0usize, 0.0f64);
     for case in &cases {

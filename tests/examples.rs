@@ -1,5 +1,5 @@
 //! Smoke test of the short examples (`hello_chat`, `streaming`, `composition`, `layers`, `cache`,
-//! `structured_output`, `guidance_template`, `custom_llm`, `indexing`, `agent`): each runs once, as a user would run it,
+//! `structured_output`, `guidance_template`, `custom_llm`, `indexing`, `agent`, `rag_experiment`): each runs once, as a user would run it,
 //! on the offline default models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2), must exit 0 within its time limit
 //! and print what it is about (the cache hit, the fallback, nothing re-embedded on the second indexing run, ...).
 //!
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 const TIME_LIMIT: Duration = Duration::from_secs(180);
 
 /// The examples this test runs, with whether the features they require are enabled in this build.
-const EXAMPLES: [(&str, bool); 11] = [
+const EXAMPLES: [(&str, bool); 12] = [
     ("hello_chat", cfg!(feature = "llama-cpp")),
     ("streaming", cfg!(feature = "llama-cpp")),
     ("composition", cfg!(all(feature = "llama-cpp", feature = "constrain"))),
@@ -33,6 +33,16 @@ const EXAMPLES: [(&str, bool); 11] = [
     ("custom_llm", true),
     ("rag", cfg!(all(feature = "local-embed", feature = "sqlite", feature = "index", feature = "bm25"))),
     ("indexing", cfg!(all(feature = "local-embed", feature = "vectorstores", feature = "index"))),
+    (
+        "rag_experiment",
+        cfg!(all(
+            feature = "llama-cpp",
+            feature = "local-embed",
+            feature = "sqlite",
+            feature = "index",
+            feature = "eval"
+        )),
+    ),
     (
         "agent",
         cfg!(all(
@@ -68,6 +78,9 @@ fn cargo_feature_args() -> Vec<String> {
         ("local", cfg!(feature = "local")),
         ("constrain", cfg!(feature = "constrain")),
         ("llama-hf-hub", cfg!(feature = "llama-hf-hub")),
+        ("trace", cfg!(feature = "trace")),
+        ("eval", cfg!(feature = "eval")),
+        ("otlp", cfg!(feature = "otlp")),
     ];
     let on: Vec<&str> = features.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect();
     let mut args = Vec::new();
@@ -407,6 +420,87 @@ fn agent() {
     }
 }
 
+/// `rag_experiment`: the RAG chain over a dataset of two questions on SmolLM2, every answer scored and recorded
+/// with its trace; a second experiment with other settings compared with the first as the studio compares them;
+/// and a recorded run of the chain saved as an example of a new dataset and run over.
+#[cfg(all(feature = "llama-cpp", feature = "local-embed", feature = "sqlite", feature = "index", feature = "eval"))]
+#[test]
+fn rag_experiment() {
+    use catena::trace::{RunKind, TraceQuery, TraceStore};
+    let docs = tempfile::tempdir().expect("a folder");
+    let chapters = ["ch04-03-slices.md", "ch16-01-threads.md", "ch15-02-deref.md", "ch01-01-installation.md"];
+    for chapter in chapters {
+        std::fs::copy(catena_test_support::rust_book().join(chapter), docs.path().join(chapter)).expect("a chapter");
+    }
+    let docs = docs.path().to_str().expect("a UTF-8 path");
+    // Two of the example's own questions: those answered by the slices and threads chapters.
+    let all = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/rust_book_reference.jsonl"))
+        .expect("the example's questions");
+    let picked: Vec<&str> =
+        all.lines().filter(|l| l.contains("ch04-03-slices.md") || l.contains("ch16-01-threads.md")).collect();
+    assert_eq!(picked.len(), 2);
+    let work = tempfile::tempdir().expect("a folder");
+    let questions = work.path().join("questions.jsonl");
+    std::fs::write(&questions, picked.join("\n")).expect("the questions");
+    let questions = questions.to_str().expect("a UTF-8 path");
+    let db = work.path().join("traces.db");
+    let db_arg = db.to_str().expect("a UTF-8 path");
+    let common = ["--docs", docs, "--db", db_arg, "--max-tokens", "48", "--temperature", "0"];
+
+    let run = run_example(
+        "rag_experiment",
+        &[&common[..], &["--dataset", "two", "--questions", questions, "--k", "2", "--name", "k=2"]].concat(),
+    );
+    let line = run.line("rag_experiment: ");
+    assert!(line.starts_with("experiment=1 dataset=two examples=2 failed=0 "), "{line}");
+    let store = TraceStore::open(&db).expect("the store the example wrote");
+    let experiments = store.experiments("two").expect("experiments");
+    assert_eq!(experiments.len(), 1);
+    let first = store.experiment(experiments[0].id).expect("read").expect("the experiment");
+    assert!(first.experiment.finished.is_some());
+    assert_eq!(first.results.len(), 2);
+    for result in &first.results {
+        let names: Vec<&str> = result.scores.iter().map(|s| s.evaluator.as_str()).collect();
+        assert_eq!(names, ["right_chapter", "cites_a_source", "similar_to_reference"], "{result:?}");
+        assert!(result.scores.iter().all(|s| s.error.is_none()), "{result:?}");
+        // MiniLM finds these chapters among four: the first or second source.
+        assert!(result.scores[0].passed && result.scores[0].value >= 0.5, "{result:?}");
+        assert!(result.usage.is_some_and(|u| u.output > 0), "the answers' tokens are counted: {result:?}");
+        let answer = result.output.as_ref().expect("an answer");
+        assert!(answer["text"].is_string() && answer["sources"].as_array().is_some_and(|s| s.len() == 2), "{answer}");
+    }
+    // Every answer is recorded as a trace of the chain, with its question and answer.
+    let listed = store.traces(&TraceQuery::default()).expect("traces");
+    let traces: Vec<_> = listed.iter().filter(|t| t.root.name == "rag").collect();
+    assert_eq!(traces.len(), 2, "{listed:?}");
+    let runs = store.trace(traces[0].root.trace_id).expect("runs");
+    let chain = &runs[0];
+    assert_eq!(chain.kind, RunKind::Chain);
+    let question = chain.input.as_ref().and_then(|i| i.as_str()).expect("the question");
+    assert!(picked.iter().any(|l| l.contains(question)), "{question}");
+    assert!(runs.iter().any(|r| r.kind == RunKind::Retrieval) && runs.iter().any(|r| r.kind == RunKind::Llm));
+
+    // A second experiment with one source per question, compared with the first.
+    let run =
+        run_example("rag_experiment", &[&common[..], &["--dataset", "two", "--k", "1", "--name", "k=1"]].concat());
+    assert!(run.line("rag_experiment: ").starts_with("experiment=2 dataset=two examples=2 failed=0 "));
+    let comparison = store.compare(first.experiment.id, catena::trace::ExperimentId(2)).expect("a comparison");
+    assert_eq!(comparison.examples.len(), 2);
+    assert!(comparison.examples.iter().all(|e| e.a.is_some() && e.b.is_some() && e.reference.is_some()));
+
+    // A recorded run of the chain becomes an example (its question in, its answer as the reference) and a
+    // dataset of its own runs.
+    store.create_dataset("saved", "from a recorded run").expect("a dataset");
+    store.add_run_as_example("saved", chain).expect("the chain's run has its input and output");
+    let run =
+        run_example("rag_experiment", &[&common[..], &["--dataset", "saved", "--k", "2", "--name", "again"]].concat());
+    assert!(run.line("rag_experiment: ").starts_with("experiment=3 dataset=saved examples=1 failed=0 "));
+    let again = store.experiment(catena::trace::ExperimentId(3)).expect("read").expect("the experiment");
+    // The reference is the recorded answer: its sources name the chapter, its text is the answer to compare with.
+    assert!(again.results[0].scores.iter().all(|s| s.error.is_none()), "{:?}", again.results[0]);
+    assert!(again.results[0].scores[0].passed, "{:?}", again.results[0]);
+}
+
 /// `rag --provider`: the same question answered through four providers' wire formats: llm-katan (a real server of
 /// the OpenAI, Anthropic and Azure OpenAI APIs; its echo backend answers with what it received, so the RAG prompt's
 /// question comes back) and ollama-proxy-plus in front of it (Ollama's own API), and `--timeout` ending a call to a server that never answers with a message
@@ -471,6 +565,13 @@ fn rag_through_every_provider_and_a_deadline() {
     let kinds: Vec<_> = runs.iter().map(|r| r.kind).collect();
     use catena::trace::RunKind;
     assert_eq!(kinds[0], RunKind::Chain, "{runs:#?}");
+    // Content is on with CATENA_TRACE_DB: the chain's run holds the question and the whole answer.
+    assert_eq!(runs[0].input, Some(question.into()));
+    assert!(
+        runs[0].output.as_ref().is_some_and(|o| o["text"].is_string() && o["sources"].is_array()),
+        "{:?}",
+        runs[0].output
+    );
     assert!(kinds.contains(&RunKind::Retrieval) && kinds.contains(&RunKind::Llm), "{kinds:?}");
     let call = runs.iter().find(|r| r.kind == RunKind::Llm).expect("a model call");
     assert!(call.input.as_ref().is_some_and(|i| i.to_string().contains(question)), "{:?}", call.input);

@@ -22,7 +22,19 @@ pub struct Tracing {
 
 /// Installs the log (stderr, `RUST_LOG`, default `warn`) and, when `CATENA_TRACE_DB` is set, the run recorder.
 pub fn init() -> Result<Tracing> {
-    let env = catena::trace::from_env().context("CATENA_TRACE_DB / CATENA_TRACE_CONTENT")?;
+    install(catena::trace::from_env().context("CATENA_TRACE_DB / CATENA_TRACE_CONTENT")?)
+}
+
+/// Installs the log as [`init`] does and records every run into the trace store `db` (content too, unless
+/// `CATENA_TRACE_CONTENT=false`).
+pub fn init_at(db: &std::path::Path) -> Result<Tracing> {
+    let content = catena::trace::record_content_from_env(true).context("CATENA_TRACE_CONTENT")?;
+    let env = catena::trace::EnvTracing::open(db, content)
+        .with_context(|| format!("opening the trace store {}", db.display()))?;
+    install(env)
+}
+
+fn install(env: catena::trace::EnvTracing) -> Result<Tracing> {
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()));

@@ -118,6 +118,27 @@ impl Validator {
         Ok(Validator { inner })
     }
 
+    /// For a JSON Schema or JSON object constraint: every way `value` breaks the schema, each written as
+    /// `` `/path`: what is wrong `` (`the value: ...` at the root); empty when it conforms. `None` for the other
+    /// constraints, which check text rather than JSON values.
+    ///
+    /// ```
+    /// use catena_constraint::Validator;
+    /// use catena_core::Constraint;
+    /// use serde_json::json;
+    /// let schema = json!({"type": "object", "properties": {"age": {"type": "integer", "minimum": 0}}});
+    /// let v = Validator::new(&Constraint::JsonSchema(schema)).unwrap();
+    /// assert_eq!(v.schema_violations(&json!({"age": 3})), Some(vec![]));
+    /// let problems = v.schema_violations(&json!({"age": -1})).unwrap();
+    /// assert!(problems[0].starts_with("`/age`: "), "{problems:?}");
+    /// ```
+    pub fn schema_violations(&self, value: &Value) -> Option<Vec<String>> {
+        match &self.inner {
+            ValidatorKind::Json(validator) => Some(json_violations(validator, value)),
+            _ => None,
+        }
+    }
+
     /// `Ok(())` when `text` satisfies the constraint, otherwise a description of every violation, written to be
     /// shown to a model asked to correct itself.
     pub fn check(&self, text: &str) -> std::result::Result<(), String> {
@@ -125,14 +146,7 @@ impl Validator {
             ValidatorKind::Json(validator) => {
                 let value: Value =
                     serde_json::from_str(text).map_err(|e| format!("the reply is not valid JSON: {e}"))?;
-                let problems: Vec<String> = validator
-                    .iter_errors(&value)
-                    .map(|e| {
-                        let path = e.instance_path().to_string();
-                        let at = if path.is_empty() { "the value".to_string() } else { format!("`{path}`") };
-                        format!("{at}: {e}")
-                    })
-                    .collect();
+                let problems = json_violations(validator, &value);
                 if problems.is_empty() {
                     Ok(())
                 } else {
@@ -176,6 +190,17 @@ impl Validator {
             }
         }
     }
+}
+
+fn json_violations(validator: &jsonschema::Validator, value: &Value) -> Vec<String> {
+    validator
+        .iter_errors(value)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            let at = if path.is_empty() { "the value".to_string() } else { format!("`{path}`") };
+            format!("{at}: {e}")
+        })
+        .collect()
 }
 
 /// `rx` (Rust `regex` syntax) anchored at both ends. Built from the parsed expression, not by pasting `^(?:`

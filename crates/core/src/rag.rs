@@ -114,6 +114,7 @@ pub struct RagChain {
     llm: Arc<dyn Llm>,
     prompt: ChatPromptTemplate,
     request: ChatRequest,
+    record_content: bool,
 }
 
 impl fmt::Debug for RagChain {
@@ -136,7 +137,7 @@ impl RagChain {
     pub fn new(retriever: Arc<dyn Retriever>, llm: Arc<dyn Llm>) -> Result<Self> {
         let prompt =
             ChatPromptTemplate::builder().system(DEFAULT_RAG_SYSTEM_PROMPT).user(DEFAULT_RAG_USER_PROMPT).build()?;
-        Ok(RagChain { retriever, llm, prompt, request: ChatRequest::default() })
+        Ok(RagChain { retriever, llm, prompt, request: ChatRequest::default(), record_content: false })
     }
 
     /// Replaces the prompt (variables: `question`, `sources`).
@@ -148,6 +149,15 @@ impl RagChain {
     /// Uses `request`'s settings (model, temperature, max tokens, ...) for the model call.
     pub fn with_request(mut self, request: ChatRequest) -> Self {
         self.request = request;
+        self
+    }
+
+    /// Also records the question and the whole [`Answer`] (text, sources with their texts, usage) as JSON on the
+    /// chain's span (`catena.chain.input`, `catena.chain.output`), so that a run recorder keeps them: the studio
+    /// shows them, and a recorded run can be saved as a dataset example. They may hold personal data: turn this
+    /// on deliberately, as with `TelemetryLayer::record_content`. Off by default.
+    pub fn with_recorded_content(mut self, on: bool) -> Self {
+        self.record_content = on;
         self
     }
 
@@ -164,13 +174,29 @@ impl RagChain {
     }
 }
 
-fn rag_span() -> tracing::Span {
-    tracing::info_span!(
+fn rag_span(question: &str, record_content: bool) -> tracing::Span {
+    let span = tracing::info_span!(
         "chain",
         gen_ai.operation.name = "chain",
         catena.chain.step = "rag",
         catena.latency_ms = tracing::field::Empty,
-    )
+        catena.chain.input = tracing::field::Empty,
+        catena.chain.output = tracing::field::Empty,
+    );
+    if record_content && !span.is_disabled() {
+        record_json(&span, "catena.chain.input", &question);
+    }
+    span
+}
+
+/// Records `value` as JSON on `span` (a value that does not serialise is left out, with a warning).
+fn record_json(span: &tracing::Span, field: &'static str, value: &impl Serialize) {
+    match serde_json::to_string(value) {
+        Ok(json) => {
+            span.record(field, json.as_str());
+        }
+        Err(e) => tracing::warn!(parent: span, field, error = %e, "chain content not recorded"),
+    }
 }
 
 #[async_trait]
@@ -180,21 +206,30 @@ impl Chain for RagChain {
     type Chunk = RagEvent;
 
     async fn invoke(&self, question: String) -> Result<Answer> {
+        let span = rag_span(&question, self.record_content);
         async move {
             let start = Instant::now();
             let (sources, request) = self.prepare(&question).await?;
             let response = self.llm.chat(request).await?;
-            tracing::Span::current().record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
-            Ok(Answer { text: response.text(), sources, usage: response.usage, finish_reason: response.finish_reason })
+            let span = tracing::Span::current();
+            span.record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
+            let answer =
+                Answer { text: response.text(), sources, usage: response.usage, finish_reason: response.finish_reason };
+            if self.record_content {
+                record_json(&span, "catena.chain.output", &answer);
+            }
+            Ok(answer)
         }
-        .instrument(rag_span())
+        .instrument(span)
         .await
     }
 
     /// Streams text deltas and ends with [`RagEvent::Done`]. A backend that cannot stream answers in one
     /// [`RagEvent::Text`] (with a logged warning; see [`Chain::streams_incrementally`]).
     fn stream(&self, question: String) -> ChainStream<RagEvent> {
-        let span = rag_span();
+        let span = rag_span(&question, self.record_content);
+        // The answer is complete only at `Done`, after the future below has returned the stream.
+        let output_span = (self.record_content && !span.is_disabled()).then(|| span.clone());
         let this = self.clone();
         let fut = async move {
             let (sources, request) = this.prepare(&question).await?;
@@ -241,7 +276,12 @@ impl Chain for RagChain {
                     Ok(s) => s,
                     Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
                 })
-                .flatten(),
+                .flatten()
+                .inspect(move |event| {
+                    if let (Some(span), Ok(RagEvent::Done(answer))) = (&output_span, event) {
+                        record_json(span, "catena.chain.output", answer);
+                    }
+                }),
         )
     }
 

@@ -164,7 +164,7 @@ impl Evaluator for ExactMatch {
 /// ```
 pub struct JsonSchemaValid {
     name: String,
-    validator: jsonschema::Validator,
+    validator: catena_constraint::Validator,
 }
 
 impl std::fmt::Debug for JsonSchemaValid {
@@ -179,8 +179,8 @@ impl JsonSchemaValid {
     /// # Errors
     /// [`Error::InvalidInput`] when `schema` is not a valid JSON Schema.
     pub fn new(schema: Value) -> Result<Self> {
-        let validator = jsonschema::validator_for(&schema)
-            .map_err(|e| Error::InvalidInput(format!("invalid JSON Schema for json_schema evaluator: {e}")))?;
+        let validator = catena_constraint::Validator::new(&catena_core::Constraint::JsonSchema(schema))
+            .map_err(|e| Error::InvalidInput(format!("json_schema evaluator: {e}")))?;
         Ok(JsonSchemaValid { name: "json_schema".into(), validator })
     }
     /// Renames it.
@@ -220,15 +220,7 @@ impl Evaluator for JsonSchemaValid {
             Ok(v) => v,
             Err(why) => return Ok(Score::new(&self.name, 0.0, false, Some(why))),
         };
-        let problems: Vec<String> = self
-            .validator
-            .iter_errors(&value)
-            .map(|e| {
-                let path = e.instance_path().to_string();
-                let at = if path.is_empty() { "the value".to_string() } else { format!("`{path}`") };
-                format!("{at}: {e}")
-            })
-            .collect();
+        let problems = self.validator.schema_violations(&value).unwrap_or_default();
         if problems.is_empty() {
             return Ok(Score::new(&self.name, 1.0, true, None));
         }

@@ -194,9 +194,9 @@ pub fn llm_task(llm: Arc<dyn Llm>, request: ChatRequest) -> impl Fn(Value) -> Ta
 }
 
 /// A task that runs `chain` on each input, deserialised into the chain's input type (a `String` for a prompt,
-/// `Vec<Message>` for a conversation, your own struct); the output is the chain's output serialised. Chains do
-/// not report usage, so the results have none (their model calls' tokens are in the recorded runs when tracing
-/// is on).
+/// `Vec<Message>` for a conversation, your own struct); the output is the chain's output serialised. A chain
+/// reports no usage of its own, so the results have none (its model calls' tokens are in the recorded runs when
+/// tracing is on); [`chain_task_with_usage`] reads it from an output that carries it.
 ///
 /// # Errors (of the task)
 /// [`Error::InvalidInput`] when an input does not deserialise into the chain's input; the chain's errors.
@@ -217,9 +217,37 @@ where
     C::Input: DeserializeOwned,
     C::Output: Serialize,
 {
+    chain_task_with_usage(chain, |_: &C::Output| None)
+}
+
+/// [`chain_task`] for a chain whose output carries the tokens it used: `usage` reads them from the output (for a
+/// `RagChain`, `|answer: &Answer| answer.usage`), so the experiment's results and totals count them.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> catena_core::Result<()> {
+/// use catena_core::{chain_fn, Usage};
+/// use catena_eval::chain_task_with_usage;
+/// #[derive(serde::Serialize)]
+/// struct Reply { text: String, tokens: u64 }
+/// let reply = chain_fn(|s: String| async move { Ok::<_, catena_core::Error>(Reply { tokens: s.len() as u64, text: s }) });
+/// let task = chain_task_with_usage(reply, |r: &Reply| Some(Usage { output_tokens: r.tokens, ..Usage::default() }));
+/// let (output, usage) = task(serde_json::json!("hi")).await?;
+/// assert_eq!(output["text"], "hi");
+/// assert_eq!(usage.map(|u| u.output_tokens), Some(2));
+/// # Ok(()) }
+/// ```
+pub fn chain_task_with_usage<C, U>(chain: C, usage: U) -> impl Fn(Value) -> TaskFuture + Send + Sync + Clone
+where
+    C: Chain,
+    C::Input: DeserializeOwned,
+    C::Output: Serialize,
+    U: Fn(&C::Output) -> Option<Usage> + Send + Sync + 'static,
+{
     let chain = Arc::new(chain);
+    let usage = Arc::new(usage);
     move |input: Value| {
         let chain = Arc::clone(&chain);
+        let usage = Arc::clone(&usage);
         async move {
             let input: C::Input = serde_json::from_value(input.clone()).map_err(|e| {
                 Error::InvalidInput(format!(
@@ -229,7 +257,8 @@ where
                 ))
             })?;
             let output = chain.invoke(input).await?;
-            Ok((serde_json::to_value(output)?, None))
+            let used = usage(&output);
+            Ok((serde_json::to_value(output)?, used))
         }
         .boxed()
     }

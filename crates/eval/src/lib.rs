@@ -10,8 +10,8 @@
 //!   [`LlmJudge`] (any model, local or remote). Each gives a [`Score`] from 0 to 1, a pass/fail verdict and a
 //!   comment.
 //! - [`run_experiment`] runs a task over a dataset with bounded concurrency, scores every output and records
-//!   every result, failures included; [`llm_task`] (a model) and [`chain_task`] (any chain) are the ready-made
-//!   tasks.
+//!   every result, failures included; [`llm_task`] (a model) and [`chain_task`] (any chain;
+//!   [`chain_task_with_usage`] when its output carries its tokens) are the ready-made tasks.
 //! - Outputs are compared by their text ([`output_text`]): a recorded model answer (a list of catena
 //!   messages), a string, or any JSON.
 //!
@@ -57,6 +57,6 @@ pub use catena_trace::{
     ExperimentId, ExperimentResult, ExperimentSummary, Score,
 };
 pub use evaluators::{cosine_similarity, EmbeddingSimilarity, Evaluator, ExactMatch, JsonSchemaValid, RegexMatch};
-pub use experiment::{chain_task, llm_task, run_experiment, TaskFuture, TaskOutput};
+pub use experiment::{chain_task, chain_task_with_usage, llm_task, run_experiment, TaskFuture, TaskOutput};
 pub use judge::{parse_verdict, verdict_schema, LlmJudge, Verdict, DEFAULT_CRITERIA};
 pub use text::{input_messages, output_text};

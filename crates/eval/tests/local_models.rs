@@ -12,7 +12,6 @@ use catena_eval::{
     RegexMatch, Score,
 };
 use catena_providers::local_embed::LocalEmbedder;
-use catena_providers::openai::{Compat, OpenAiClient};
 use catena_test_support::katan::Katan;
 use catena_test_support::llama::shared_server;
 use catena_trace::TraceStore;
@@ -79,16 +78,7 @@ fn the_judge_on_the_tiny_llama_gives_a_score_or_a_typed_error() {
 }
 
 fn katan_llm(katan: &Katan) -> Arc<dyn Llm> {
-    Arc::new(
-        OpenAiClient::builder()
-            .base_url(format!("{}/v1", katan.base_url()))
-            .api_key("katan-key")
-            .compat(Compat::OpenAi)
-            .model("echo")
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("a client"),
-    )
+    Arc::new(katan.openai_client())
 }
 
 #[test]

@@ -6,9 +6,11 @@
 //! - `ollama` (feature `ollama`): Ollama's native API (`/api/chat`, `/api/embed`).
 //! - `local_embed` (feature `local-embed`): in-process sentence embeddings on candle.
 //! - `llama` (feature `llama-cpp`): in-process GGUF generation through llama.cpp.
+//! - [`env`]: pick one of the HTTP APIs by name, configured from its usual environment variables.
 
 #![warn(missing_docs)]
 
+pub mod env;
 pub mod openai;
 pub mod transport;
 

@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::pages::{duration, layout, timestamp, with_store, Failure, Studio};
 use crate::playground::text_of;
-use crate::providers::Provider;
+use crate::providers::{self, Provider};
 
 /// The evaluators the form offers: (form value, label).
 const EVALUATORS: [(&str, &str); 5] = [
@@ -49,7 +49,8 @@ fn valid_name(name: &str) -> Result<String, Failure> {
     Ok(name.to_string())
 }
 
-/// `POST /datasets/add`: the model call `run` saved as an example of `dataset` (created when new).
+/// `POST /datasets/add`: the run `run` (a model call, a chain, a tool or an agent run with its recorded input)
+/// saved as an example of `dataset` (created when new).
 pub(crate) async fn add(
     State(studio): State<Studio>,
     Form(form): Form<std::collections::HashMap<String, String>>,
@@ -84,7 +85,7 @@ fn encode(s: &str) -> String {
 pub(crate) async fn list(State(studio): State<Studio>) -> Result<Html<String>, Failure> {
     let datasets = with_store(&studio, |s| s.datasets()).await?;
     let body = html! {
-        section.title-row { h1 { "Datasets" } p.muted { "Save a model call from its trace (" em { "Add to dataset" } ") to start one." } }
+        section.title-row { h1 { "Datasets" } p.muted { "Save a model call or a chain's run from its trace (" em { "Add to dataset" } ") to start one." } }
         @if datasets.is_empty() {
             div.empty { h2 { "No datasets yet" } p { "Open a trace, and add one of its model calls to a dataset." } }
         } @else {
@@ -226,9 +227,9 @@ pub(crate) async fn run(
 ) -> Result<Response, Failure> {
     let field = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.trim().to_string()).unwrap_or_default();
     let provider_name = field("provider");
-    let provider = Provider::parse(&provider_name).ok_or_else(|| bad(format!("unknown provider `{provider_name}`")))?;
+    let provider = provider_name.parse::<Provider>().map_err(|e| bad(e.to_string()))?;
     let model = Some(field("model")).filter(|m| !m.is_empty());
-    let untraced: Arc<dyn Llm> = provider.client(model.as_deref()).map_err(|e| bad(e.to_string()))?;
+    let untraced: Arc<dyn Llm> = providers::client(provider, model.as_deref()).map_err(|e| bad(e.to_string()))?;
     // The task's and the judge's calls are recorded like any run (with their messages).
     let llm: Arc<dyn Llm> = Arc::new(untraced.layer(TelemetryLayer::new().record_content(true)));
     let max_tokens: Option<u32> = match field("max_tokens") {

@@ -438,6 +438,8 @@ fn run_detail(run: &Run) -> Markup {
                 div.actions {
                     a.button data-testid="open-playground" href={ "/playground/" (run.id) } { "Open in playground" }
                 }
+            }
+            @if run.input.is_some() && matches!(run.kind, RunKind::Llm | RunKind::Chain | RunKind::Tool | RunKind::Agent) {
                 form.inline method="post" action="/datasets/add" data-testid="add-to-dataset" {
                     input type="hidden" name="run" value=(run.id);
                     input type="text" name="dataset" placeholder="Dataset name" required;

@@ -15,7 +15,7 @@ use maud::{html, Markup};
 use tracing::Instrument;
 
 use crate::pages::{duration, kind_badge, layout, pretty, with_store, Failure, Studio};
-use crate::providers::Provider;
+use crate::providers::{self, Provider};
 
 /// The text of a recorded input or output: the messages' text, or the JSON itself.
 pub(crate) fn text_of(value: &serde_json::Value) -> String {
@@ -110,7 +110,7 @@ fn form(run: &Run, messages: &[Message], chosen: Provider, values: &HashMap<Stri
 /// `GET /playground/<run id>`: the recorded call, editable.
 pub(crate) async fn page(State(studio): State<Studio>, Path(id): Path<String>) -> Result<Html<String>, Failure> {
     let (run, messages) = recorded_call(&studio, &id).await?;
-    let chosen = Provider::for_recorded(run.provider.as_deref());
+    let chosen = providers::for_recorded(run.provider.as_deref());
     let body = html! {
         section.title-row {
             h1 { "Playground" }
@@ -118,7 +118,7 @@ pub(crate) async fn page(State(studio): State<Studio>, Path(id): Path<String>) -
                 " · " (duration(run.duration)) }
         }
         @if !Provider::ALL.iter().any(|p| p.configured()) {
-            div.error-box { "No provider is configured for the studio: " (Provider::Openai.setup_hint()) " (or another provider's variables)." }
+            div.error-box { "No provider is configured for the studio: " (providers::setup_hint(Provider::Openai)) " (or another provider's variables)." }
         }
         (form(&run, &messages, chosen, &HashMap::new()))
         @if let Some(output) = &run.output {
@@ -145,8 +145,7 @@ pub(crate) async fn rerun(
     }
     let bad = |what: &str, e: &dyn std::fmt::Display| Failure(StatusCode::BAD_REQUEST, format!("{what}: {e}"));
     let provider_name = values.get("provider").map(String::as_str).unwrap_or("openai");
-    let provider =
-        Provider::parse(provider_name).ok_or_else(|| bad("provider", &format!("unknown `{provider_name}`")))?;
+    let provider = provider_name.parse::<Provider>().map_err(|e| bad("provider", &e))?;
     let mut request = ChatRequest::new(messages);
     if let Some(t) = values.get("temperature").map(|v| v.trim()).filter(|v| !v.is_empty()) {
         request.temperature = Some(t.parse().map_err(|e| bad("temperature", &e))?);
@@ -165,7 +164,7 @@ pub(crate) async fn rerun(
         catena.playground.rerun = %marker,
     );
     let answer = async {
-        let llm = provider.client(model.as_deref())?.layer(TelemetryLayer::new().record_content(true));
+        let llm = providers::client(provider, model.as_deref())?.layer(TelemetryLayer::new().record_content(true));
         llm.chat(request).await
     }
     .instrument(span)

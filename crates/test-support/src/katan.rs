@@ -80,6 +80,19 @@ impl Katan {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// A client of its OpenAI API (`/v1`, the generic OpenAI dialect, model `echo`, any key), each call bounded
+    /// by 30 s.
+    pub fn openai_client(&self) -> catena_providers::openai::OpenAiClient {
+        catena_providers::openai::OpenAiClient::builder()
+            .base_url(format!("{}/v1", self.base_url()))
+            .api_key("katan-key")
+            .compat(catena_providers::openai::Compat::OpenAi)
+            .model("echo")
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("a client of llm-katan")
+    }
+
     /// What it has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -87,24 +87,40 @@ pub struct EnvTracing {
 /// [`catena_core::Error::Store`] when the file cannot be opened.
 pub fn from_env() -> catena_core::Result<EnvTracing> {
     let db = std::env::var_os(TRACE_DB_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let content = match std::env::var(TRACE_CONTENT_ENV) {
-        Err(_) => db.is_some(),
+    let content = record_content_from_env(db.is_some())?;
+    match db {
+        None => Ok(EnvTracing { recorder: None, handle: None, record_content: content, db: None }),
+        Some(path) => EnvTracing::open(path, content),
+    }
+}
+
+/// Reads `CATENA_TRACE_CONTENT` (`true`/`false`/`1`/`0`/`on`/`off`/`yes`/`no`); `default` when it is unset.
+///
+/// # Errors
+/// [`catena_core::Error::Config`] for any other value.
+pub fn record_content_from_env(default: bool) -> catena_core::Result<bool> {
+    match std::env::var(TRACE_CONTENT_ENV) {
+        Err(_) => Ok(default),
         Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "on" | "yes" => true,
-            "0" | "false" | "off" | "no" | "" => false,
+            "1" | "true" | "on" | "yes" => Ok(true),
+            "0" | "false" | "off" | "no" | "" => Ok(false),
             other => {
-                return Err(catena_core::Error::config(
-                    TRACE_CONTENT_ENV,
-                    format!("is `{other}`"),
-                    "set it to true or false",
-                ))
+                Err(catena_core::Error::config(TRACE_CONTENT_ENV, format!("is `{other}`"), "set it to true or false"))
             }
         },
-    };
-    let Some(path) = db else {
-        return Ok(EnvTracing { recorder: None, handle: None, record_content: content, db: None });
-    };
-    let store = TraceStore::open(&path)?;
-    let (recorder, handle) = RunRecorder::new(store, RecorderConfig::default())?;
-    Ok(EnvTracing { recorder: Some(recorder), handle: Some(handle), record_content: content, db: Some(path) })
+    }
+}
+
+impl EnvTracing {
+    /// Records into the store file `path` (created when missing) with [`RecorderConfig::default`], as
+    /// [`from_env`] does for `CATENA_TRACE_DB`: for a program that takes the file as an argument.
+    ///
+    /// # Errors
+    /// [`catena_core::Error::Store`] when the file cannot be opened.
+    pub fn open(path: impl Into<PathBuf>, record_content: bool) -> catena_core::Result<EnvTracing> {
+        let path = path.into();
+        let store = TraceStore::open(&path)?;
+        let (recorder, handle) = RunRecorder::new(store, RecorderConfig::default())?;
+        Ok(EnvTracing { recorder: Some(recorder), handle: Some(handle), record_content, db: Some(path) })
+    }
 }

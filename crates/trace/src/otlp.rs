@@ -23,8 +23,9 @@
 //! - marks a span whose `error.type` is set as failed (status `ERROR`, described by the error type);
 //! - **never exports content by default**: prompts, answers and retrieval queries (`gen_ai.input.messages`,
 //!   `gen_ai.output.messages`, `gen_ai.system_instructions`, `gen_ai.tool.call.arguments`,
-//!   `gen_ai.tool.call.result`, `gen_ai.retrieval.query.text`, `catena.retrieval.query`) are removed from every
-//!   span, even when a [`TelemetryLayer`](catena_core::layer::TelemetryLayer) records them for a local trace store.
+//!   `gen_ai.tool.call.result`, `gen_ai.retrieval.query.text`, `catena.retrieval.query`, and a chain's
+//!   `catena.chain.input` / `catena.chain.output`) are removed from every span, even when a
+//!   [`TelemetryLayer`](catena_core::layer::TelemetryLayer) records them for a local trace store.
 //!   With content capture on ([`OtlpConfig::capture_content`], or
 //!   `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`) they leave the span's attributes and travel in
 //!   the conventions' opt-in event, `gen_ai.client.inference.operation.details`, on that span; messages are
@@ -159,6 +160,8 @@ const CONTENT_KEYS: &[&str] = &[
     "gen_ai.tool.call.result",
     "gen_ai.retrieval.query.text",
     "catena.retrieval.query",
+    "catena.chain.input",
+    "catena.chain.output",
 ];
 
 /// Count attributes (besides every `gen_ai.usage.*`) sent as integers. `tracing-opentelemetry` has no `u64`
@@ -938,6 +941,8 @@ mod tests {
                 KeyValue::new("gen_ai.input.messages", r#"[{"role":"user","content":[{"type":"text","text":"hi"}]}]"#),
                 KeyValue::new("gen_ai.output.messages", "[]"),
                 KeyValue::new("catena.retrieval.query", "secret question"),
+                KeyValue::new("catena.chain.input", r#""secret question""#),
+                KeyValue::new("catena.chain.output", r#"{"text":"secret answer"}"#),
             ],
         );
         shape(&mut s, false);

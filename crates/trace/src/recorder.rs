@@ -428,13 +428,15 @@ fn number(fields: &[(&'static str, FieldValue)], name: &str) -> Option<u64> {
 }
 
 /// Fields that become [`Run::input`] / [`Run::output`] instead of attributes.
-const CONTENT_FIELDS: [&str; 6] = [
+const CONTENT_FIELDS: [&str; 8] = [
     "gen_ai.input.messages",
     "gen_ai.output.messages",
     "catena.retrieval.query",
     "catena.retrieval.results",
     "gen_ai.tool.call.arguments",
     "gen_ai.tool.call.result",
+    "catena.chain.input",
+    "catena.chain.output",
 ];
 
 fn finish(open: OpenRun, prices: &PriceTable) -> Run {
@@ -477,10 +479,12 @@ fn finish(open: OpenRun, prices: &PriceTable) -> Run {
         |name: &str| text(&fields, name).map(|s| serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)));
     let input = json("gen_ai.input.messages")
         .or_else(|| text(&fields, "catena.retrieval.query").map(Into::into))
-        .or_else(|| json("gen_ai.tool.call.arguments"));
+        .or_else(|| json("gen_ai.tool.call.arguments"))
+        .or_else(|| json("catena.chain.input"));
     let output = json("gen_ai.output.messages")
         .or_else(|| json("catena.retrieval.results"))
-        .or_else(|| json("gen_ai.tool.call.result"));
+        .or_else(|| json("gen_ai.tool.call.result"))
+        .or_else(|| json("catena.chain.output"));
     let tags = text(&fields, "catena.tags")
         .map(|t| t.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect())
         .unwrap_or_default();

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use catena_agent::{Agent, Limits, ToolBox};
 use catena_core::layer::{LayerExt, TelemetryLayer};
 use catena_core::{tool_fn, Chain, ChatRequest, Document, Llm, Metadata, RagChain, Retriever};
-use catena_providers::openai::{Compat, OpenAiClient};
 use catena_test_support::katan::Katan;
 use catena_test_support::phoenix::Phoenix;
 use catena_trace::otlp::{OtlpConfig, OtlpExport, OtlpLayer, CONTENT_EVENT};
@@ -56,15 +55,7 @@ fn export_to(phoenix: &Phoenix, project: &str, capture: bool, switch: &Switch) -
 }
 
 fn llm(katan: &Katan, telemetry: TelemetryLayer) -> Arc<dyn Llm> {
-    let client = OpenAiClient::builder()
-        .base_url(format!("{}/v1", katan.base_url()))
-        .api_key("katan-key")
-        .compat(Compat::OpenAi)
-        .model("echo")
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("a client");
-    Arc::new(client.layer(telemetry))
+    Arc::new(katan.openai_client().layer(telemetry))
 }
 
 fn corpus() -> Bm25Index {

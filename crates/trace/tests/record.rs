@@ -9,11 +9,14 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use catena_core::layer::{LayerExt, TelemetryLayer};
-use catena_core::{ChatRequest, Llm, Message};
+use std::sync::Arc;
+
+use catena_core::{Chain, ChatRequest, Document, Llm, Message, RagChain, RagEvent, Retriever};
 use catena_test_support::llama as support;
 use catena_trace::{
     Cost, RecorderConfig, RecorderHandle, Run, RunKind, RunRecorder, RunStatus, TraceQuery, TraceStore, TraceSummary,
 };
+use catena_vectorstores::Bm25Index;
 use futures::StreamExt;
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
@@ -151,4 +154,73 @@ async fn a_failed_call_is_an_error_run_with_its_message() {
     let failed = store.traces(&TraceQuery { failed: Some(true), ..TraceQuery::default() }).unwrap();
     assert!(failed.iter().any(|t| t.root.name == "failing call"));
     assert!(failed.iter().all(|t| t.failed));
+}
+
+fn rag(record_content: bool) -> RagChain {
+    let corpus = Bm25Index::new([
+        Document::with_id(
+            "own",
+            "Each value in Rust has an owner; when the owner goes out of scope, the value is dropped.",
+            Default::default(),
+        ),
+        Document::with_id(
+            "vec",
+            "A vector stores values of one type next to each other in memory.",
+            Default::default(),
+        ),
+    ]);
+    let retriever: Arc<dyn Retriever> = Arc::new(corpus.retriever(1));
+    let llm: Arc<dyn Llm> = Arc::new(llm());
+    RagChain::new(retriever, llm)
+        .unwrap()
+        .with_request(ChatRequest::default().with_max_tokens(8).with_temperature(0.0).with_seed(1))
+        .with_recorded_content(record_content)
+}
+
+/// The chain's run holds the question and the whole answer when content is recorded (invoked or streamed), so it
+/// can be saved as a dataset example; without content it holds neither.
+#[tokio::test]
+async fn a_rag_chain_records_its_question_and_answer_when_asked() {
+    recording();
+    let question = "When is a value dropped?".to_string();
+    let answer = async { rag(true).invoke(question.clone()).await.unwrap() }
+        .instrument(tracing::info_span!("rag invoked"))
+        .await;
+    let (_, runs) = trace_named("rag invoked");
+    let chain = runs.iter().find(|r| r.name == "rag").expect("the chain's run");
+    assert_eq!(chain.kind, RunKind::Chain);
+    assert_eq!(chain.input, Some(serde_json::json!(question)));
+    let output: catena_core::rag::Answer = serde_json::from_value(chain.output.clone().expect("the answer")).unwrap();
+    assert_eq!(output, answer);
+    assert_eq!(output.sources[0].id, "own");
+    assert!(chain.attribute("catena.chain.input").is_none(), "content is the run's input, not an attribute");
+    let store = TraceStore::open(&recording().file).unwrap();
+    store.create_dataset("from rag runs", "").unwrap();
+    let example = store.add_run_as_example("from rag runs", chain).unwrap();
+    let saved = store.example(example).unwrap().unwrap();
+    assert_eq!((saved.input, saved.reference), (serde_json::json!(question), chain.output.clone()));
+
+    let streamed = async {
+        let mut events = rag(true).stream(question.clone());
+        let mut done = None;
+        while let Some(event) = events.next().await {
+            if let RagEvent::Done(answer) = event.unwrap() {
+                done = Some(answer);
+            }
+        }
+        done.expect("a Done event")
+    }
+    .instrument(tracing::info_span!("rag streamed"))
+    .await;
+    let (_, runs) = trace_named("rag streamed");
+    let chain = runs.iter().find(|r| r.name == "rag").expect("the chain's run");
+    assert_eq!(chain.input, Some(serde_json::json!(question)));
+    // Compared as answers: a score written as an f32 reads back as a longer f64 in JSON.
+    let output: catena_core::rag::Answer = serde_json::from_value(chain.output.clone().expect("the answer")).unwrap();
+    assert_eq!(output, streamed);
+
+    async { rag(false).invoke(question.clone()).await.unwrap() }.instrument(tracing::info_span!("rag quiet")).await;
+    let (_, runs) = trace_named("rag quiet");
+    let chain = runs.iter().find(|r| r.name == "rag").expect("the chain's run");
+    assert_eq!((&chain.input, &chain.output), (&None, &None));
 }
