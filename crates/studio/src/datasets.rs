@@ -29,6 +29,18 @@ const EVALUATORS: [(&str, &str); 5] = [
     ("llm_judge", "LLM as judge"),
 ];
 
+/// A value in a table cell: its text (a string; chat messages; the `text` of an answer-like object such as a
+/// `RagChain` answer, whose whole JSON, sources included, is a click away; else its JSON).
+fn value_cell(value: Option<&serde_json::Value>) -> Markup {
+    let Some(value) = value else { return html! {} };
+    let text = text_of(value);
+    let has_more = value.as_object().is_some_and(|o| o.len() > 1 && o.get("role").is_none());
+    html! {
+        (cell(text))
+        @if has_more { details.raw { summary { "JSON" } pre.json { (crate::pages::pretty(value)) } } }
+    }
+}
+
 /// A long text in a table cell: its start, the whole on a click.
 fn cell(text: String) -> Markup {
     if text.chars().count() <= 300 {
@@ -140,8 +152,8 @@ pub(crate) async fn page(State(studio): State<Studio>, Path(name): Path<String>)
             thead { tr { th { "#" } th { "Input" } th { "Reference output" } th { "From" } } }
             tbody { @for e in &examples { tr data-testid="example" {
                 td.muted { (e.id) }
-                td.cell-text { (cell(text_of(&e.input))) }
-                td.cell-text { (cell(e.reference.as_ref().map(text_of).unwrap_or_default())) }
+                td.cell-text { (value_cell(Some(&e.input))) }
+                td.cell-text { (value_cell(e.reference.as_ref())) }
                 td { @if let Some(r) = e.source_run { a href={ "/playground/" (r) } { "run" } } }
             } } }
         }
@@ -279,7 +291,7 @@ fn result_row(r: Option<&ExperimentResult>) -> Markup {
             Some(r) => {
                 td.cell-text {
                     @if let Some(e) = &r.error { span.pill.error { "failed" } " " (e) }
-                    @else { (cell(r.output.as_ref().map(text_of).unwrap_or_default())) }
+                    @else { (value_cell(r.output.as_ref())) }
                 }
                 td { @for s in &r.scores { (score_cell(s)) " " } br; span.muted { (duration(r.latency)) } }
             }
@@ -325,8 +337,8 @@ pub(crate) async fn experiment(State(studio): State<Studio>, Path(id): Path<i64>
             tbody { @for r in &detail.results {
                 @let example = examples.iter().find(|e| e.id == r.example);
                 tr {
-                    td.cell-text { (cell(example.map(|e| text_of(&e.input)).unwrap_or_default())) }
-                    td.cell-text { (cell(example.and_then(|e| e.reference.as_ref()).map(text_of).unwrap_or_default())) }
+                    td.cell-text { (value_cell(example.map(|e| &e.input))) }
+                    td.cell-text { (value_cell(example.and_then(|e| e.reference.as_ref()))) }
                     (result_row(Some(r)))
                 }
             } }
@@ -357,8 +369,8 @@ pub(crate) async fn compare(State(studio): State<Studio>, Query(pair): Query<Pai
         table.runs {
             thead { tr { th { "Input" } th { "Reference" } th { "A output" } th { "A scores" } th { "B output" } th { "B scores" } } }
             tbody { @for e in &comparison.examples { tr {
-                td.cell-text { (cell(e.input.as_ref().map(text_of).unwrap_or_default())) }
-                td.cell-text { (cell(e.reference.as_ref().map(text_of).unwrap_or_default())) }
+                td.cell-text { (value_cell(e.input.as_ref())) }
+                td.cell-text { (value_cell(e.reference.as_ref())) }
                 (result_row(e.a.as_ref()))
                 (result_row(e.b.as_ref()))
             } } }

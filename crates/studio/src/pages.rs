@@ -377,23 +377,43 @@ pub(crate) fn value_view(value: &serde_json::Value) -> Markup {
         };
     }
     if let Some(results) = value.as_array().filter(|r| !r.is_empty() && r.iter().all(|x| x.get("score").is_some())) {
+        return html! { (results_table(results)) (raw) };
+    }
+    // A chain's answer with its sources (a `RagChain` answer): the text, then the sources as a ranked table.
+    if let (Some(text), Some(sources)) =
+        (value.get("text").and_then(|t| t.as_str()), value.get("sources").and_then(|s| s.as_array()))
+    {
         return html! {
-            table.results {
-                thead { tr { th.num { "#" } th.num { "Score" } th { "Source" } th { "Id" } } }
-                tbody { @for (i, r) in results.iter().enumerate() {
-                    tr {
-                        td.num { (i + 1) }
-                        td.num { (r["score"].as_f64().map(|x| format!("{x:.4}")).unwrap_or_default()) }
-                        td { (r["source"].as_str().unwrap_or("")) }
-                        td { code { (r["id"].as_str().unwrap_or("")) } }
-                    }
-                    @if let Some(text) = r["content"].as_str() { tr.snippet { td {} td colspan="3" { (text) } } }
-                } }
+            div.conversation {
+                div class="bubble bubble-assistant" { span class="role role-assistant" { "answer" } div.text { (text) } }
             }
+            @if !sources.is_empty() { (results_table(sources)) }
             (raw)
         };
     }
-    html! { pre.json { (pretty(value)) } }
+    match value.as_str() {
+        // A question, a prompt: the text itself, not a JSON string literal.
+        Some(text) => html! { pre.json { (text) } },
+        None => html! { pre.json { (pretty(value)) } },
+    }
+}
+
+/// Ranked retrieval results (`[{id, score, source, content?}]`) as a table, each text under its row.
+fn results_table(results: &[serde_json::Value]) -> Markup {
+    html! {
+        table.results {
+            thead { tr { th.num { "#" } th.num { "Score" } th { "Source" } th { "Id" } } }
+            tbody { @for (i, r) in results.iter().enumerate() {
+                tr {
+                    td.num { (i + 1) }
+                    td.num { (r["score"].as_f64().map(|x| format!("{x:.4}")).unwrap_or_default()) }
+                    td { (r["source"].as_str().unwrap_or("")) }
+                    td { code { (r["id"].as_str().unwrap_or("")) } }
+                }
+                @if let Some(text) = r["content"].as_str() { tr.snippet { td {} td colspan="3" { (text) } } }
+            } }
+        }
+    }
 }
 
 /// At most `max` characters of `text`, with an ellipsis when cut.

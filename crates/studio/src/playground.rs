@@ -17,13 +17,18 @@ use tracing::Instrument;
 use crate::pages::{duration, kind_badge, layout, pretty, with_store, Failure, Studio};
 use crate::providers::{self, Provider};
 
-/// The text of a recorded input or output: the messages' text, or the JSON itself.
+/// The text of a recorded input or output: the messages' text, a string, the `text` (or `answer`, `output`,
+/// `content`) of an answer-like object, or else the JSON itself.
 pub(crate) fn text_of(value: &serde_json::Value) -> String {
     if let Ok(messages) = serde_json::from_value::<Vec<Message>>(value.clone()) {
         return messages.iter().map(Message::text).collect::<Vec<_>>().join("\n\n");
     }
     match value {
         serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(map) => ["text", "answer", "output", "content"]
+            .iter()
+            .find_map(|k| map.get(*k).and_then(serde_json::Value::as_str))
+            .map_or_else(|| pretty(value), str::to_string),
         other => pretty(other),
     }
 }

@@ -108,7 +108,8 @@ async fn record_rag_run(server: &LlamaServer, db: &Path) -> String {
     let retriever = VectorRetriever::new(Arc::new(embedder.layer(telemetry)), Arc::new(store)).with_k(3);
     let rag = RagChain::new(Arc::new(retriever.layer(telemetry)), Arc::new(server.client().layer(telemetry)))
         .unwrap()
-        .with_request(ChatRequest::default().with_max_tokens(48).with_temperature(0.0).with_seed(1));
+        .with_request(ChatRequest::default().with_max_tokens(48).with_temperature(0.0).with_seed(1))
+        .with_recorded_content(true);
     let answer = rag
         .invoke(QUESTION.to_string())
         .instrument(tracing::info_span!("rust book question", catena.tags = "e2e,rag"))

@@ -268,6 +268,18 @@ async function main() {
     const detailText = await detail.innerText();
     check(/input/i.test(detailText) && /output/i.test(detailText), `the model call shows no input/output: ${detailText}`);
     if (question) check(detailText.includes(question), `the model call's input does not contain "${question}"`);
+    // The chain's run (recorded with its content): the question in, the answer with its ranked sources out.
+    if (kinds.includes('chain')) {
+      const chain = page.locator('details.run[data-kind=chain]').first();
+      if (!(await chain.evaluate((e) => e.open))) await chain.locator(':scope > summary').click();
+      const chainDetail = chain.locator(':scope > .detail');
+      await chainDetail.waitFor({ state: 'visible' });
+      check((await chainDetail.locator('.bubble-assistant').count()) === 1, 'the chain\'s answer is not shown as an answer');
+      check((await chainDetail.locator('table.results tbody tr').count()) >= 1, 'the chain\'s sources are not a ranked table');
+      if (question) check((await chainDetail.innerText()).includes(question), 'the chain\'s input lacks the question');
+      await shot('02-chain-answer');
+      await chain.locator(':scope > summary').click();
+    }
     await looksRight('trace page');
     await shot('02-trace');
   });
