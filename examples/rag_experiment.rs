@@ -5,7 +5,7 @@
 //! bash .ci/fetch-minilm.sh && bash .ci/fetch-smollm2.sh
 //! cargo run --release --example rag_experiment --features local -- --docs ../shared/corpora/rust-book \
 //!     --index target/rust-book.idx --db target/traces.db --name "k=5"
-//! cargo run --release -p catena-studio -- --db target/traces.db      # Evaluations: the experiment, per example
+//! cargo run --release -p catena-studio -- --db target/traces.db      # Datasets > rust-book: the experiment
 //! ```
 //!
 //! The dataset (`--dataset`, default `rust-book`) lives in the trace store `--db` (default `CATENA_TRACE_DB`).
@@ -16,15 +16,15 @@
 //!
 //! Every answer is scored by:
 //! - `right_chapter` (this example's own [`Evaluator`]): the reciprocal rank of the first source that comes from
-//!   a chapter the reference names (its `chapters`, or the files of a recorded answer's `sources`); passes when
-//!   there is one;
+//!   a chapter the reference names (its `chapters`; for a recorded answer, the chapters of the sources it cites,
+//!   else of its first source); passes when there is one;
 //! - `cites_a_source`: the answer cites a source as `[n]` (a [`RegexMatch`]);
 //! - `similar_to_reference`: the cosine similarity of the answer and the reference answer under the retrieval
 //!   embedder (all-MiniLM-L6-v2 by default), passing at `--similarity-threshold`;
 //! - with `--judge`, `llm_judge`: the answering model grades the answer against the reference ([`LlmJudge`]).
 //!
-//! Each answer is also recorded as a run in the same file (the chain with its question and answer, the retrieval,
-//! the model call), so an example's result leads to its trace. The model is chosen as in the `rag` example:
+//! Each answer is also recorded as a trace in the same file (the chain with its question and answer, the
+//! retrieval, the model call), listed on the studio's Runs page beside the experiment. The model is chosen as in the `rag` example:
 //! `--model` / `CATENA_LLM_MODEL`, `--provider` with its environment, or the offline default SmolLM2-135M-Instruct.
 //! The last line is `rag_experiment: experiment=ID dataset=NAME examples=N failed=F` followed by each evaluator's
 //! mean score.
@@ -127,28 +127,46 @@ fn file_name(source: &str) -> &str {
 struct RightChapter;
 
 impl RightChapter {
-    /// The chapters the reference names: its `chapters` (this example's datasets), else the files of its `sources`
-    /// (an answer recorded by the `rag` example and saved as an example in the studio).
+    /// The chapters the reference names: its `chapters` (this example's datasets); else, for an answer recorded
+    /// by the `rag` example and saved as an example in the studio, the files of the sources that answer cites
+    /// (`[n]`), or of its first source when it cites none.
     fn expected(reference: &Value) -> Vec<String> {
-        let listed = |key: &str, field: Option<&str>| -> Vec<String> {
-            reference[key]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| match field {
-                    Some(f) => v[f].as_str(),
-                    None => v.as_str(),
-                })
-                .map(|s| file_name(s).to_string())
-                .collect()
-        };
-        let chapters = listed("chapters", None);
-        if chapters.is_empty() {
-            listed("sources", Some("source"))
-        } else {
-            chapters
+        let chapters: Vec<String> = reference["chapters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|s| file_name(s).to_string())
+            .collect();
+        if !chapters.is_empty() {
+            return chapters;
         }
+        let Ok(answer) = serde_json::from_value::<Answer>(reference.clone()) else { return Vec::new() };
+        let cited = cited_numbers(&answer.text);
+        let mut files: Vec<String> = answer
+            .sources
+            .iter()
+            .filter(|s| if cited.is_empty() { s.rank == 1 } else { cited.contains(&s.rank) })
+            .map(|s| file_name(&s.source).to_string())
+            .collect();
+        files.sort();
+        files.dedup();
+        files
     }
+}
+
+/// The source numbers a text cites as `[n]` or `[n, m, ...]`.
+fn cited_numbers(text: &str) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        rest = &rest[open + 1..];
+        let Some(close) = rest.find(']') else { break };
+        let numbers: Option<Vec<usize>> = rest[..close].split(',').map(|n| n.trim().parse().ok()).collect();
+        found.extend(numbers.unwrap_or_default());
+        rest = &rest[close + 1..];
+    }
+    found
 }
 
 #[catena::async_trait]
@@ -161,7 +179,7 @@ impl Evaluator for RightChapter {
         let expected = reference.map(Self::expected).unwrap_or_default();
         if expected.is_empty() {
             return Err(catena::Error::InvalidInput(
-                "right_chapter needs a reference naming its `chapters` (or a recorded answer's `sources`)".into(),
+                "right_chapter needs a reference naming its `chapters` (or a recorded answer with sources)".into(),
             ));
         }
         let answer: Answer = serde_json::from_value(output.clone())?;
@@ -311,8 +329,13 @@ mod tests {
     fn expected_chapters_come_from_the_reference() {
         let written = json!({"text": "...", "chapters": ["ch04-03-slices.md"]});
         assert_eq!(RightChapter::expected(&written), ["ch04-03-slices.md"]);
-        let recorded = json!({"text": "...", "sources": [{"source": "book/ch16-01-threads.md", "rank": 1}]});
-        assert_eq!(RightChapter::expected(&recorded), ["ch16-01-threads.md"]);
+        let source = |rank: usize, file: &str| json!({"rank": rank, "id": format!("c{rank}"), "source": format!("book/{file}"), "score": 0.5, "content": ""});
+        let sources = [source(1, "ch16-01-threads.md"), source(2, "ch16-02-message-passing.md"), source(3, "ch01.md")];
+        let cites_two = json!({"text": "Use spawn [2], then join [2, 3].", "sources": sources});
+        assert_eq!(RightChapter::expected(&cites_two), ["ch01.md", "ch16-02-message-passing.md"]);
+        let cites_none = json!({"text": "Use spawn.", "sources": sources});
+        assert_eq!(RightChapter::expected(&cites_none), ["ch16-01-threads.md"]);
         assert!(RightChapter::expected(&json!("Paris")).is_empty());
+        assert_eq!(cited_numbers("[1] and [2, 3]; not [x] or [ ]."), [1, 2, 3]);
     }
 }

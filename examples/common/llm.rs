@@ -1,4 +1,4 @@
-//! Shared by the `rag`, `structured`, `guidance` and `agent` examples: the model to run against, chosen with
+//! Shared by the `rag`, `rag_experiment`, `structured`, `guidance` and `agent` examples: the model to run against, chosen with
 //! `--model` (a local GGUF file) or `--provider` (a server, configured from its usual environment variables),
 //! with `--timeout` and `--attempts` for every call to a server.
 
@@ -20,10 +20,13 @@ pub struct ServerArgs {
     /// OPENAI_API_KEY; any OpenAI-compatible server), anthropic (ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY), gemini
     /// (GEMINI_BASE_URL, GEMINI_API_KEY), ollama (OLLAMA_HOST), azure (AZURE_OPENAI_ENDPOINT,
     /// AZURE_OPENAI_API_KEY or AZURE_OPENAI_AD_TOKEN, AZURE_OPENAI_API_VERSION) or mistral (MISTRAL_API_KEY); the
-    /// model (Azure: the deployment) in CATENA_MODEL. Default: openai when OPENAI_BASE_URL or OPENAI_API_KEY is set.
-    #[arg(long, value_name = "API", value_parser = parse_api)]
+    /// model (Azure: the deployment) in CATENA_MODEL. Default: openai when OPENAI_BASE_URL or OPENAI_API_KEY is set
+    /// (and not empty).
+    #[arg(long, value_name = "API", value_parser = api_parser(), ignore_case = true)]
     pub provider: Option<Api>,
-    /// The longest one call to the model server may take, in seconds (connecting, waiting and streaming included).
+    /// The longest one attempt at a call to the model server may take, in seconds (connecting, waiting and
+    /// streaming included); with --attempts above 1, a failed attempt is followed by another, each with this
+    /// deadline.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
     /// Attempts per call to the model server: failures before any output (429, 5xx, resets, deadlines) are retried
@@ -32,12 +35,16 @@ pub struct ServerArgs {
     pub attempts: u32,
 }
 
-fn parse_api(name: &str) -> Result<Api, String> {
-    name.parse().map_err(|e: catena::Error| e.to_string())
+/// `--provider`'s values: every `Api` by name (listed in `--help`, with a suggestion for a misspelt one).
+fn api_parser() -> impl clap::builder::TypedValueParser<Value = Api> {
+    use clap::builder::TypedValueParser;
+    let names: Vec<&'static str> = Api::ALL.iter().map(|a| a.name()).collect();
+    clap::builder::PossibleValuesParser::new(names).try_map(|name: String| name.parse::<Api>())
 }
 
 impl ServerArgs {
-    /// The provider to use: `--provider`, else openai when OPENAI_BASE_URL or OPENAI_API_KEY is set.
+    /// The provider to use: `--provider`, else openai when OPENAI_BASE_URL or OPENAI_API_KEY is set (and not
+    /// empty).
     pub fn chosen(&self) -> Option<Api> {
         self.provider.or_else(|| Api::Openai.configured().then_some(Api::Openai))
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use catena::layer::{LayerExt, TelemetryLayer};
 use catena::trace::RecorderHandle;
-use catena::{Llm, Retriever};
+use catena::{Embedder, Llm, Retriever};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -57,6 +57,11 @@ impl Tracing {
     /// is recorded).
     pub fn llm(&self, llm: Arc<dyn Llm>) -> Arc<dyn Llm> {
         Arc::new(llm.layer(TelemetryLayer::new().record_content(self.record_content)))
+    }
+
+    /// The embedder, traced (one span per embedding call: the model, how many texts, the tokens when known).
+    pub fn embedder(&self, embedder: Arc<dyn Embedder>) -> Arc<dyn Embedder> {
+        Arc::new(embedder.layer(TelemetryLayer::new().record_content(self.record_content)))
     }
 
     /// The retriever, traced (the query when content is recorded, the documents' count and top score).

@@ -321,8 +321,9 @@ impl Agent {
         self.edit(|i| i.name = name)
     }
 
-    /// Also records each tool call's arguments and result on its `execute_tool` span
-    /// (`gen_ai.tool.call.arguments`, `gen_ai.tool.call.result`). They may hold personal data: turn this on
+    /// Also records the run's conversation as it starts and its final answer on the `invoke_agent` span
+    /// (`gen_ai.input.messages`, `gen_ai.output.messages`), and each tool call's arguments and result on its
+    /// `execute_tool` span (`gen_ai.tool.call.arguments`, `gen_ai.tool.call.result`). They may hold personal data: turn this on
     /// deliberately, as with `TelemetryLayer::record_content`. Off by default.
     pub fn with_recorded_content(self, on: bool) -> Self {
         self.edit(|i| i.record_content = on)
@@ -381,10 +382,15 @@ impl Agent {
             gen_ai.agent.name = %inner.name,
             catena.agent.model_calls = tracing::field::Empty,
             catena.agent.tool_calls = tracing::field::Empty,
+            gen_ai.input.messages = tracing::field::Empty,
+            gen_ai.output.messages = tracing::field::Empty,
         );
         let events = async_stream::try_stream! {
             let started = Instant::now();
             let mut run = Run::start(&inner, input)?;
+            if inner.record_content {
+                record_messages("gen_ai.input.messages", &run.messages);
+            }
             // Calls approved (or edited, or rejected) on resume run first.
             if !run.resumed.is_empty() {
                 let decided = std::mem::take(&mut run.resumed);
@@ -479,10 +485,25 @@ impl Agent {
             let span = tracing::Span::current();
             span.record("catena.agent.model_calls", run.model_calls);
             span.record("catena.agent.tool_calls", run.tool_calls);
+            if inner.record_content {
+                if let AgentOutcome::Finished(answer) = &outcome {
+                    record_messages("gen_ai.output.messages", answer.messages.last().map(std::slice::from_ref).unwrap_or_default());
+                }
+            }
             tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "agent run ended");
             yield AgentEvent::Done { outcome };
         };
         Box::pin(InSpan { inner: Box::pin(events), span })
+    }
+}
+
+/// Records `messages` as JSON on the current span's `field` (left out, with a warning, if they do not serialise).
+fn record_messages(field: &'static str, messages: &[Message]) {
+    match serde_json::to_string(messages) {
+        Ok(json) => {
+            tracing::Span::current().record(field, json.as_str());
+        }
+        Err(e) => tracing::warn!(field, error = %e, "agent content not recorded"),
     }
 }
 

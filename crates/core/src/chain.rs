@@ -186,7 +186,7 @@ async fn timed<T>(span: tracing::Span, fut: impl Future<Output = Result<T>>) -> 
     if span.is_disabled() {
         let out = fut.await;
         if let Err(e) = &out {
-            tracing::warn!(error = %e, "chain step failed");
+            tracing::warn!(error = %e.with_causes(), "chain step failed");
         }
         return out;
     }
@@ -200,7 +200,7 @@ async fn timed<T>(span: tracing::Span, fut: impl Future<Output = Result<T>>) -> 
     span.record("catena.latency_ms", start.elapsed().as_secs_f64() * 1e3);
     if let Err(e) = &out {
         let _entered = span.enter();
-        tracing::warn!(error = %e, "chain step failed");
+        tracing::warn!(error = %e.with_causes(), "chain step failed");
     }
     out
 }

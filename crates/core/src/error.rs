@@ -169,6 +169,30 @@ impl Error {
         }
     }
 
+    /// This error with its causes: its message, then the message of each underlying error (the `source()` chain)
+    /// that the text so far does not already contain, joined by `: `. Logs and traces record this. (Network
+    /// errors keep a source only when its text holds no secret, so the causes are as safe to show as the error.)
+    ///
+    /// ```
+    /// use catena_core::Error;
+    /// let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer");
+    /// let e = Error::Transport { provider: "openai".into(), message: "sending the request".into(), source: Some(Box::new(io)) };
+    /// assert_eq!(e.with_causes(), "openai: transport error: sending the request: connection reset by peer");
+    /// ```
+    pub fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            let message = c.to_string();
+            if !message.is_empty() && !text.contains(&message) {
+                text.push_str(": ");
+                text.push_str(&message);
+            }
+            cause = c.source();
+        }
+        text
+    }
+
     /// Wraps any error from user code (for example inside a closure chain).
     pub fn chain<E: Into<Box<dyn std::error::Error + Send + Sync>>>(error: E) -> Self {
         Error::Chain(error.into())

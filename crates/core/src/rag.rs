@@ -228,8 +228,10 @@ impl Chain for RagChain {
     /// [`RagEvent::Text`] (with a logged warning; see [`Chain::streams_incrementally`]).
     fn stream(&self, question: String) -> ChainStream<RagEvent> {
         let span = rag_span(&question, self.record_content);
-        // The answer is complete only at `Done`, after the future below has returned the stream.
-        let output_span = (self.record_content && !span.is_disabled()).then(|| span.clone());
+        // The chain's span stays open until the answer is complete (`Done`) or fails, not only while the future
+        // below builds the stream; the answer is recorded on it then, with content recording on.
+        let mut open_span = (!span.is_disabled()).then(|| span.clone());
+        let record_content = self.record_content;
         let this = self.clone();
         let fut = async move {
             let (sources, request) = this.prepare(&question).await?;
@@ -277,10 +279,16 @@ impl Chain for RagChain {
                     Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
                 })
                 .flatten()
-                .inspect(move |event| {
-                    if let (Some(span), Ok(RagEvent::Done(answer))) = (&output_span, event) {
-                        record_json(span, "catena.chain.output", answer);
+                .inspect(move |event| match event {
+                    Ok(RagEvent::Done(answer)) => {
+                        if let Some(span) = open_span.take() {
+                            if record_content {
+                                record_json(&span, "catena.chain.output", answer);
+                            }
+                        }
                     }
+                    Err(_) => drop(open_span.take()),
+                    Ok(RagEvent::Text(_)) => {}
                 }),
         )
     }

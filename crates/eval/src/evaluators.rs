@@ -179,8 +179,16 @@ impl JsonSchemaValid {
     /// # Errors
     /// [`Error::InvalidInput`] when `schema` is not a valid JSON Schema.
     pub fn new(schema: Value) -> Result<Self> {
-        let validator = catena_constraint::Validator::new(&catena_core::Constraint::JsonSchema(schema))
-            .map_err(|e| Error::InvalidInput(format!("json_schema evaluator: {e}")))?;
+        if schema == Value::Bool(false) {
+            return Err(Error::InvalidInput(
+                "the JSON Schema `false` accepts no value, so every output would fail the json_schema evaluator".into(),
+            ));
+        }
+        let validator =
+            catena_constraint::Validator::new(&catena_core::Constraint::JsonSchema(schema)).map_err(|e| match e {
+                Error::InvalidInput(message) => Error::InvalidInput(format!("json_schema evaluator: {message}")),
+                other => other,
+            })?;
         Ok(JsonSchemaValid { name: "json_schema".into(), validator })
     }
     /// Renames it.

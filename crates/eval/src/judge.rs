@@ -36,7 +36,9 @@ pub fn verdict_schema() -> Value {
     json!({
         "type": "object",
         "properties": {
-            "score": {"type": "integer", "minimum": 1, "maximum": 5},
+            // The enum is what grammar-constrained backends enforce (llama.cpp's converter ignores minimum and
+            // maximum); the bounds are for those that drop integer enums (Gemini's schema subset).
+            "score": {"type": "integer", "enum": [1, 2, 3, 4, 5], "minimum": 1, "maximum": 5},
             "reasoning": {"type": "string"}
         },
         "required": ["score", "reasoning"],
@@ -84,6 +86,38 @@ pub fn parse_verdict(raw: &str) -> Result<Verdict> {
     Err(invalid(r#"the judge's answer holds no JSON object with a "score""#.into()))
 }
 
+/// A verdict the token limit cut off after its score: the answer starts as the schema asks (`{"score": N, ...`,
+/// score first) but its reasoning never ends, as small models' reasoning tends not to. The grade was given, so
+/// it is kept; the reasoning is what was written, marked as cut off. `None` for anything else.
+fn cut_off_verdict(raw: &str) -> Option<Verdict> {
+    let object = raw.trim_start();
+    // Only an unfinished document: a complete one that does not parse as a verdict stays an error.
+    match serde_json::from_str::<Value>(object) {
+        Err(e) if e.is_eof() => {}
+        _ => return None,
+    }
+    let rest = object.strip_prefix('{')?.trim_start().strip_prefix("\"score\"")?;
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let score: u8 = digits.parse().ok().filter(|s| (1..=5).contains(s))?;
+    let after = rest[digits.len()..].trim_start().strip_prefix(',')?.trim_start();
+    let written = after
+        .strip_prefix("\"reasoning\"")
+        .and_then(|r| r.trim_start().strip_prefix(':'))
+        .and_then(|r| r.trim_start().strip_prefix('"'))
+        .unwrap_or_default();
+    // The reasoning as written, its escapes decoded (up to a cut escape, if the limit fell inside one).
+    let mut decoded = None;
+    for end in (0..=written.len()).rev().filter(|&i| written.is_char_boundary(i)).take(8) {
+        if let Ok(text) = serde_json::from_str::<String>(&format!("\"{}\"", &written[..end])) {
+            decoded = Some(text);
+            break;
+        }
+    }
+    let reasoning = decoded.unwrap_or_else(|| written.to_string());
+    Some(Verdict { score, reasoning: format!("{}… (cut off at the token limit)", reasoning.trim_end()) })
+}
+
 /// Grades an output with a model on a fixed rubric: the model sees the criteria, the input, the reference answer
 /// (when the example has one) and the output, and answers `{"score": 1-5, "reasoning": "..."}`. The score is
 /// normalised to 0..=1 ([`Verdict::normalised`]); the output passes at [`LlmJudge::with_pass_score`] (default 4)
@@ -93,8 +127,9 @@ pub fn parse_verdict(raw: &str) -> Result<Verdict> {
 /// [`constrained`](LlmStructuredExt::constrained) generation under [`verdict_schema`]: the backend's own
 /// structured output or grammar where it has one, else validate-and-repair with one repair). With
 /// [`LlmJudge::with_structured_output`]`(false)` the judge is asked in plain chat and its answer read with
-/// [`parse_verdict`]. Either way, an answer that does not parse is an [`Error::InvalidOutput`] holding the raw
-/// answer, never a panic.
+/// [`parse_verdict`]. Either way, an answer the token limit cut off after its score (`{"score": 4, "reasoning":
+/// "...` and no end, as small local models write) keeps its score, its reasoning marked as cut off; any other
+/// answer that does not parse is an [`Error::InvalidOutput`] holding the raw answer, never a panic.
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -204,13 +239,21 @@ impl LlmJudge {
     /// [`Error::InvalidOutput`] (with the raw answer) when the answer is not a valid verdict; the model's errors.
     pub async fn verdict(&self, input: &Value, output: &Value, reference: Option<&Value>) -> Result<Verdict> {
         let request = ChatRequest { messages: self.messages(input, output, reference), ..self.request.clone() };
-        if self.structured {
-            let constrained =
-                self.llm.constrained(request, Constraint::JsonSchema(verdict_schema()), self.repair).await?;
-            parse_verdict(&constrained.text)
+        let outcome = if self.structured {
+            match self.llm.constrained(request, Constraint::JsonSchema(verdict_schema()), self.repair).await {
+                Ok(constrained) => parse_verdict(&constrained.text),
+                Err(e) => Err(e),
+            }
         } else {
             let answer = self.llm.chat(request).await?;
             parse_verdict(&answer.text())
+        };
+        match outcome {
+            Err(Error::InvalidOutput { raw, reason, attempts, strategy }) => match cut_off_verdict(&raw) {
+                Some(verdict) => Ok(verdict),
+                None => Err(Error::InvalidOutput { raw, reason, attempts, strategy }),
+            },
+            other => other,
         }
     }
 }
@@ -233,6 +276,33 @@ impl Evaluator for LlmJudge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_asks_for_the_score_first() {
+        let schema = verdict_schema();
+        let order: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(order, ["score", "reasoning"], "grammar-constrained backends generate in this order");
+    }
+
+    #[test]
+    fn a_verdict_cut_off_after_its_score_keeps_the_score() {
+        let v =
+            cut_off_verdict(r#"{"score": 4, "reasoning": "The answer is mostly right but it goes on and on"#).unwrap();
+        assert_eq!(v.score, 4);
+        assert!(
+            v.reasoning.starts_with("The answer is mostly right")
+                && v.reasoning.ends_with("(cut off at the token limit)")
+        );
+        assert_eq!(cut_off_verdict(r#" { "score" :2 ,"#).unwrap().score, 2);
+        let escaped = cut_off_verdict(r#"{"score": 3, "reasoning": "It says \"yes\"\nand then"#).unwrap();
+        assert!(escaped.reasoning.starts_with("It says \"yes\"\nand then"), "{}", escaped.reasoning);
+        assert!(cut_off_verdict(r#"{"score": 2.5, "reasoning": "x"#).is_none(), "not an integer");
+        assert!(cut_off_verdict(r#"{"score": 3, "reasoning": 7}"#).is_none(), "complete, so not cut off");
+        assert!(cut_off_verdict(r#"{"score": 9, "reasoning": "x"#).is_none(), "out of range");
+        assert!(cut_off_verdict(r#"{"reasoning": "x", "score": 3"#).is_none(), "the score must come first");
+        assert!(cut_off_verdict(r#"{"score": 3}"#).is_none(), "a complete object is not cut off");
+        assert!(cut_off_verdict("five stars").is_none());
+    }
 
     #[test]
     fn verdicts_parse_strictly() {

@@ -8,12 +8,14 @@
 
 use std::time::Duration;
 
+use catena_core::layer::{LayerExt, TelemetryLayer};
 use catena_core::{
     collect_stream, ChatRequest, ChatResponse, Constraint, Error, FinishReason, Llm, Message, ToolCall, ToolDefinition,
     Usage,
 };
 use catena_providers::anthropic::AnthropicClient;
 use catena_test_support::katan::Katan;
+use catena_test_support::spans as capture;
 use serde_json::json;
 
 const KEY: &str = "sk-ant-katan-test-key-0123456789";
@@ -216,4 +218,39 @@ async fn a_401_that_echoes_the_key_is_redacted() {
     let keyless = AnthropicClient::builder().base_url(katan.base_url()).model("m").build().unwrap();
     let err = keyless.chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap_err().to_string();
     assert!(err.contains("HTTP 401: authentication_error: missing x-api-key header"), "{err}");
+}
+
+/// Through the telemetry layer every provider goes through, with content recorded: a call records the GenAI
+/// attributes and its usage; a 401 that echoes the key and a base URL holding a password show neither secret, in
+/// the errors or in anything the layer records.
+#[tokio::test]
+async fn traced_calls_record_usage_and_never_a_secret() {
+    let (captured, _guard) = capture::start();
+    let katan = Katan::start("anthropic", &["--validate-keys", "--api-keys", "anthropic=the-right-key"]);
+    let traced = |base: String, key: &str| {
+        AnthropicClient::builder()
+            .base_url(base)
+            .api_key(key)
+            .model("claude-katan")
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map(|c| c.layer(TelemetryLayer::new().record_content(true)))
+    };
+    let request = ChatRequest::new(vec![Message::user("hi")]);
+    let answer = traced(katan.base_url(), "the-right-key").unwrap().chat(request.clone()).await.unwrap();
+    let usage = answer.usage.expect("usage");
+    assert_eq!(captured.value("gen_ai", "gen_ai.provider.name"), ["anthropic"]);
+    assert_eq!(captured.value("gen_ai", "gen_ai.usage.input_tokens"), [usage.input_tokens.to_string()]);
+    assert_eq!(captured.value("gen_ai", "gen_ai.usage.output_tokens"), [usage.output_tokens.to_string()]);
+
+    let echoed = traced(katan.base_url(), KEY).unwrap().chat(request.clone()).await.unwrap_err();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let unreachable = match traced(format!("http://user:SECRETPASS@127.0.0.1:{port}"), KEY) {
+        Ok(client) => client.chat(request).await.unwrap_err(),
+        Err(e) => e,
+    };
+    let shown = format!("{echoed} {echoed:?} {unreachable} {unreachable:?} {}", captured.everything());
+    assert!(matches!(echoed, Error::Http { status: 401, .. }), "{shown}");
+    assert!(!shown.contains(KEY) && !shown.contains("SECRETPASS"), "a secret leaked: {shown}");
+    assert!(captured.value("gen_ai", "error.type").contains(&"401".to_string()), "{shown}");
 }

@@ -1,7 +1,8 @@
 //! The fault-injection suite: every provider's client, streaming and not, against a hostile server
-//! (`catena_test_support::faults`) doing each fault a flaky or broken server does. Every call must end within its
-//! deadline in a typed error or a correct result: no panic, no hang, the key never shown, usage never lost on
-//! success. The summary it prints is the table of RELIABILITY.md.
+//! (`catena_test_support::faults`) doing each fault a flaky or broken server does: OpenAI and its Azure and
+//! Mistral profiles, Anthropic, Gemini and Ollama. Every call must end within its deadlines (each attempt's total
+//! deadline, times the attempts, plus the waits between them) in a typed error or a correct result: no panic, no
+//! hang, the key never shown, usage never lost on success. The summary it prints is the table of RELIABILITY.md.
 //!
 //! The hostile server is written here on purpose (no real server resets connections or cuts chunked bodies on
 //! demand); the wire formats it speaks are the ones the wire tests check against the vendors' references and
@@ -16,7 +17,7 @@ use catena_core::{collect_stream, ChatRequest, ChatResponse, Error, Llm, Message
 use catena_providers::anthropic::AnthropicClient;
 use catena_providers::gemini::GeminiClient;
 use catena_providers::ollama::OllamaClient;
-use catena_providers::openai::{Compat, IoRuntime, OpenAiClient};
+use catena_providers::openai::{Compat, IoRuntime, OpenAiClient, AZURE_API_VERSION};
 use catena_providers::Deadlines;
 use catena_test_support::faults::{Dialect, Fault, FaultServer, HUGE_ANSWER};
 
@@ -246,7 +247,27 @@ fn deadlines(fault: &Fault) -> Deadlines {
         .with_total(total)
 }
 
+/// Azure OpenAI and Mistral speak OpenAI's format (their profiles differ in paths, headers and field names).
+fn azure() -> Dialect {
+    Dialect { name: "azure", ..openai() }
+}
+
+fn mistral() -> Dialect {
+    Dialect { name: "mistral", ..openai() }
+}
+
+/// The longest a call may take: each of its 3 attempts' total deadline, the waits between them (`Retry-After`,
+/// capped at 2 s), and slack for a loaded machine. Far below the 90 s that counts as a hang.
+fn budget(fault: &Fault) -> Duration {
+    let total = if *fault == Fault::Huge { Duration::from_secs(60) } else { Duration::from_secs(4) };
+    total * 3 + Duration::from_secs(2) * 2 + Duration::from_secs(10)
+}
+
 fn client(dialect: &str, base_url: &str, fault: &Fault, io: IoRuntime) -> Arc<dyn Llm> {
+    client_with(dialect, base_url, deadlines(fault), io)
+}
+
+fn client_with(dialect: &str, base_url: &str, deadlines: Deadlines, io: IoRuntime) -> Arc<dyn Llm> {
     let retry = RetryPolicy::new(3)
         .unwrap()
         .with_backoff(Duration::from_millis(10), Duration::from_millis(50), 2.0)
@@ -260,7 +281,29 @@ fn client(dialect: &str, base_url: &str, fault: &Fault, io: IoRuntime) -> Arc<dy
                 .model("m")
                 .compat(Compat::OpenAi)
                 .io_runtime(io)
-                .deadlines(deadlines(fault))
+                .deadlines(deadlines)
+                .build()
+                .unwrap()
+                .layer(RetryLayer::new(retry)),
+        ),
+        "azure" => Arc::new(
+            OpenAiClient::builder()
+                .azure(base_url, "dep", AZURE_API_VERSION)
+                .api_key(KEY)
+                .io_runtime(io)
+                .deadlines(deadlines)
+                .build()
+                .unwrap()
+                .layer(RetryLayer::new(retry)),
+        ),
+        "mistral" => Arc::new(
+            OpenAiClient::builder()
+                .base_url(format!("{base_url}/v1"))
+                .api_key(KEY)
+                .model("m")
+                .compat(Compat::Mistral)
+                .io_runtime(io)
+                .deadlines(deadlines)
                 .build()
                 .unwrap()
                 .layer(RetryLayer::new(retry)),
@@ -271,7 +314,7 @@ fn client(dialect: &str, base_url: &str, fault: &Fault, io: IoRuntime) -> Arc<dy
                 .api_key(KEY)
                 .model("m")
                 .io_runtime(io)
-                .deadlines(deadlines(fault))
+                .deadlines(deadlines)
                 .build()
                 .unwrap()
                 .layer(RetryLayer::new(retry)),
@@ -282,7 +325,7 @@ fn client(dialect: &str, base_url: &str, fault: &Fault, io: IoRuntime) -> Arc<dy
                 .api_key(KEY)
                 .model("m")
                 .io_runtime(io)
-                .deadlines(deadlines(fault))
+                .deadlines(deadlines)
                 .build()
                 .unwrap()
                 .layer(RetryLayer::new(retry)),
@@ -293,7 +336,7 @@ fn client(dialect: &str, base_url: &str, fault: &Fault, io: IoRuntime) -> Arc<dy
                 .api_key(KEY)
                 .model("m")
                 .io_runtime(io)
-                .deadlines(deadlines(fault))
+                .deadlines(deadlines)
                 .build()
                 .unwrap()
                 .layer(RetryLayer::new(retry)),
@@ -414,7 +457,8 @@ async fn call(llm: Arc<dyn Llm>, streaming: bool) -> Outcome {
 /// The path a transport or deadline error must name: the endpoint the call went to.
 fn endpoint_path(provider: &str, streaming: bool) -> &'static str {
     match (provider, streaming) {
-        ("openai", _) => "/chat/completions",
+        ("openai" | "mistral", _) => "/v1/chat/completions",
+        ("azure", _) => "/openai/deployments/dep/chat/completions",
         ("anthropic", _) => "/v1/messages",
         ("gemini", false) => ":generateContent",
         ("gemini", true) => ":streamGenerateContent",
@@ -487,7 +531,7 @@ fn kind(e: &Error) -> String {
 async fn every_provider_survives_every_fault() {
     let started = Instant::now();
     let mut cases = Vec::new();
-    for dialect in [openai(), anthropic(), gemini(), ollama()] {
+    for dialect in [openai(), azure(), mistral(), anthropic(), gemini(), ollama()] {
         for fault in faults() {
             for streaming in [false, true] {
                 cases.push((dialect.clone(), fault.clone(), streaming, IoRuntime::Caller));
@@ -510,13 +554,18 @@ async fn every_provider_survives_every_fault() {
         let llm = client(dialect.name, &server.base_url, &fault, io);
         let t = Instant::now();
         let outcome = call(llm, streaming).await;
+        let elapsed = t.elapsed();
         let verdict = check(
             &outcome,
             expectation(&fault, streaming),
             expected_kind(&fault, streaming),
             endpoint_path(dialect.name, streaming),
-        );
-        (dialect.name, fault, streaming, io, verdict, t.elapsed(), server.requests())
+        )
+        .and_then(|v| match elapsed > budget(&fault) {
+            true => Err(format!("{v}, but after {elapsed:.1?}: past its deadlines ({:?})", budget(&fault))),
+            false => Ok(v),
+        });
+        (dialect.name, fault, streaming, io, verdict, elapsed, server.requests())
     };
     // The small ones all at once (the slow ones, waiting out deadlines and Retry-After, overlap), then the 50 MB
     // answers one at a time (building and parsing them would starve the others' clocks on a small machine).
@@ -563,4 +612,51 @@ async fn every_provider_survives_every_fault() {
         started.elapsed().as_secs_f64()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A server whose accept queue is full never completes a connection (the kernel drops further handshakes): every
+/// client, streaming or not, ends at its connect deadline, naming the endpoint, after its retries (nothing was
+/// sent, so a connect failure is retried), well within its deadlines' budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_accepts_ends_at_the_connect_deadline() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    // Fill the accept queue (nothing accepts): later connections wait for an answer to their handshake.
+    let mut held = Vec::new();
+    while held.len() < 65_536 {
+        match std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)) {
+            Ok(stream) => held.push(stream),
+            Err(_) => break,
+        }
+    }
+    assert!(held.len() < 65_536, "the accept queue never filled");
+    let base = format!("http://{address}");
+    let cases: Vec<(&str, bool)> = ["openai", "azure", "mistral", "anthropic", "gemini", "ollama"]
+        .into_iter()
+        .flat_map(|name| [(name, false), (name, true)])
+        .collect();
+    // The connect deadline first (for a stream, the first-chunk deadline also covers connecting).
+    let deadlines = Deadlines::none()
+        .with_connect(Duration::from_secs(1))
+        .with_first_chunk(Duration::from_secs(3))
+        .with_total(Duration::from_secs(4));
+    let outcomes = futures::future::join_all(cases.iter().map(|&(name, streaming)| {
+        let llm = client_with(name, &base, deadlines, IoRuntime::Caller);
+        async move {
+            let started = Instant::now();
+            (call(llm, streaming).await, started.elapsed())
+        }
+    }))
+    .await;
+    for ((name, streaming), (outcome, elapsed)) in cases.iter().zip(&outcomes) {
+        let Outcome::Failed(e) = outcome else { panic!("{name} (streaming: {streaming}): {outcome:?}") };
+        assert_eq!(kind(e), "Exhausted(3, Deadline connect)", "{name} (streaming: {streaming}): {e}");
+        let Error::Exhausted { last, .. } = e else { unreachable!() };
+        assert!(
+            matches!(&**last, Error::Deadline { endpoint, .. } if endpoint.contains(&address.to_string())),
+            "{name}: the error names the server: {last}"
+        );
+        assert!(*elapsed <= budget(&Fault::NeverAnswer), "{name} (streaming: {streaming}) took {elapsed:?}");
+    }
+    drop((held, listener));
 }

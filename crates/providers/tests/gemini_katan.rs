@@ -14,11 +14,13 @@
 
 use std::time::Duration;
 
+use catena_core::layer::{LayerExt, TelemetryLayer};
 use catena_core::{
     collect_stream, ChatRequest, ChatResponse, Constraint, Error, FinishReason, Llm, Message, ToolDefinition, Usage,
 };
 use catena_providers::gemini::{GeminiApi, GeminiAuth, GeminiClient};
 use catena_test_support::katan::Katan;
+use catena_test_support::spans as capture;
 use serde_json::{json, Value};
 
 const KEY: &str = "AIzaSy-katan-test-key-0123456789";
@@ -246,4 +248,41 @@ async fn a_401_that_echoes_the_key_is_redacted() {
     let keyless = GeminiClient::builder().base_url(katan.base_url()).model("m").build().unwrap();
     let err = keyless.chat(request).await.unwrap_err().to_string();
     assert!(err.contains("HTTP 401: UNAUTHENTICATED: missing Authorization header or ?key= query parameter"), "{err}");
+}
+
+/// Through the telemetry layer every provider goes through, with content recorded: a call records the GenAI
+/// attributes and its usage; a 401 that echoes the key and a base URL holding a password show neither secret, in
+/// the errors or in anything the layer records.
+#[tokio::test]
+async fn traced_calls_record_usage_and_never_a_secret() {
+    let (captured, _guard) = capture::start();
+    let katan = Katan::start("vertexai", &["--validate-keys", "--api-keys", "vertexai=the-right-key"]);
+    let traced = |base: String, key: &str| {
+        GeminiClient::builder()
+            .base_url(base)
+            .api_key(key)
+            .auth(GeminiAuth::ApiKeyQuery)
+            .model("gemini-katan")
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map(|c| c.layer(TelemetryLayer::new().record_content(true)))
+    };
+    let request = ChatRequest::new(vec![Message::user("hi")]);
+    let answer = traced(katan.base_url(), "the-right-key").unwrap().chat(request.clone()).await.unwrap();
+    let usage = answer.usage.expect("usage");
+    let provider = captured.value("gen_ai", "gen_ai.provider.name");
+    assert!(provider.len() == 1 && provider[0].starts_with("gcp."), "{provider:?}");
+    assert_eq!(captured.value("gen_ai", "gen_ai.usage.input_tokens"), [usage.input_tokens.to_string()]);
+    assert_eq!(captured.value("gen_ai", "gen_ai.usage.output_tokens"), [usage.output_tokens.to_string()]);
+
+    let echoed = traced(katan.base_url(), KEY).unwrap().chat(request.clone()).await.unwrap_err();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let unreachable = match traced(format!("http://user:SECRETPASS@127.0.0.1:{port}"), KEY) {
+        Ok(client) => client.chat(request).await.unwrap_err(),
+        Err(e) => e,
+    };
+    let shown = format!("{echoed} {echoed:?} {unreachable} {unreachable:?} {}", captured.everything());
+    assert!(matches!(echoed, Error::Http { status: 401, .. }), "{shown}");
+    assert!(!shown.contains(KEY) && !shown.contains("SECRETPASS"), "a secret leaked: {shown}");
+    assert!(captured.value("gen_ai", "error.type").contains(&"401".to_string()), "{shown}");
 }

@@ -566,6 +566,22 @@ async fn connection_refused_is_a_transport_error() {
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
 }
 
+/// A server that answers a streaming request with one whole JSON document (a proxy that ignores `stream`, say):
+/// the stream yields that answer, the same as `chat` gives, instead of an error.
+#[tokio::test]
+async fn a_whole_json_answer_to_a_stream_request_is_the_answer() {
+    let body = r#"{"id":"c1","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Paris."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#;
+    let server = TestServer::start(Reply::Raw { content_type: "application/json", body }).await;
+    let client = server.client(Compat::Generic).build().unwrap();
+    let request = ChatRequest::new(vec![Message::user("Capital of France?")]);
+    let plain = client.chat(request.clone()).await.unwrap();
+    let streamed = collect_stream(client.chat_stream(request).await.unwrap()).await.unwrap();
+    assert_eq!(streamed.text(), "Paris.");
+    assert_eq!(streamed.finish_reason, Some(FinishReason::Stop));
+    assert_eq!(streamed.usage.map(|u| (u.input_tokens, u.output_tokens)), Some((9, 2)));
+    assert_eq!(comparable(&streamed), comparable(&plain));
+}
+
 #[tokio::test]
 async fn bad_payloads_are_decode_errors() {
     let server =

@@ -99,7 +99,7 @@ pub(crate) async fn list(State(studio): State<Studio>) -> Result<Html<String>, F
     let body = html! {
         section.title-row { h1 { "Datasets" } p.muted { "Save a model call or a chain's run from its trace (" em { "Add to dataset" } ") to start one." } }
         @if datasets.is_empty() {
-            div.empty { h2 { "No datasets yet" } p { "Open a trace, and add one of its model calls to a dataset." } }
+            div.empty { h2 { "No datasets yet" } p { "Open a trace, and add one of its model calls or chain runs to a dataset (or run examples/rag_experiment.rs, which makes one)." } }
         } @else {
             table.runs {
                 thead { tr { th { "Name" } th.num { "Examples" } th { "Created (UTC)" } } }
@@ -154,8 +154,13 @@ pub(crate) async fn page(State(studio): State<Studio>, Path(name): Path<String>)
                 td.muted { (e.id) }
                 td.cell-text { (value_cell(Some(&e.input))) }
                 td.cell-text { (value_cell(e.reference.as_ref())) }
-                td { @if let Some(r) = e.source_run { a href={ "/playground/" (r) } { "run" } } }
+                td { @if let Some(r) = e.source_run { a href={ "/runs/" (r) } { "run" } } }
             } } }
+        }
+        p.muted {
+            "Runs a model on each input, sent as chat messages. For examples saved from a chain (a RAG question, say), "
+            "run the chain itself over this dataset from your program (" code { "catena::eval::run_experiment" } " with "
+            code { "chain_task" } "; " code { "examples/rag_experiment.rs" } " does it): its experiments appear below."
         }
         form.eval method="post" action={ "/datasets/" (encode(&dataset.name)) "/run" } data-testid="run-eval" {
             fieldset {

@@ -42,6 +42,7 @@ pub fn router(db: PathBuf, recorder: Option<Arc<catena_trace::RecorderHandle>>) 
     Router::new()
         .route("/", get(runs_page))
         .route("/traces/{id}", get(trace_page))
+        .route("/runs/{id}", get(run_page))
         .route("/playground/{run}", get(crate::playground::page).post(crate::playground::rerun))
         .route("/datasets", get(crate::datasets::list))
         .route("/datasets/add", axum::routing::post(crate::datasets::add))
@@ -92,6 +93,10 @@ struct Filters {
     tag: Option<String>,
     /// `1h`, `24h`, `7d`, `30d`; anything else is all time.
     since: Option<String>,
+    /// Runs that started at or after this UTC time (`2026-12-05T21:03`, as a `datetime-local` input sends it).
+    from: Option<String>,
+    /// Runs that started before this UTC time.
+    until: Option<String>,
     limit: Option<usize>,
 }
 
@@ -100,7 +105,7 @@ fn non_empty(v: &Option<String>) -> Option<String> {
 }
 
 impl Filters {
-    fn query(&self) -> TraceQuery {
+    fn query(&self) -> Result<TraceQuery, Failure> {
         let window = match self.since.as_deref() {
             Some("1h") => Some(Duration::from_secs(3600)),
             Some("24h") => Some(Duration::from_secs(86_400)),
@@ -108,7 +113,15 @@ impl Filters {
             Some("30d") => Some(Duration::from_secs(30 * 86_400)),
             _ => None,
         };
-        TraceQuery {
+        let time = |field: &str, value: &Option<String>| -> Result<Option<SystemTime>, Failure> {
+            non_empty(value)
+                .map(|v| parse_utc(&v).map_err(|why| Failure(StatusCode::BAD_REQUEST, format!("{field}: {why}"))))
+                .transpose()
+        };
+        let from = time("from", &self.from)?;
+        let until = time("until", &self.until)?;
+        let recent = window.and_then(|w| SystemTime::now().checked_sub(w));
+        Ok(TraceQuery {
             name: non_empty(&self.name),
             model: non_empty(&self.model),
             failed: match self.status.as_deref() {
@@ -116,20 +129,76 @@ impl Filters {
                 Some("ok") => Some(false),
                 _ => None,
             },
-            since: window.and_then(|w| SystemTime::now().checked_sub(w)),
-            until: None,
+            // Both a preset window and a start time: the later of the two.
+            since: recent.max(from),
+            until,
             tag: non_empty(&self.tag),
             limit: Some(self.limit.unwrap_or(200).min(5000)),
-        }
+        })
     }
+}
+
+/// A UTC time written `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM` or `YYYY-MM-DDTHH:MM:SS` (a space may stand for the `T`).
+fn parse_utc(text: &str) -> Result<SystemTime, String> {
+    let bad = || format!("`{text}` is not a UTC time like 2026-12-05T21:03");
+    let text = text.trim();
+    let (date, time) = text.split_once(['T', ' ']).unwrap_or((text, "00:00"));
+    let numbers = |s: &str, sep: char| -> Option<Vec<i64>> { s.split(sep).map(|p| p.parse().ok()).collect() };
+    let date = numbers(date, '-').ok_or_else(bad)?;
+    let time = numbers(time, ':').ok_or_else(bad)?;
+    let ([year, month, day], [hour, minute, rest @ ..]) = (date.as_slice(), time.as_slice()) else {
+        return Err(bad());
+    };
+    let second = match rest {
+        [] => 0,
+        [s] => *s,
+        _ => return Err(bad()),
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(month)
+        || !(1..=month_days).contains(day)
+        || !(0..24).contains(hour)
+        || !(0..60).contains(minute)
+        || !(0..60).contains(&second)
+    {
+        return Err(bad());
+    }
+    // Days since 1970-01-01 from a civil date (Howard Hinnant's algorithm, the inverse of `timestamp`'s).
+    let y = if *month <= 2 { year - 1 } else { *year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
+    let secs = u64::try_from(secs).map_err(|_| format!("`{text}` is before 1970"))?;
+    Ok(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 fn parse_trace(id: &str) -> Result<TraceId, Failure> {
     id.parse().map_err(|e: catena_trace::ParseIdError| Failure(StatusCode::NOT_FOUND, e.to_string()))
 }
 
+/// `GET /runs/<id>`: the run in its trace (a redirect to the trace page, at the run).
+async fn run_page(State(studio): State<Studio>, Path(id): Path<String>) -> Result<Response, Failure> {
+    let run: catena_trace::RunId =
+        id.parse().map_err(|e: catena_trace::ParseIdError| Failure(StatusCode::NOT_FOUND, e.to_string()))?;
+    let found = with_store(&studio, move |s| s.run(run)).await?;
+    let Some(found) = found else {
+        return Err(Failure(StatusCode::NOT_FOUND, format!("no run {id} in this store")));
+    };
+    Ok(axum::response::Redirect::to(&format!("/traces/{}#run-{}", found.trace_id, found.id)).into_response())
+}
+
 async fn traces_json(State(studio): State<Studio>, Query(filters): Query<Filters>) -> Result<Response, Failure> {
-    let query = filters.query();
+    let query = filters.query()?;
     let (traces, totals) = with_store(&studio, move |s| Ok((s.traces(&query)?, s.totals(&query)?))).await?;
     let traces: Vec<_> = traces.iter().map(summary_json).collect();
     Ok(Json(serde_json::json!({ "traces": traces, "totals": totals_json(&totals) })).into_response())
@@ -258,7 +327,7 @@ pub(crate) fn kind_badge(kind: RunKind) -> Markup {
 }
 
 async fn runs_page(State(studio): State<Studio>, Query(filters): Query<Filters>) -> Result<Html<String>, Failure> {
-    let query = filters.query();
+    let query = filters.query()?;
     let (traces, totals) = with_store(&studio, move |s| Ok((s.traces(&query)?, s.totals(&query)?))).await?;
     let selected = |value: &str| filters.since.as_deref() == Some(value);
     let status = filters.status.as_deref().unwrap_or("");
@@ -283,6 +352,8 @@ async fn runs_page(State(studio): State<Studio>, Query(filters): Query<Filters>)
                 option value="7d" selected[selected("7d")] { "Last 7 days" }
                 option value="30d" selected[selected("30d")] { "Last 30 days" }
             }
+            label.range { "From" input type="datetime-local" name="from" title="UTC" value=(filters.from.clone().unwrap_or_default()); }
+            label.range { "until" input type="datetime-local" name="until" title="UTC" value=(filters.until.clone().unwrap_or_default()); }
             button type="submit" { "Filter" }
             a.clear href="/" { "Clear" }
         }
@@ -545,4 +616,30 @@ async fn trace_page(State(studio): State<Studio>, Path(id): Path<String>) -> Res
         }
     };
     Ok(Html(layout(&root.name, body).into_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_times_parse_as_timestamp_prints_them() {
+        for text in ["2026-12-05 21:03:04", "1970-01-01 00:00:00", "2024-02-29 23:59:59", "2000-03-01 12:00:00"] {
+            assert_eq!(timestamp(parse_utc(text).unwrap()), text);
+        }
+        assert_eq!(timestamp(parse_utc("2026-12-05T21:03").unwrap()), "2026-12-05 21:03:00");
+        assert_eq!(timestamp(parse_utc("2026-12-05").unwrap()), "2026-12-05 00:00:00");
+        for bad in [
+            "yesterday",
+            "2026-13-01",
+            "2026-02-29",
+            "2026-04-31",
+            "2026-12-05T25:00",
+            "2026-12-05T10",
+            "1969-12-31T23:59",
+            "",
+        ] {
+            assert!(parse_utc(bad).is_err(), "{bad}");
+        }
+    }
 }

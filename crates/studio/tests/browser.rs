@@ -138,6 +138,8 @@ fn start_studio(db: &Path, server: &LlamaServer) -> Studio {
     command
         .args(["--db", db.to_str().unwrap(), "--port", "0"])
         .env("OPENAI_BASE_URL", server.base_url())
+        // The server is llama.cpp's: its native JSON-schema output, which the LLM judge asks for.
+        .env("CATENA_COMPAT", "llama.cpp")
         .env("CATENA_MODEL", ALIAS)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -146,7 +146,7 @@ async fn a_failed_call_is_an_error_run_with_its_message() {
     assert!(summary.failed);
     let RunStatus::Error { kind, message } = &runs[1].status else { panic!("an error run: {:?}", runs[1]) };
     assert_eq!(kind.as_deref(), Some("transport"));
-    assert_eq!(message.as_deref(), Some(err.to_string().as_str()));
+    assert_eq!(message.as_deref(), Some(err.with_causes().as_str()), "the error with its causes");
     assert_eq!(runs[1].cost, Cost::NoUsage);
     assert!(runs[1].input.is_none(), "content is off on this client");
     // Listing by status.

@@ -201,7 +201,7 @@ fn record_response(span: &tracing::Span, response: &ChatResponse, record_content
 
 fn record_error(span: &tracing::Span, e: &Error) {
     span.record("error.type", error_type(e).as_ref());
-    tracing::warn!(parent: span, error = %e, "call failed");
+    tracing::warn!(parent: span, error = %e.with_causes(), "call failed");
 }
 
 fn record_latency(span: &tracing::Span, start: Instant) {
@@ -222,7 +222,7 @@ impl<S: Llm> Llm for Telemetry<S> {
             // No subscriber wants the span: no clock, no records; a failure is still a warning.
             let out = self.inner.chat(request).await;
             if let Err(e) = &out {
-                tracing::warn!(error = %e, "call failed");
+                tracing::warn!(error = %e.with_causes(), "call failed");
             }
             return out;
         }

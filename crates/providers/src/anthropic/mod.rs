@@ -55,8 +55,9 @@
 //! # Errors
 //!
 //! Non-2xx answers are [`Error::Http`] with the status, `Retry-After` and, as the body, Anthropic's
-//! `{"type": "error", "error": {"type", "message"}}` as `<type>: <message>` (any other body as a preview of at
-//! most 500 characters; never more than 64 KiB of it is read), followed by what to do. An `error` event inside a
+//! `{"type": "error", "error": {"type", "message"}}` as `<type>: <message>` (any other body as a one-line preview of
+//! at most 300 characters; the body kept on the error is read up to 1 MiB, so that a hostile server cannot make an
+//! error hold unbounded memory), followed by what to do. An `error` event inside a
 //! stream is an [`Error::Http`] with the status Anthropic gives its error type (`overloaded_error` -> 529, ...).
 //! The API key never appears in errors, `Debug` or `Display` output, even when a server echoes it back: every
 //! occurrence is replaced by `[redacted]`.

@@ -98,8 +98,9 @@
 //!
 //! Non-2xx answers are [`Error::Http`] with the status, the `Retry-After` delay (or, without that header, the
 //! `retryDelay` of a `google.rpc.RetryInfo` detail) and, as the body, Google's `{"error": {"code", "message",
-//! "status"}}` as `<status>: <message>` (any other body as a preview of at most 500 characters; never more than
-//! 64 KiB of it is read), followed by what to do. An error object inside a stream is an [`Error::Http`] with its
+//! "status"}}` as `<status>: <message>` (any other body as a one-line preview of at most 300 characters; the body
+//! kept on the error is read up to 1 MiB, so that a hostile server cannot make an error hold unbounded memory),
+//! followed by what to do. An error object inside a stream is an [`Error::Http`] with its
 //! `code`. The API key (or token) never appears in errors, `Debug` or `Display` output, even when a server echoes
 //! it back: every occurrence is replaced by `[redacted]`.
 //!

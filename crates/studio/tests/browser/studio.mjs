@@ -393,6 +393,16 @@ async function main() {
     check(scores >= examples, `${scores} [data-testid=score] cells for ${examples} examples`);
     const values = await page.locator('[data-testid=score]').allInnerTexts();
     check(values.some((v) => /\d/.test(v)), `no [data-testid=score] holds a number: ${JSON.stringify(values)}`);
+    // Every chosen evaluator graded (the LLM judge on the local model too): a score, never an evaluator error.
+    for (const name of evaluators) {
+      const mine = values.filter((v) => v.trim().startsWith(`${name} `));
+      check(mine.length >= examples, `${mine.length} ${name} scores for ${examples} examples: ${JSON.stringify(values)}`);
+      const broken = mine.filter((v) => /error/.test(v));
+      if (broken.length > 0) {
+        const why = await page.locator('.score-error').allInnerTexts();
+        check(false, `${name} failed to grade: ${JSON.stringify(why)}`);
+      }
+    }
     check((await summary.innerText()).trim().length > 0, 'the experiment summary is empty');
     await looksRight('experiment');
     await shot('07-experiment');
