@@ -189,10 +189,12 @@ def check_providers(nb, out):
     ok, total = one(r"^Concurrent calls: (\d+) of (\d+) answered", out, "the concurrent calls")
     expect(ok == total == "8", f"concurrent calls: {ok} of {total} answered")
     expect(re.search(r"^Server stopped$", out, flags=re.MULTILINE) is not None, "the server was not stopped")
-    formats = re.findall(r"^(OpenAI|Anthropic|Gemini|Azure OpenAI): \[echo\].*$\n^  question arrived: (\w+), usage (.+), streamed == plain: (\w+)$",
+    formats = re.findall(r"^(OpenAI|Anthropic|Gemini|Azure OpenAI): (\[echo\].*)$\n^  question arrived: (\w+), usage (.+), streamed == plain: (\w+)$",
                          out, flags=re.MULTILINE)
     expect(len(formats) == 4, f"expected four wire formats answering, found {len(formats)}: {formats}")
-    for name, arrived, usage, same in formats:
+    for name, echo, arrived, usage, same in formats:
+        # The whole conversation arrived: system prompt, earlier exchange and question.
+        expect(" messages=4 " in echo, f"{name}: the server did not receive all four messages: {echo}")
         expect(arrived == "true", f"{name}: the question did not arrive")
         expect(usage != "none", f"{name}: no usage")
         expect(same == "true", f"{name}: the streamed answer differs from the plain one")
