@@ -113,27 +113,11 @@ fn degenerate(text: &str) -> bool {
     false
 }
 
-/// The source numbers cited as `[n]` or `[n, m, ...]`.
-fn citations(text: &str) -> Vec<usize> {
-    let mut found = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find('[') {
-        rest = &rest[open + 1..];
-        let Some(close) = rest.find(']') else { break };
-        let inside = &rest[..close];
-        let numbers: Option<Vec<usize>> = inside.split(',').map(|n| n.trim().parse().ok()).collect();
-        if let Some(numbers) = numbers {
-            found.extend(numbers);
-        }
-    }
-    found
-}
-
 fn judge(text: &str, finish_reason: Option<&FinishReason>, sources: usize) -> Verdict {
     Verdict {
         non_degenerate: !degenerate(text),
         ended: finish_reason == Some(&FinishReason::Stop),
-        cited: citations(text).iter().any(|&n| (1..=sources).contains(&n)),
+        cited: common::citations(text).iter().any(|&n| (1..=sources).contains(&n)),
     }
 }
 
@@ -247,7 +231,7 @@ mod tests {
 
     #[test]
     fn citations_are_read() {
-        assert_eq!(citations("As [1] and [2, 3] say; not [x] or [ ]."), vec![1, 2, 3]);
+        assert_eq!(common::citations("As [1] and [2, 3] say; not [x] or [ ]."), vec![1, 2, 3]);
         let v = judge("It is in [6].", Some(&FinishReason::Stop), 5);
         assert!(!v.cited && v.ended && v.non_degenerate);
     }

@@ -142,7 +142,7 @@ impl RightChapter {
             return chapters;
         }
         let Ok(answer) = serde_json::from_value::<Answer>(reference.clone()) else { return Vec::new() };
-        let cited = cited_numbers(&answer.text);
+        let cited = common::citations(&answer.text);
         let mut files: Vec<String> = answer
             .sources
             .iter()
@@ -153,20 +153,6 @@ impl RightChapter {
         files.dedup();
         files
     }
-}
-
-/// The source numbers a text cites as `[n]` or `[n, m, ...]`.
-fn cited_numbers(text: &str) -> Vec<usize> {
-    let mut found = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find('[') {
-        rest = &rest[open + 1..];
-        let Some(close) = rest.find(']') else { break };
-        let numbers: Option<Vec<usize>> = rest[..close].split(',').map(|n| n.trim().parse().ok()).collect();
-        found.extend(numbers.unwrap_or_default());
-        rest = &rest[close + 1..];
-    }
-    found
 }
 
 #[catena::async_trait]
@@ -336,6 +322,5 @@ mod tests {
         let cites_none = json!({"text": "Use spawn.", "sources": sources});
         assert_eq!(RightChapter::expected(&cites_none), ["ch16-01-threads.md"]);
         assert!(RightChapter::expected(&json!("Paris")).is_empty());
-        assert_eq!(cited_numbers("[1] and [2, 3]; not [x] or [ ]."), [1, 2, 3]);
     }
 }

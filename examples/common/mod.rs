@@ -321,3 +321,19 @@ pub async fn index_folder(embedder: &Arc<dyn Embedder>, opts: IndexOptions<'_>) 
     }
     Ok((store, report))
 }
+
+/// The source numbers cited as `[n]` or `[n, m, ...]`.
+pub fn citations(text: &str) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        rest = &rest[open + 1..];
+        let Some(close) = rest.find(']') else { break };
+        let inside = &rest[..close];
+        let numbers: Option<Vec<usize>> = inside.split(',').map(|n| n.trim().parse().ok()).collect();
+        if let Some(numbers) = numbers {
+            found.extend(numbers);
+        }
+    }
+    found
+}
